@@ -1,0 +1,185 @@
+"""Settings as frozen dataclasses: model, loss, augmentation and training.
+
+Everything here is plain data (str, int, float, bool, tuples) so that it can be stored in a
+checkpoint and read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from edgeyolo.errors import ConfigError
+
+Arch = Literal["yolov3", "yolov3-tiny"]
+ARCHS: tuple[str, ...] = ("yolov3", "yolov3-tiny")
+
+#: Official darknet anchors (pixels at 416), smallest first.
+YOLOV3_ANCHORS: tuple[tuple[float, float], ...] = (
+    (10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326),
+)
+YOLOV3_TINY_ANCHORS: tuple[tuple[float, float], ...] = (
+    (10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319),
+)
+
+
+def num_scales(arch: str) -> int:
+    """Number of detection heads: 3 for yolov3, 2 for yolov3-tiny."""
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown model {arch!r}; choose one of {', '.join(ARCHS)}")
+    return 3 if arch == "yolov3" else 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What is needed to rebuild a model.
+
+    ``anchors`` are (w, h) in input pixels at ``img_size``, sorted by area, smallest first;
+    ``3 * num_scales`` of them. ``None`` means the official darknet anchors of ``arch``.
+    Heads are ordered as in darknet's cfg: coarsest (stride 32) first; the largest anchors
+    belong to the coarsest head.
+    """
+
+    arch: str = "yolov3-tiny"
+    num_classes: int = 80
+    img_size: int = 416
+    anchors: tuple[tuple[float, float], ...] | None = None
+    names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = num_scales(self.arch)
+        if self.num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.img_size % 32 != 0 or self.img_size < 32:
+            raise ConfigError(f"img_size must be a positive multiple of 32, got {self.img_size}")
+        if self.anchors is not None:
+            anchors = tuple((float(w), float(h)) for w, h in self.anchors)
+            if len(anchors) != 3 * n:
+                raise ConfigError(
+                    f"{self.arch} needs {3 * n} anchors (3 per head), got {len(anchors)}"
+                )
+            if any(w <= 0 or h <= 0 for w, h in anchors):
+                raise ConfigError(f"anchors must be positive (w, h) pairs, got {anchors}")
+            object.__setattr__(self, "anchors", tuple(sorted(anchors, key=lambda a: a[0] * a[1])))
+        if self.names and len(self.names) != self.num_classes:
+            raise ConfigError(
+                f"{len(self.names)} class names given for {self.num_classes} classes"
+            )
+
+    @property
+    def resolved_anchors(self) -> tuple[tuple[float, float], ...]:
+        if self.anchors is not None:
+            return self.anchors
+        return YOLOV3_ANCHORS if self.arch == "yolov3" else YOLOV3_TINY_ANCHORS
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.names or tuple(str(i) for i in range(self.num_classes))
+
+
+BoxLoss = Literal["giou", "diou", "ciou", "mse"]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the loss components (the lambdas of the YOLO papers) and the box loss kind."""
+
+    box_loss: str = "giou"
+    lambda_box: float = 1.0
+    lambda_obj: float = 1.0
+    lambda_noobj: float = 1.0
+    lambda_cls: float = 1.0
+    ignore_thresh: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.box_loss not in ("giou", "diou", "ciou", "mse"):
+            raise ConfigError(f"unknown box loss {self.box_loss!r}; use giou, diou, ciou or mse")
+        if not 0.0 < self.ignore_thresh <= 1.0:
+            raise ConfigError(f"ignore_thresh must be in (0, 1], got {self.ignore_thresh}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation (torchvision.transforms.v2). Flips are off: digits are not symmetric."""
+
+    hflip: float = 0.0
+    vflip: float = 0.0
+    scale: tuple[float, float] = (0.75, 1.25)
+    translate: float = 0.1
+    degrees: float = 0.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.0
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = ""
+    out: str = "runs/train"
+    model: str = "yolov3-tiny"
+    img_size: int = 416
+    epochs: int = 30
+    batch: int = 8
+    workers: int = 2
+    device: str = "auto"
+    optimizer: str = "adam"
+    lr_init: float = 1e-3
+    lr_end: float = 1e-6
+    warmup_epochs: float = 2.0
+    momentum: float = 0.937
+    weight_decay: float = 0.0
+    ema: bool = True
+    ema_decay: float = 0.999
+    grad_clip: float = 10.0
+    amp: bool = True
+    channels_last: bool = True
+    multi_scale: bool = False
+    multi_scale_range: tuple[float, float] = (0.75, 1.25)
+    eval_interval: int = 1
+    conf_thres: float = 0.001
+    iou_thres: float = 0.5
+    seed: int = 0
+    anchors: str = "auto"
+    skip_bad: bool = False
+    max_images: int | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        num_scales(self.model)
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; use adam, adamw or sgd")
+        if self.epochs < 1 or self.batch < 1:
+            raise ConfigError("epochs and batch must be >= 1")
+        if self.img_size % 32 != 0:
+            raise ConfigError(f"--img-size must be a multiple of 32, got {self.img_size}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass as nested plain dicts/lists (safe for ``torch.load(weights_only=True)``)."""
+    return dataclasses.asdict(cfg)
+
+
+def _tuplify(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = set(d) - known
+    if unknown:
+        raise ConfigError(f"unknown model config keys {sorted(unknown)}")
+    return ModelConfig(**{k: _tuplify(v) for k, v in d.items()})
+
+
+def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    d = dict(d)
+    loss = LossConfig(**d.pop("loss", {}))
+    aug = AugmentConfig(**{k: _tuplify(v) for k, v in d.pop("augment", {}).items()})
+    return TrainConfig(**{k: _tuplify(v) for k, v in d.items()}, loss=loss, augment=aug)

@@ -1,0 +1,50 @@
+"""Exception classes. Each message says what is wrong, where, and what to do about it.
+
+The CLI turns any :class:`EdgeYoloError` into one readable line and exit code 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EdgeYoloError(Exception):
+    """Base class of every error edgeyolo raises on purpose."""
+
+
+class DataError(EdgeYoloError):
+    """Bad input data: a malformed annotation line, an unknown class, a missing or corrupt image.
+
+    ``file`` and ``line`` (1-based) name the place; either may be ``None`` when it does not apply.
+    """
+
+    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None):
+        self.file = None if file is None else str(file)
+        self.line = line
+        self.reason = message
+        where = ""
+        if self.file is not None:
+            where = f"{self.file}:{line}: " if line is not None else f"{self.file}: "
+        super().__init__(f"{where}{message}")
+
+
+class ConfigError(EdgeYoloError):
+    """An impossible or inconsistent setting (unknown model name, bad anchors, bad data.yaml)."""
+
+
+class CheckpointError(EdgeYoloError):
+    """A checkpoint that is not ours, is truncated, or does not fit the model it is loaded into."""
+
+
+class TrainingDivergedError(EdgeYoloError):
+    """The loss became NaN or infinite."""
+
+    def __init__(self, *, epoch: int, step: int, components: dict[str, float]):
+        self.epoch = epoch
+        self.step = step
+        self.components = components
+        parts = ", ".join(f"{k}={v:.4g}" for k, v in components.items())
+        super().__init__(
+            f"loss is not finite at epoch {epoch}, step {step} ({parts}); "
+            "lower --lr, raise --warmup-epochs, or check the labels of this batch"
+        )
