@@ -1,0 +1,3 @@
+from edgeyolo.cli import app
+
+app(prog_name="edgeyolo")

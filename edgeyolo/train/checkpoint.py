@@ -1,0 +1,131 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of plain data and tensors::
+
+    {"format": "edgeyolo.checkpoint", "version": 1,
+     "model_config": {...ModelConfig...},      # enough to rebuild the model
+     "model": state_dict,                       # the weights to run (the EMA when training used one)
+     "epoch": int, "best_map50": float, "metrics": {...},
+     "train": {...TrainConfig...},              # how it was trained
+     "state": {raw model, ema, optimizer, scheduler, scaler, rng}}   # only what --resume needs
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeyolo.config import ModelConfig, model_config_from_dict
+from edgeyolo.errors import CheckpointError, ConfigError
+
+FORMAT = "edgeyolo.checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
+
+    A crash (or SIGKILL) at any moment leaves either the previous file or the new one, never a
+    partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read an edgeyolo checkpoint safely (no code execution) and check that it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: it holds Python objects other than tensors and plain data "
+            f"(not an edgeyolo checkpoint, or a pickle that could run code): {str(e).splitlines()[0]}"
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint (truncated or not a torch file): "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not an edgeyolo checkpoint (no '{FORMAT}' format tag); "
+            "train one with `edgeyolo train`, or load darknet weights with --pretrained"
+        )
+    if data.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {data.get('version')} is not supported "
+            f"(this edgeyolo reads version {VERSION})"
+        )
+    return data
+
+
+def checkpoint_model_config(ckpt: dict[str, Any], *, source: str | Path = "checkpoint") -> ModelConfig:
+    try:
+        return model_config_from_dict(ckpt["model_config"])
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{source}: bad model_config in checkpoint: {e}") from e
+
+
+def load_state_into(model: nn.Module, state: dict[str, Any], *, source: str | Path) -> None:
+    """Load a state dict, turning key/shape mismatches into one :class:`CheckpointError`."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}" if missing else "",
+                f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+                if unexpected
+                else "",
+                f"shape mismatch {wrong[:3]}{'...' if len(wrong) > 3 else ''}" if wrong else "",
+            )
+            if part
+        )
+        raise CheckpointError(
+            f"{source}: weights do not fit this model ({detail}); "
+            "was it trained for another architecture or class count?"
+        )
+    model.load_state_dict(state)
+
+
+def load_model(
+    path: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode."""
+    from edgeyolo.models import build_model
+
+    ckpt = load_checkpoint(path)
+    cfg = checkpoint_model_config(ckpt, source=path)
+    model = build_model(cfg)
+    if "model" not in ckpt:
+        raise CheckpointError(f"{path}: checkpoint has no 'model' weights")
+    load_state_into(model, ckpt["model"], source=path)
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command of the README: set up (idempotent), lint, then the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+ruff check edgeyolo tests bench
+python -m pytest -q "$@"
