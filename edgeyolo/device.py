@@ -8,7 +8,7 @@ from edgeyolo.errors import ConfigError
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or a bare index ``N``."""
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or an index ``N``."""
     spec = spec.strip().lower()
     if spec in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -17,10 +17,14 @@ def select_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as e:
-        raise ConfigError(f"--device {spec!r} is not a device: use auto, cpu, cuda or cuda:N") from e
+        raise ConfigError(
+            f"--device {spec!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from e
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+            raise ConfigError(
+                f"--device {spec}: CUDA is not available on this machine; use --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present"

@@ -67,6 +67,7 @@ def decode_boxes(raw: Tensor, anchors: Tensor, stride: float) -> Tensor:
         Tensor[B, A, h, w, 4]: xyxy boxes in input pixels.
     """
     h, w = raw.shape[2], raw.shape[3]
+    stride = float(stride)
     grid = make_grid(h, w, device=raw.device, dtype=raw.dtype)  # [h, w, 2] (x, y)
     xy = (raw[..., 0:2].sigmoid() + grid) * stride
     anchor_wh = anchors.to(device=raw.device, dtype=raw.dtype).view(1, -1, 1, 1, 2)
@@ -146,7 +147,9 @@ class Detections:
     def to(self, device: torch.device | str) -> Detections:
         """The same detections on ``device``."""
         return Detections(
-            boxes=self.boxes.to(device), scores=self.scores.to(device), labels=self.labels.to(device)
+            boxes=self.boxes.to(device),
+            scores=self.scores.to(device),
+            labels=self.labels.to(device),
         )
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

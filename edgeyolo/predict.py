@@ -18,7 +18,9 @@ from edgeyolo.train.checkpoint import load_model
 
 
 class TorchPredictor:
-    """``predictor(frame)`` → ``(float32[K, 4] xyxy frame pixels, float32[K] scores, int64[K] labels)``.
+    """``predictor(frame)`` → ``(float32[K, 4] xyxy frame pixels, float32[K], int64[K])``.
+
+    Scores and class ids are the second and third arrays.
 
     ``frame`` is an ``(H, W, 3)`` uint8 RGB image of any size.
     """
@@ -47,8 +49,17 @@ class TorchPredictor:
         image, params = letterbox(frame, self.img_size)
         x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)[None].to(self.device)
         boxes, obj, cls_prob = decode_heads(self.model(x), self.model.anchors, self.model.strides)
-        det = postprocess(boxes, obj, cls_prob, conf_thres=self.conf_thres,
-                          iou_thres=self.iou_thres, max_det=self.max_det)[0]
+        det = postprocess(
+            boxes,
+            obj,
+            cls_prob,
+            conf_thres=self.conf_thres,
+            iou_thres=self.iou_thres,
+            max_det=self.max_det,
+        )[0]
         b = boxes_from_letterbox(det.boxes.cpu().numpy(), params, width=w, height=h)
-        return (b.astype(np.float32), det.scores.cpu().numpy().astype(np.float32),
-                det.labels.cpu().numpy().astype(np.int64))
+        return (
+            b.astype(np.float32),
+            det.scores.cpu().numpy().astype(np.float32),
+            det.labels.cpu().numpy().astype(np.int64),
+        )

@@ -49,9 +49,7 @@ def anchor_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     return inter / union
 
 
-def best_possible_recall(
-    wh: np.ndarray, anchors: np.ndarray, thresh: float = BPR_THRESH
-) -> float:
+def best_possible_recall(wh: np.ndarray, anchors: np.ndarray, thresh: float = BPR_THRESH) -> float:
     """Fraction of boxes whose best anchor has IoU (aligned at the centre) > ``thresh``.
 
     1.0 means every box has an anchor of roughly its size and shape; boxes below the
@@ -142,10 +140,11 @@ def anchors_for_boxes(
     """Anchors for :class:`~edgeyolo.config.ModelConfig` fitted to a dataset's boxes.
 
     Args:
-        wh: ``float[N, 2]`` box sizes as fractions of the letterboxed input side, i.e. box
-            size in pixels divided by ``max(image width, image height)``; values in (0, 1].
+        wh: ``float[N, 2]`` box sizes in pixels of the letterboxed ``img_size`` input, i.e.
+            pixel size in the image times ``img_size / max(image width, image height)``.
         arch: ``"yolov3"`` (9 anchors) or ``"yolov3-tiny"`` (6 anchors).
-        img_size: network input size the anchors are for (pixels).
+        img_size: network input size the sizes are measured at; a box larger than it means
+            the sizes were not scaled, which is an error.
         seed: random seed of :func:`kmeans_anchors`.
 
     Returns:
@@ -154,10 +153,10 @@ def anchors_for_boxes(
     """
     k = 3 * num_scales(arch)
     arr = _check_wh(wh)
-    if arr.max() > 1.0 + 1e-6:
+    if arr.max() > img_size * (1 + 1e-6):
         raise ConfigError(
-            f"box sizes must be fractions of the image side (0..1], got up to {arr.max():.4g}; "
-            "divide pixel sizes by max(image width, image height)"
+            f"box sizes up to {arr.max():.4g} px do not fit a {img_size} px input; give sizes "
+            f"at the input size: pixels * {img_size} / max(image width, image height)"
         )
-    anchors = kmeans_anchors(arr * float(img_size), k, seed=seed)
+    anchors = kmeans_anchors(arr, k, seed=seed)
     return tuple((max(round(float(w), 2), 0.01), max(round(float(h), 2), 0.01)) for w, h in anchors)

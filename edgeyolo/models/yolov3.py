@@ -1,4 +1,4 @@
-"""YOLOv3 and YOLOv3-tiny with the topology of darknet's official ``yolov3.cfg`` / ``yolov3-tiny.cfg``.
+"""YOLOv3 and YOLOv3-tiny, topology as darknet's official ``yolov3.cfg`` / ``yolov3-tiny.cfg``.
 
 ``forward`` returns the raw head maps only; decoding (sigmoid, grid, anchors) belongs to the
 loss and to the export graph, which read :attr:`YOLOv3.strides` and :attr:`YOLOv3.anchors`.
@@ -110,19 +110,15 @@ class YOLOv3(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.arch not in ("yolov3", "yolov3-tiny"):
-            raise ConfigError(f"unknown model {config.arch!r}; choose yolov3 or yolov3-tiny")
         self.config = config
         self.num_classes = config.num_classes
         self.num_anchors = NUM_ANCHORS
         self.num_outputs_per_anchor = 5 + config.num_classes
-        n = num_scales(config.arch)
+        n = num_scales(config.arch)  # raises ConfigError for an unknown arch
         self.strides: tuple[int, ...] = (32, 16, 8)[:n]
 
         self.backbone: nn.Module = Darknet53() if config.arch == "yolov3" else DarknetTiny()
-        self.stages = nn.ModuleList(
-            _stages(config.arch, NUM_ANCHORS * self.num_outputs_per_anchor)
-        )
+        self.stages = nn.ModuleList(_stages(config.arch, NUM_ANCHORS * self.num_outputs_per_anchor))
 
         # Anchors are sorted by area, smallest first; darknet's masks give the last three to
         # the first (stride-32) head: 6,7,8 / 3,4,5 / 0,1,2 (yolov3) and 3,4,5 / 0,1,2 (tiny;
@@ -142,7 +138,7 @@ class YOLOv3(nn.Module):
         """Priors for fast convergence (as Ultralytics): objectness ~ 8 objects per
         ``(640 / s) ** 2`` cells, class probability ~ ``0.6 / (C - 0.99)``."""
         c = self.num_classes
-        for conv, s in zip(self.head_convs, self.strides):
+        for conv, s in zip(self.head_convs, self.strides, strict=True):
             b = conv.bias.view(self.num_anchors, self.num_outputs_per_anchor)
             b[:, 4] += math.log(8 / (640 / s) ** 2)
             b[:, 5:] += math.log(0.6 / (c - 0.99))
@@ -159,7 +155,7 @@ class YOLOv3(nn.Module):
         feats = self.backbone(x)
         outputs: list[Tensor] = []
         route: Tensor | None = None
-        for stage, feat in zip(self.stages, reversed(feats)):
+        for stage, feat in zip(self.stages, reversed(feats), strict=True):
             route, out = stage(feat, route)
             outputs.append(out)
         return outputs

@@ -4,7 +4,7 @@ A checkpoint is a dict of plain data and tensors::
 
     {"format": "edgeyolo.checkpoint", "version": 1,
      "model_config": {...ModelConfig...},      # enough to rebuild the model
-     "model": state_dict,                       # the weights to run (the EMA when training used one)
+     "model": state_dict,                       # weights to run (the EMA when training used one)
      "epoch": int, "best_map50": float, "metrics": {...},
      "train": {...TrainConfig...},              # how it was trained
      "state": {raw model, ema, optimizer, scheduler, scaler, rng}}   # only what --resume needs
@@ -50,7 +50,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, *, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Read an edgeyolo checkpoint safely (no code execution) and check that it is one of ours."""
     path = Path(path)
     if not path.is_file():
@@ -60,7 +62,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused to load: it holds Python objects other than tensors and plain data "
-            f"(not an edgeyolo checkpoint, or a pickle that could run code): {str(e).splitlines()[0]}"
+            f"(not an edgeyolo checkpoint, or a pickle that could run code): "
+            f"{str(e).splitlines()[0]}"
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(
@@ -80,7 +83,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     return data
 
 
-def checkpoint_model_config(ckpt: dict[str, Any], *, source: str | Path = "checkpoint") -> ModelConfig:
+def checkpoint_model_config(
+    ckpt: dict[str, Any], *, source: str | Path = "checkpoint"
+) -> ModelConfig:
     try:
         return model_config_from_dict(ckpt["model_config"])
     except (KeyError, TypeError, ConfigError) as e:

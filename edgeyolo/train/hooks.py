@@ -26,7 +26,7 @@ class Hook:
 
 
 class MetricsWriter(Hook):
-    """Appends one row per epoch to ``metrics.jsonl`` and ``metrics.csv``; TensorBoard if installed."""
+    """One row per epoch to ``metrics.jsonl`` and ``metrics.csv``; TensorBoard if installed."""
 
     def __init__(self, out: Path, *, tensorboard: bool = True) -> None:
         self.out = out
@@ -104,7 +104,13 @@ class ProgressBar(Hook):
         self._seen = 0
 
     def before_epoch(self, trainer: Trainer) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(
             TextColumn(f"epoch {trainer.epoch + 1}/{trainer.cfg.epochs}"),

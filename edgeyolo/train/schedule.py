@@ -2,7 +2,8 @@
 
 Built from ``torch.optim.lr_scheduler`` parts and stepped once per iteration, as the seed
 tutorial does: ``lr = step / warmup_steps * lr_init`` during warmup, then
-``lr_end + 0.5 * (lr_init - lr_end) * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps)))``.
+``lr_end + 0.5 * (lr_init - lr_end) * (1 + cos(pi * t))`` with
+``t = (step - warmup_steps) / (total_steps - warmup_steps)``.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ def resolve_anchors(
         return anchors_for_boxes(np.concatenate(wh), arch=arch, img_size=img_size, seed=seed)
     try:
         return tuple(
-            (float(w), float(h)) for w, h in (pair.split(",") for pair in spec.replace(";", " ").split())
+            (float(w), float(h))
+            for w, h in (pair.split(",") for pair in spec.replace(";", " ").split())
         )
     except ValueError as e:
         raise ConfigError(f"--anchors {spec!r}: use 'auto', 'default' or 'w,h w,h ...'") from e
@@ -81,8 +82,10 @@ class Trainer:
         self.resume = resume
         self._setup()
         default_hooks: list[Hook] = [ProgressBar()] if progress else []
-        default_hooks += [EvalAndCheckpoint(cfg.eval_interval),
-                          MetricsWriter(self.out, tensorboard=cfg.tensorboard)]
+        default_hooks += [
+            EvalAndCheckpoint(cfg.eval_interval),
+            MetricsWriter(self.out, tensorboard=cfg.tensorboard),
+        ]
         self.hooks = default_hooks + list(hooks or [])
 
     # ------------------------------------------------------------------ set-up
@@ -142,11 +145,20 @@ class Trainer:
             anchors = None if anchors is None else tuple(tuple(a) for a in anchors)
         else:
             ckpt = None
-            anchors = resolve_anchors(cfg.anchors, self.train_records, arch=cfg.model,
-                                      img_size=cfg.img_size, seed=cfg.seed)
-        self.model_config = ModelConfig(arch=cfg.model, num_classes=len(spec.names),
-                                        img_size=cfg.img_size, anchors=anchors,
-                                        names=tuple(spec.names))
+            anchors = resolve_anchors(
+                cfg.anchors,
+                self.train_records,
+                arch=cfg.model,
+                img_size=cfg.img_size,
+                seed=cfg.seed,
+            )
+        self.model_config = ModelConfig(
+            arch=cfg.model,
+            num_classes=len(spec.names),
+            img_size=cfg.img_size,
+            anchors=anchors,
+            names=tuple(spec.names),
+        )
         model = build_model(self.model_config).to(self.device)
         self.use_cuda = self.device.type == "cuda"
         if self.use_cuda and cfg.channels_last:
@@ -154,25 +166,32 @@ class Trainer:
         self.model = model
         self.loss_fn = YoloLoss(model.anchors, model.strides, model.num_classes, cfg.loss)
 
-        self.dataset = DetectionDataset(self.train_records, img_size=cfg.img_size,
-                                        augment=cfg.augment if cfg.augment.enabled else None)
+        self.dataset = DetectionDataset(
+            self.train_records,
+            img_size=cfg.img_size,
+            augment=cfg.augment if cfg.augment.enabled else None,
+        )
         self.steps_per_epoch = math.ceil(len(self.dataset) / cfg.batch)
         total = self.steps_per_epoch * cfg.epochs
         warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
         params_decay, params_no_decay = [], []
         for n, p in model.named_parameters():
             (params_no_decay if p.ndim <= 1 or n.endswith(".bias") else params_decay).append(p)
-        groups = [{"params": params_decay, "weight_decay": cfg.weight_decay},
-                  {"params": params_no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": params_decay, "weight_decay": cfg.weight_decay},
+            {"params": params_no_decay, "weight_decay": 0.0},
+        ]
         if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr_init, momentum=cfg.momentum,
-                                             nesterov=True)
+            self.optimizer = torch.optim.SGD(
+                groups, lr=cfg.lr_init, momentum=cfg.momentum, nesterov=True
+            )
         elif cfg.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr_init, betas=(cfg.momentum, 0.999))
         else:
             self.optimizer = torch.optim.Adam(groups, lr=cfg.lr_init)
-        self.scheduler = warmup_cosine(self.optimizer, total_steps=total, warmup_steps=warmup,
-                                       lr_end=cfg.lr_end)
+        self.scheduler = warmup_cosine(
+            self.optimizer, total_steps=total, warmup_steps=warmup, lr_end=cfg.lr_end
+        )
         self.amp = cfg.amp and self.use_cuda
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = make_ema(model, decay=cfg.ema_decay) if cfg.ema else None
@@ -210,12 +229,21 @@ class Trainer:
         # resumed from last.pt sees exactly what an uninterrupted run would have seen.
         torch.manual_seed(self.cfg.seed + 1000003 * epoch)
         g = torch.Generator().manual_seed(self.cfg.seed + epoch)
-        return DataLoader(self.dataset, batch_size=self.cfg.batch, shuffle=True, generator=g,
-                          num_workers=self.cfg.workers, collate_fn=collate,
-                          pin_memory=self.use_cuda, drop_last=False,
-                          persistent_workers=False)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.cfg.batch,
+            shuffle=True,
+            generator=g,
+            num_workers=self.cfg.workers,
+            collate_fn=collate,
+            pin_memory=self.use_cuda,
+            drop_last=False,
+            persistent_workers=False,
+        )
 
-    def _multi_scale(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _multi_scale(
+        self, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = self.cfg.multi_scale_range
         size = self.cfg.img_size
         choices = list(range(int(size * lo) // 32 * 32, int(size * hi) // 32 * 32 + 1, 32))
@@ -241,8 +269,11 @@ class Trainer:
             heads = self.model(images)
         loss, parts = self.loss_fn(heads, targets, (images.shape[-2], images.shape[-1]))
         if not torch.isfinite(loss):
-            raise TrainingDivergedError(epoch=self.epoch + 1, step=self.global_step + 1,
-                                        components={k: float(v) for k, v in parts.items()})
+            raise TrainingDivergedError(
+                epoch=self.epoch + 1,
+                step=self.global_step + 1,
+                components={k: float(v) for k, v in parts.items()},
+            )
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -255,16 +286,26 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.global_step += 1
-        return {"loss": float(loss), **{k: float(v) for k, v in parts.items()}, "lr": lr,
-                "batch_size": float(images.shape[0])}
+        return {
+            "loss": float(loss.detach()),
+            **{k: float(v) for k, v in parts.items()},
+            "lr": lr,
+            "batch_size": float(images.shape[0]),
+        }
 
     def evaluate(self):  # -> MapResult
         from edgeyolo.evaluate.evaluator import evaluate_model
 
-        return evaluate_model(self.eval_model, self.val_records, self.names,
-                              img_size=self.cfg.img_size, batch=max(1, self.cfg.batch * 2),
-                              device=self.device, conf_thres=self.cfg.conf_thres,
-                              iou_thres=self.cfg.iou_thres)
+        return evaluate_model(
+            self.eval_model,
+            self.val_records,
+            self.names,
+            img_size=self.cfg.img_size,
+            batch=max(1, self.cfg.batch * 2),
+            device=self.device,
+            conf_thres=self.cfg.conf_thres,
+            iou_thres=self.cfg.iou_thres,
+        )
 
     def checkpoint_payload(self) -> dict[str, Any]:
         return {
@@ -328,19 +369,31 @@ class Trainer:
             for h in self.hooks:
                 h.after_epoch(self)
             row = self.epoch_metrics
-            val = (f" | val mAP@0.5 {row['val_map50']:.4f} mAP@0.5:0.95 {row['val_map50_95']:.4f}"
-                   if "val_map50" in row else "")
-            self.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, "
-                     f"{row['images_per_s']:.1f} img/s, {dt:.0f} s{val}")
+            val = (
+                f" | val mAP@0.5 {row['val_map50']:.4f} mAP@0.5:0.95 {row['val_map50_95']:.4f}"
+                if "val_map50" in row
+                else ""
+            )
+            self.log(
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, "
+                f"{row['images_per_s']:.1f} img/s, {dt:.0f} s{val}"
+            )
         for h in self.hooks:
             h.after_train(self)
         wall = time.perf_counter() - t_start
-        return TrainResult(out=self.out, best=self.out / "best.pt", last=self.out / "last.pt",
-                           best_map50=self.best_map50, epochs=cfg.epochs, wall_s=wall,
-                           images_per_s=seen / max(wall, 1e-9))
+        return TrainResult(
+            out=self.out,
+            best=self.out / "best.pt",
+            last=self.out / "last.pt",
+            best_map50=self.best_map50,
+            epochs=cfg.epochs,
+            wall_s=wall,
+            images_per_s=seen / max(wall, 1e-9),
+        )
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True,
-          console: Console | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, console: Console | None = None
+) -> TrainResult:
     """Train as ``cfg`` says and return where the checkpoints are and how good the best one is."""
     return Trainer(cfg, resume=resume, progress=progress, console=console).train()

@@ -9,8 +9,10 @@ from edgeyolo.train.checkpoint import load_checkpoint, load_state_into, save_che
 
 
 def test_round_trip_with_weights_only(tmp_path):
-    path = save_checkpoint(tmp_path / "a.pt", {"model": {"w": torch.ones(3)}, "epoch": 4,
-                                               "cfg": {"anchors": ((1.0, 2.0),)}})
+    path = save_checkpoint(
+        tmp_path / "a.pt",
+        {"model": {"w": torch.ones(3)}, "epoch": 4, "cfg": {"anchors": ((1.0, 2.0),)}},
+    )
     data = load_checkpoint(path)
     assert data["epoch"] == 4
     assert torch.equal(data["model"]["w"], torch.ones(3))

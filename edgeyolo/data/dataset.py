@@ -1,0 +1,114 @@
+"""The torch Dataset of annotated images, and its collate function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from edgeyolo.config import AugmentConfig
+from edgeyolo.data.records import ImageRecord
+from edgeyolo.data.transforms import (
+    LetterboxParams,
+    eval_transforms,
+    letterbox_params,
+    train_transforms,
+)
+from edgeyolo.errors import DataError
+
+Sample = tuple[Tensor, Tensor, int]
+
+
+def read_rgb(path: str, *, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """Decode an image file as ``uint8[H, W, 3]`` RGB (EXIF orientation is not applied, as
+    the annotation readers take the size from the header). Raises DataError naming the file
+    if it cannot be decoded or its size differs from the expected ``width`` x ``height``."""
+    try:
+        with Image.open(path) as im:
+            array = np.array(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DataError(f"cannot read image: {e}", file=path) from e
+    if width is not None and height is not None and array.shape[:2] != (height, width):
+        h, w = array.shape[:2]
+        raise DataError(f"image is {w}x{h} but its annotation says {width}x{height}", file=path)
+    return array
+
+
+class DetectionDataset(Dataset[Sample]):
+    """Letterboxed (and, for training, augmented) images with their boxes.
+
+    ``dataset[i]`` is ``(image, targets, i)``: ``image`` float32[3, S, S] RGB in 0..1,
+    ``targets`` float32[N, 5] rows ``(cls, x1, y1, x2, y2)`` in letterboxed pixels.
+    ``augment`` None or with ``enabled=False`` gives the evaluation transform (letterbox only).
+    ``cache=True`` keeps decoded images in memory (one cache per DataLoader worker process).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        *,
+        img_size: int = 416,
+        augment: AugmentConfig | None = None,
+        cache: bool = False,
+    ) -> None:
+        self.records = list(records)
+        self.img_size = img_size
+        self.augment = augment
+        self.cache = cache
+        self._images: dict[int, np.ndarray] = {}
+        if augment is not None and augment.enabled:
+            self.transform = train_transforms(img_size, augment)
+        else:
+            self.transform = eval_transforms(img_size)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_image(self, i: int) -> np.ndarray:
+        """The original image of record ``i``, ``uint8[H, W, 3]`` RGB."""
+        if i in self._images:
+            return self._images[i]
+        r = self.records[i]
+        image = read_rgb(str(r.path), width=r.width, height=r.height)
+        if self.cache:
+            self._images[i] = image
+        return image
+
+    def __getitem__(self, i: int) -> Sample:
+        i = range(len(self))[i]  # IndexError and negative indices as for a list
+        r = self.records[i]
+        image = tv_tensors.Image(torch.from_numpy(self.load_image(i)).permute(2, 0, 1))
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(r.boxes.copy()), format="XYXY", canvas_size=(r.height, r.width)
+            ),
+            "labels": torch.from_numpy(r.classes.copy()),
+        }
+        image, target = self.transform(image, target)
+        boxes = target["boxes"].as_subclass(Tensor).float()
+        targets = torch.cat([target["labels"].float()[:, None], boxes], dim=1)
+        return image.as_subclass(Tensor), targets, i
+
+    def letterbox_meta(self, i: int) -> LetterboxParams:
+        """``(scale, pad_x, pad_y)`` of image ``i``: map predictions back to original pixels
+        with :func:`~edgeyolo.data.transforms.boxes_from_letterbox`."""
+        r = self.records[i]
+        return letterbox_params(r.width, r.height, self.img_size)
+
+
+def collate(batch: Sequence[Sample]) -> tuple[Tensor, Tensor, list[int]]:
+    """Stack samples: ``(float32[B, 3, S, S], float32[M, 6] rows (batch_idx, cls, x1, y1, x2,
+    y2), [dataset indices])``."""
+    images = torch.stack([image for image, _, _ in batch])
+    targets = torch.cat(
+        [
+            torch.cat([torch.full((len(t), 1), float(b)), t], dim=1)
+            for b, (_, t, _) in enumerate(batch)
+        ]
+    ).reshape(-1, 6)
+    return images, targets, [index for _, _, index in batch]
