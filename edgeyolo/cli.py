@@ -99,7 +99,10 @@ def train(
     multi_scale: Annotated[bool, typer.Option(help="Random input size per step.")] = False,
     augment: Annotated[bool, typer.Option(help="Affine + colour augmentation.")] = True,
     hflip: Annotated[float, typer.Option(help="Horizontal flip probability.")] = 0.0,
-    grad_clip: Annotated[float, typer.Option(help="Max gradient norm (0: off).")] = 10.0,
+    grad_clip: Annotated[
+        float,
+        typer.Option(help="Max gradient norm (0: off; the summed loss has norms in the hundreds)."),
+    ] = 0.0,
     eval_interval: Annotated[int, typer.Option(help="Validate every N epochs.")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     skip_bad: Annotated[

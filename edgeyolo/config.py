@@ -147,7 +147,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema: bool = True
     ema_decay: float = 0.999
-    grad_clip: float = 10.0
+    grad_clip: float = 0.0
     amp: bool = True
     channels_last: bool = True
     multi_scale: bool = False

@@ -111,9 +111,9 @@ class Trainer:
         from edgeyolo.train.schedule import warmup_cosine
 
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
         probe = self.out / ".write-test"
         try:
+            self.out.mkdir(parents=True, exist_ok=True)
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as e:

@@ -1,0 +1,160 @@
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from edgeyolo.config import AugmentConfig, TrainConfig
+from edgeyolo.data.dataset import collate
+from edgeyolo.errors import CheckpointError, ConfigError, TrainingDivergedError
+from edgeyolo.train.checkpoint import load_checkpoint, load_model
+from edgeyolo.train.hooks import Hook
+from edgeyolo.train.trainer import Trainer, resolve_anchors, train
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data),
+        out=str(out),
+        img_size=96,
+        epochs=2,
+        batch=3,
+        workers=0,
+        warmup_epochs=0.5,
+        tensorboard=False,
+        eval_interval=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.slow
+def test_overfits_a_handful_of_mnist_images(mnist_overfit_yaml, tmp_path):
+    """The loss and the assignment learn: 4 real MNIST-detection images are memorised to
+    mAP@0.5 >= 0.9 through the trainer's own run_step (optimizer, schedule) and evaluation."""
+    steps = 220
+    cfg = _cfg(
+        mnist_overfit_yaml,
+        tmp_path,
+        img_size=128,
+        epochs=steps,
+        batch=4,
+        lr_init=1e-3,
+        lr_end=1e-4,
+        warmup_epochs=0,
+        ema=False,
+        augment=AugmentConfig(enabled=False),
+    )
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, progress=False)
+    images, targets, _ = collate([trainer.dataset[i] for i in range(4)])
+    first = trainer.run_step(images, targets)
+    for _ in range(steps - 1):
+        last = trainer.run_step(images, targets)
+    result = trainer.evaluate()
+    assert last["loss"] < 0.1 * first["loss"]
+    assert result.map50 >= 0.9, result
+
+
+def test_train_writes_checkpoints_and_metrics(mnist_small_yaml, tmp_path):
+    result = train(_cfg(mnist_small_yaml, tmp_path / "run"), progress=False)
+    assert result.best.is_file() and result.last.is_file()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {
+        "train_box",
+        "train_obj",
+        "train_noobj",
+        "train_cls",
+        "lr",
+        "images_per_s",
+        "val_map50",
+        "val_map50_95",
+    } <= set(rows[0])
+    csv_lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("epoch,")
+    # checkpoints load with weights_only and rebuild the trained model
+    ckpt = load_checkpoint(result.last)
+    assert ckpt["epoch"] == 1
+    assert ckpt["model_config"]["names"] == tuple(str(i) for i in range(10))
+    assert len(ckpt["model_config"]["anchors"]) == 6
+    model, _ = load_model(result.best)
+    assert model.config.img_size == 96 and model.num_classes == 10
+    assert not any(p.name.endswith(".tmp") for p in (tmp_path / "run").iterdir())
+
+
+class _StopAfterFirstEpoch(Hook):
+    def after_epoch(self, trainer):
+        if trainer.epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(mnist_small_yaml, tmp_path):
+    aug = AugmentConfig()  # augmentation on: its randomness must also be reproduced
+    full = train(_cfg(mnist_small_yaml, tmp_path / "full", augment=aug), progress=False)
+
+    cfg = _cfg(mnist_small_yaml, tmp_path / "cut", augment=aug)
+    trainer = Trainer(cfg, progress=False, hooks=[_StopAfterFirstEpoch()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 0
+    resumed = Trainer(cfg, resume=True, progress=False)
+    assert resumed.start_epoch == 1
+    assert resumed.global_step == trainer.steps_per_epoch
+    resumed.train()
+
+    a = load_checkpoint(full.last)
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")
+    for key in ("model",):
+        for name, tensor in a[key].items():
+            torch.testing.assert_close(b[key][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    for name, tensor in a["state"]["model"].items():
+        torch.testing.assert_close(b["state"]["model"][name], tensor, rtol=1e-4, atol=1e-5)
+    assert a["state"]["global_step"] == b["state"]["global_step"]
+    assert a["state"]["scheduler"]["last_epoch"] == b["state"]["scheduler"]["last_epoch"]
+
+
+def test_resume_without_last_checkpoint_is_a_clear_error(mnist_small_yaml, tmp_path):
+    with pytest.raises(CheckpointError, match="last.pt does not exist"):
+        Trainer(_cfg(mnist_small_yaml, tmp_path / "none"), resume=True, progress=False)
+
+
+def test_nan_loss_names_the_step(mnist_small_yaml, tmp_path):
+    trainer = Trainer(_cfg(mnist_small_yaml, tmp_path), progress=False)
+    images, targets, _ = collate([trainer.dataset[i] for i in range(2)])
+    trainer.run_step(images, targets)
+
+    real = trainer.loss_fn
+
+    def poisoned(heads, tg, size):
+        loss, parts = real(heads, tg, size)
+        return loss * float("nan"), parts
+
+    trainer.loss_fn = poisoned
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1, step 2"):
+        trainer.run_step(images, targets)
+
+
+def test_unwritable_output_fails_before_training(mnist_small_yaml, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="not writable"):
+        Trainer(_cfg(mnist_small_yaml, blocker / "run"), progress=False)
+
+
+def test_resolve_anchors_forms():
+    assert resolve_anchors("default", [], arch="yolov3", img_size=416, seed=0) is None
+    given = resolve_anchors(
+        "1,2 3,4 5,6 7,8 9,10 11,12", [], arch="yolov3-tiny", img_size=416, seed=0
+    )
+    assert given[0] == (1.0, 2.0) and len(given) == 6
+    with pytest.raises(ConfigError, match="--anchors"):
+        resolve_anchors("big ones", [], arch="yolov3", img_size=416, seed=0)
+
+
+def test_config_round_trips_through_a_checkpoint_dict():
+    from edgeyolo.config import to_dict, train_config_from_dict
+
+    cfg = TrainConfig(data="d.yaml", multi_scale=True, augment=AugmentConfig(hflip=0.5))
+    assert train_config_from_dict(to_dict(cfg)) == cfg
+    assert dataclasses.replace(cfg, epochs=3).epochs == 3
