@@ -131,3 +131,40 @@ def test_errors_are_one_line_and_exit_1(args, message, tmp_path, monkeypatch):
     assert message in result.output
     assert "Traceback" not in result.output
     assert result.output.strip().startswith("error:")
+
+
+def test_bad_label_line_is_named_or_skipped_and_counted(mnist_small_yaml, tmp_path):
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(mnist_small_yaml.parent, root)
+    label = root / "labels" / "train" / "000002.txt"
+    label.write_text(label.read_text() + "3 0.5 0.5 oops 0.1\n")
+    bad_line = len(label.read_text().splitlines())
+    args = [
+        "train",
+        "--data",
+        root / "data.yaml",
+        "--img-size",
+        96,
+        "--epochs",
+        1,
+        "--batch",
+        3,
+        "--out",
+        tmp_path / "run",
+        "--device",
+        "cpu",
+        "--workers",
+        0,
+        "--no-progress",
+    ]
+
+    stopped = runner.invoke(app, [str(a) for a in args])
+    assert stopped.exit_code == 1
+    assert f"000002.txt:{bad_line}" in stopped.output
+
+    skipped = _ok([*args, "--skip-bad"])
+    assert "skipped 1 bad input(s) in train" in skipped.output
+    assert f"000002.txt:{bad_line}" in skipped.output
+    assert "5 train / 2 val images" in skipped.output

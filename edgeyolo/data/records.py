@@ -67,3 +67,14 @@ class DatasetSpec:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+
+def describe_problems(name: str, problems: list[Problem], *, limit: int = 20) -> list[str]:
+    """Lines telling what ``skip_bad`` skipped in split ``name`` (empty when nothing was)."""
+    if not problems:
+        return []
+    lines = [f"skipped {len(problems)} bad input(s) in {name}:"]
+    lines += [f"  {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return lines

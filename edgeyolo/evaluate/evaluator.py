@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from edgeyolo.data.dataset import DetectionDataset, collate
-from edgeyolo.data.records import ImageRecord
+from edgeyolo.data.records import ImageRecord, describe_problems
 from edgeyolo.data.transforms import boxes_from_letterbox
 from edgeyolo.evaluate.coco_map import MapResult, compute_map
 from edgeyolo.postprocess import decode_heads, postprocess
@@ -128,7 +128,14 @@ def evaluate_checkpoint(
         raise ConfigError(
             f"{data} has {len(spec.names)} classes but {weights} was trained on {len(names)}"
         )
-    records = read_split(spec, split, skip_bad=skip_bad).records
+    read = read_split(spec, split, skip_bad=skip_bad)
+    if read.problems:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        for line in describe_problems(split, read.problems):
+            console.print(line, markup=False, highlight=False)
+    records = read.records
     return evaluate_model(
         model,
         records,

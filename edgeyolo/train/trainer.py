@@ -17,7 +17,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from edgeyolo.config import ModelConfig, TrainConfig, to_dict, train_config_from_dict
-from edgeyolo.data.records import ImageRecord
+from edgeyolo.data.records import ImageRecord, describe_problems
 from edgeyolo.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from edgeyolo.train.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 from edgeyolo.train.hooks import EvalAndCheckpoint, Hook, MetricsWriter, ProgressBar
@@ -128,12 +128,8 @@ class Trainer:
         train_split = read_split(spec, "train", skip_bad=cfg.skip_bad)
         val_split = read_split(spec, "val", skip_bad=cfg.skip_bad)
         for name, split in (("train", train_split), ("val", val_split)):
-            if split.problems:
-                self.log(f"[yellow]skipped {len(split.problems)} bad input(s) in {name}:[/]")
-                for p in split.problems[:20]:
-                    self.log(f"  {p}")
-                if len(split.problems) > 20:
-                    self.log(f"  ... and {len(split.problems) - 20} more")
+            for line in describe_problems(name, split.problems):
+                self.console.print(line, markup=False, highlight=False)
         self.train_records = train_split.records[: cfg.max_images]
         self.val_records = val_split.records[: cfg.max_images]
         if not self.train_records:

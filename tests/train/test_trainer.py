@@ -158,3 +158,18 @@ def test_config_round_trips_through_a_checkpoint_dict():
     cfg = TrainConfig(data="d.yaml", multi_scale=True, augment=AugmentConfig(hflip=0.5))
     assert train_config_from_dict(to_dict(cfg)) == cfg
     assert dataclasses.replace(cfg, epochs=3).epochs == 3
+
+
+def test_multi_scale_resizes_images_and_boxes_together(mnist_small_yaml, tmp_path, monkeypatch):
+    cfg = _cfg(mnist_small_yaml, tmp_path, multi_scale=True, multi_scale_range=(0.5, 1.5))
+    trainer = Trainer(cfg, progress=False)
+    images, targets, _ = collate([trainer.dataset[i] for i in range(2)])
+    sizes = []
+    monkeypatch.setattr("random.choice", lambda options: sizes.append(options) or 128)
+    big, scaled = trainer._multi_scale(images, targets)
+    assert sizes[0] == [64, 96, 128]  # multiples of 32 within 0.5x..1.5x of 96
+    assert big.shape[-2:] == (128, 128)
+    torch.testing.assert_close(scaled[:, 2:], targets[:, 2:] * (128 / 96))
+    torch.testing.assert_close(scaled[:, :2], targets[:, :2])
+    metrics = trainer.run_step(images, targets)
+    assert metrics["loss"] > 0
