@@ -242,8 +242,10 @@ class Trainer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = self.cfg.multi_scale_range
         size = self.cfg.img_size
-        choices = list(range(int(size * lo) // 32 * 32, int(size * hi) // 32 * 32 + 1, 32))
-        new = random.choice([c for c in choices if c >= 32])
+        # multiples of 32 inside [lo * size, hi * size] (at least one: size itself)
+        first = max(32, math.ceil(size * lo / 32) * 32)
+        choices = list(range(first, int(size * hi) // 32 * 32 + 1, 32)) or [size]
+        new = random.choice(choices)
         if new == images.shape[-1]:
             return images, targets
         scale = new / images.shape[-1]
