@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from edgeyolo.config import AugmentConfig, TrainConfig
+from edgeyolo.config import AugmentConfig, LossConfig, TrainConfig
 from edgeyolo.data.dataset import collate
 from edgeyolo.errors import CheckpointError, ConfigError, TrainingDivergedError
 from edgeyolo.train.checkpoint import load_checkpoint, load_model
@@ -31,8 +31,13 @@ def _cfg(data, out, **kw) -> TrainConfig:
 @pytest.mark.slow
 def test_overfits_a_handful_of_mnist_images(mnist_overfit_yaml, tmp_path):
     """The loss and the assignment learn: 4 real MNIST-detection images are memorised to
-    mAP@0.5 >= 0.9 through the trainer's own run_step (optimizer, schedule) and evaluation."""
-    steps = 220
+    mAP@0.5 >= 0.9 through the trainer's own run_step (optimizer, schedule) and evaluation.
+
+    Measured with bench/overfit_probe.py-style runs: with lambda_box 5 this reaches mAP@0.5 1.0
+    by step 200 of 300; with the seed's lambda_box 1 some seeds stall on a few boxes for a
+    hundred steps (see bench/RESULTS.md), so the box weight is raised here.
+    """
+    steps = 300
     cfg = _cfg(
         mnist_overfit_yaml,
         tmp_path,
@@ -44,6 +49,7 @@ def test_overfits_a_handful_of_mnist_images(mnist_overfit_yaml, tmp_path):
         warmup_epochs=0,
         ema=False,
         augment=AugmentConfig(enabled=False),
+        loss=LossConfig(lambda_box=5.0),
     )
     torch.manual_seed(0)
     trainer = Trainer(cfg, progress=False)
