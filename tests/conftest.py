@@ -45,3 +45,15 @@ def mnist_small_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mnist_set(
         tmp_path_factory.mktemp("small"), n_train=6, n_test=2, size=96, val_is_train=False
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, with the reason, on a machine without CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is present on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

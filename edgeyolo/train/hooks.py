@@ -43,6 +43,9 @@ class MetricsWriter(Hook):
             else:
                 self._tb = SummaryWriter(str(self.out / "tensorboard"))
         csv_path = self.out / "metrics.csv"
+        if not trainer.resume:  # a new run in an old folder starts new metrics files
+            for name in ("metrics.jsonl", "metrics.csv"):
+                (self.out / name).unlink(missing_ok=True)
         if csv_path.exists():  # resuming: keep the same columns
             with open(csv_path, newline="") as f:
                 header = next(csv.reader(f), None)

@@ -65,6 +65,8 @@ def test_overfits_a_handful_of_mnist_images(mnist_overfit_yaml, tmp_path):
 def test_train_writes_checkpoints_and_metrics(mnist_small_yaml, tmp_path):
     result = train(_cfg(mnist_small_yaml, tmp_path / "run"), progress=False)
     assert result.best.is_file() and result.last.is_file()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"epoch": 99}\n')  # from an older run
+    result = train(_cfg(mnist_small_yaml, tmp_path / "run"), progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {
