@@ -13,8 +13,44 @@ import torch
 
 from edgeyolo.data.transforms import boxes_from_letterbox, letterbox
 from edgeyolo.device import select_device
-from edgeyolo.postprocess import decode_heads, postprocess
+from edgeyolo.evaluate.coco_map import Prediction
+from edgeyolo.postprocess import Detections, decode_heads, postprocess
 from edgeyolo.train.checkpoint import load_model
+
+
+def detect_batch(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    conf_thres: float,
+    iou_thres: float,
+    max_det: int = 300,
+) -> list[Detections]:
+    """Model, decode and NMS on ``images`` (``Tensor[B, 3, H, W]``, letterboxed, 0..1).
+
+    Boxes of the returned detections are in letterboxed input pixels.
+    """
+    boxes, obj, cls_prob = decode_heads(model(images), model.anchors, model.strides)
+    return postprocess(
+        boxes.float(),
+        obj.float(),
+        cls_prob.float(),
+        conf_thres=conf_thres,
+        iou_thres=iou_thres,
+        max_det=max_det,
+    )
+
+
+def to_frame(
+    det: Detections, params: tuple[float, float, float], *, width: int, height: int
+) -> Prediction:
+    """Detections mapped from letterboxed input pixels back to a ``width`` x ``height`` frame."""
+    boxes = boxes_from_letterbox(det.boxes.cpu().numpy(), params, width=width, height=height)
+    return (
+        boxes.astype(np.float32),
+        det.scores.cpu().numpy().astype(np.float32),
+        det.labels.cpu().numpy().astype(np.int64),
+    )
 
 
 class TorchPredictor:
@@ -44,22 +80,15 @@ class TorchPredictor:
         self.max_det = max_det
 
     @torch.no_grad()
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, frame: np.ndarray) -> Prediction:
         h, w = frame.shape[:2]
         image, params = letterbox(frame, self.img_size)
         x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)[None].to(self.device)
-        boxes, obj, cls_prob = decode_heads(self.model(x), self.model.anchors, self.model.strides)
-        det = postprocess(
-            boxes,
-            obj,
-            cls_prob,
+        det = detect_batch(
+            self.model,
+            x,
             conf_thres=self.conf_thres,
             iou_thres=self.iou_thres,
             max_det=self.max_det,
         )[0]
-        b = boxes_from_letterbox(det.boxes.cpu().numpy(), params, width=w, height=h)
-        return (
-            b.astype(np.float32),
-            det.scores.cpu().numpy().astype(np.float32),
-            det.labels.cpu().numpy().astype(np.int64),
-        )
+        return to_frame(det, params, width=w, height=h)

@@ -5,18 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from edgeyolo.data.dataset import DetectionDataset, collate
 from edgeyolo.data.records import ImageRecord, describe_problems
-from edgeyolo.data.transforms import boxes_from_letterbox
-from edgeyolo.evaluate.coco_map import MapResult, compute_map
-from edgeyolo.postprocess import decode_heads, postprocess
-
-Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
+from edgeyolo.evaluate.coco_map import MapResult, Prediction, compute_map
+from edgeyolo.predict import detect_batch, to_frame
 
 
 @torch.no_grad()
@@ -49,26 +45,17 @@ def predict_records(
         iterator = track(loader, description="evaluating", transient=True)
     try:
         for images, _targets, indices in iterator:
-            heads = model(images.to(device))
-            boxes, obj, cls_prob = decode_heads(heads, model.anchors, model.strides)
-            dets = postprocess(
-                boxes.float(),
-                obj.float(),
-                cls_prob.float(),
+            dets = detect_batch(
+                model,
+                images.to(device),
                 conf_thres=conf_thres,
                 iou_thres=iou_thres,
                 max_det=max_det,
             )
             for det, i in zip(dets, indices, strict=True):
                 rec = records[i]
-                params = dataset.letterbox_meta(i)
-                b = boxes_from_letterbox(
-                    det.boxes.cpu().numpy(), params, width=rec.width, height=rec.height
-                )
-                out[i] = (
-                    b.astype(np.float32),
-                    det.scores.cpu().numpy().astype(np.float32),
-                    det.labels.cpu().numpy().astype(np.int64),
+                out[i] = to_frame(
+                    det, dataset.letterbox_meta(i), width=rec.width, height=rec.height
                 )
     finally:
         model.train(was_training)
