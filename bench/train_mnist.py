@@ -81,6 +81,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench-tiny")
     p.add_argument("--model", default="yolov3-tiny")
     p.add_argument("--img-size", type=int, default=320)
+    p.add_argument("--eval-img-size", type=int, default=None)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -100,6 +101,7 @@ def main() -> None:
         out=a.out,
         model=a.model,
         img_size=a.img_size,
+        eval_img_size=a.eval_img_size,
         epochs=a.epochs,
         batch=a.batch,
         lr_init=a.lr,

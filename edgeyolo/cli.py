@@ -78,6 +78,10 @@ def train(
     data: Annotated[Path, typer.Option(help="data.yaml of the dataset.")],
     model: Annotated[str, typer.Option(help="yolov3 or yolov3-tiny.")] = "yolov3-tiny",
     img_size: Annotated[int, typer.Option(help="Input size (multiple of 32).")] = 416,
+    eval_img_size: Annotated[
+        int | None,
+        typer.Option(help="Validation size, also the model's inference size (default: img-size)"),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 30,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 8,
     out: Annotated[Path, typer.Option(help="Run folder for checkpoints and metrics.")] = Path(
@@ -131,6 +135,7 @@ def train(
             out=str(out),
             model=model,
             img_size=img_size,
+            eval_img_size=eval_img_size,
             epochs=epochs,
             batch=batch,
             workers=workers,
@@ -228,6 +233,93 @@ def detect(
         records = run_detect(source, predictor, predictor.names, out=out, save_json=save_json)
     n = sum(len(r["detections"]) for r in records)
     console.print(f"{len(records)} frame(s), {n} detection(s) -> [bold]{out}[/]")
+
+
+@app.command("export")
+def export_cmd(
+    weights: Annotated[Path, typer.Option(help="A checkpoint written by `edgeyolo train`.")],
+    out: Annotated[Path, typer.Option(help="Folder for the ONNX files, engines and manifest.")] = (
+        Path("export/model")
+    ),
+    img_size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
+    batch: Annotated[int, typer.Option(help="Largest batch (dynamic 1..batch).")] = 1,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write an fp16 graph.")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write a calibrated INT8 (Q/DQ) graph.")
+    ] = False,
+    engine: Annotated[
+        bool, typer.Option("--engine", help="Build a TensorRT engine per graph (needs TensorRT).")
+    ] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="End at the raw head maps (no decode, no NMS).")
+    ] = False,
+    calib: Annotated[Path, typer.Option(help="Folder of calibration images.")] = Path("calib_data"),
+    calib_method: Annotated[str, typer.Option(help="entropy, percentile or minmax.")] = "entropy",
+    calib_images: Annotated[
+        int | None, typer.Option(help="Use at most this many calibration images.")
+    ] = 256,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="data.yaml whose val split holds INT8 to the --int8-max-drop budget."),
+    ] = None,
+    int8_max_drop: Annotated[
+        float, typer.Option(help="Allowed mAP@0.5 loss of INT8 against fp32, in points.")
+    ] = 1.0,
+    quantize_heads: Annotated[
+        bool, typer.Option(help="Quantize the heads' last convolutions too.")
+    ] = False,
+    conf: Annotated[float, typer.Option(help="Score threshold inside the graph.")] = 0.25,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold inside the graph.")] = 0.45,
+    max_det: Annotated[int, typer.Option(help="Detections per image (output size K).")] = 100,
+    multi_label: Annotated[bool, typer.Option(help="Score every class of a box.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = 17,
+    simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (checked).")] = True,
+    workspace: Annotated[float, typer.Option(help="TensorRT workspace limit, GiB.")] = 2.0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Export ONNX (decode + NMS inside) in fp32/fp16/int8, TensorRT engines, and manifest.json."""
+    from edgeyolo.config import ExportConfig
+    from edgeyolo.export.pipeline import export_model
+
+    with _cli_errors():
+        cfg = ExportConfig(
+            weights=str(weights),
+            out=str(out),
+            img_size=img_size,
+            batch=batch,
+            opset=opset,
+            conf_thres=conf,
+            iou_thres=iou,
+            max_det=max_det,
+            multi_label=multi_label,
+            raw=raw,
+            simplify=simplify,
+            fp16=fp16,
+            int8=int8,
+            calib=str(calib),
+            calib_method=calib_method,
+            calib_images=calib_images,
+            int8_max_drop=int8_max_drop,
+            quantize_heads=quantize_heads,
+            data=None if data is None else str(data),
+            engine=engine,
+            workspace_gib=workspace,
+        )
+        manifest = export_model(cfg, progress=progress, log=console.print)
+    table = Table(title=f"exported to {out}")
+    for col in ("file", "precision", "MB", "parity vs PyTorch"):
+        table.add_column(col)
+    checks = manifest["checks"]["parity_vs_torch"]
+    for a in manifest["artifacts"]:
+        p = checks.get(a["precision"]) if a["kind"] == "onnx" else None
+        summary = (
+            f"{p['matched']}/{max(p['ref_count'], p['other_count'])} boxes, "
+            f"mean IoU {p['mean_iou']:.4f}, max |Δscore| {p['max_score_diff']:.2g}"
+            if p
+            else "-"
+        )
+        table.add_row(a["file"], a["precision"], f"{a['bytes'] / 1e6:.1f}", summary)
+    console.print(table)
 
 
 @app.command()

@@ -48,7 +48,8 @@ def num_scales(arch: str) -> int:
 class ModelConfig:
     """What is needed to rebuild a model.
 
-    ``anchors`` are (w, h) in input pixels at ``img_size``, sorted by area, smallest first;
+    ``img_size`` is the default inference input size (the validation size of training).
+    ``anchors`` are (w, h) in input pixels, sorted by area, smallest first;
     ``3 * num_scales`` of them. ``None`` means the official darknet anchors of ``arch``.
     Heads are ordered as in darknet's cfg: coarsest (stride 32) first; the largest anchors
     belong to the coarsest head.
@@ -135,6 +136,7 @@ class TrainConfig:
     out: str = "runs/train"
     model: str = "yolov3-tiny"
     img_size: int = 416
+    eval_img_size: int | None = None
     epochs: int = 30
     batch: int = 8
     workers: int = 2
@@ -171,6 +173,17 @@ class TrainConfig:
             raise ConfigError("epochs and batch must be >= 1")
         if self.img_size % 32 != 0:
             raise ConfigError(f"--img-size must be a multiple of 32, got {self.img_size}")
+        if self.eval_img_size is not None and (
+            self.eval_img_size % 32 != 0 or self.eval_img_size < 32
+        ):
+            raise ConfigError(
+                f"--eval-img-size must be a positive multiple of 32, got {self.eval_img_size}"
+            )
+
+    @property
+    def infer_size(self) -> int:
+        """Input size for validation and the checkpoint's default inference size."""
+        return self.img_size if self.eval_img_size is None else self.eval_img_size
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -197,3 +210,63 @@ def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
     loss = LossConfig(**d.pop("loss", {}))
     aug = AugmentConfig(**{k: _tuplify(v) for k, v in d.pop("augment", {}).items()})
     return TrainConfig(**{k: _tuplify(v) for k, v in d.items()}, loss=loss, augment=aug)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of ``edgeyolo export`` (one ONNX file per precision, optional TensorRT engines)."""
+
+    weights: str = ""
+    out: str = "export/model"
+    img_size: int | None = None
+    batch: int = 1
+    opset: int = 17
+    conf_thres: float = 0.25
+    iou_thres: float = 0.45
+    max_det: int = 100
+    multi_label: bool = False
+    raw: bool = False
+    simplify: bool = True
+    fp16: bool = False
+    int8: bool = False
+    calib: str = "calib_data"
+    calib_method: str = "entropy"
+    calib_images: int | None = 256
+    int8_max_drop: float = 1.0
+    quantize_heads: bool = False
+    data: str | None = None
+    val_split: str = "val"
+    engine: bool = False
+    workspace_gib: float = 2.0
+    timing_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.img_size is not None and (self.img_size % 32 != 0 or self.img_size < 32):
+            raise ConfigError(f"--img-size must be a positive multiple of 32, got {self.img_size}")
+        if self.batch < 1:
+            raise ConfigError(f"--batch (the largest batch) must be >= 1, got {self.batch}")
+        if self.opset < 17:
+            raise ConfigError(f"--opset must be 17 or newer, got {self.opset}")
+        if not 0.0 <= self.conf_thres < 1.0:
+            raise ConfigError(f"--conf must be in [0, 1), got {self.conf_thres}")
+        if not 0.0 < self.iou_thres <= 1.0:
+            raise ConfigError(f"--iou must be in (0, 1], got {self.iou_thres}")
+        if self.max_det < 1:
+            raise ConfigError(f"--max-det must be >= 1, got {self.max_det}")
+        if self.calib_method not in ("entropy", "percentile", "minmax"):
+            raise ConfigError(
+                f"unknown calibration method {self.calib_method!r}; "
+                "use entropy, percentile or minmax"
+            )
+        if self.raw and self.int8:
+            raise ConfigError(
+                "--int8 needs the decode + NMS graph (its accuracy gate measures mAP); "
+                "drop --raw or --int8"
+            )
+        if self.int8_max_drop < 0:
+            raise ConfigError(f"--int8-max-drop must be >= 0 points, got {self.int8_max_drop}")
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The ONNX variants to write, fp32 always first (the others are made from it)."""
+        return ("fp32",) + (("fp16",) if self.fp16 else ()) + (("int8",) if self.int8 else ())

@@ -48,3 +48,27 @@ class TrainingDivergedError(EdgeYoloError):
             f"loss is not finite at epoch {epoch}, step {step} ({parts}); "
             "lower --lr, raise --warmup-epochs, or check the labels of this batch"
         )
+
+
+class ExportError(EdgeYoloError):
+    """An export step failed: tracing, onnxsim, a precision variant, or an accuracy budget."""
+
+
+class CalibrationError(ExportError):
+    """The INT8 calibration set is missing, empty or holds unreadable images."""
+
+
+class AccuracyBudgetError(ExportError):
+    """INT8 stays beyond ``--int8-max-drop`` of fp32; the message lists what was tried."""
+
+
+class TensorRTNotAvailableError(ExportError):
+    """TensorRT's Python bindings (or its libraries) cannot be imported on this machine."""
+
+
+class EngineBuildError(ExportError):
+    """TensorRT's ONNX parser or builder rejected the graph; the message names the nodes."""
+
+
+class EngineMismatchError(EdgeYoloError):
+    """An engine built for another TensorRT version or GPU than the one running it."""

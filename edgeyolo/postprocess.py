@@ -212,3 +212,30 @@ def postprocess(
         keep = batched_nms(b, s, labels, iou_thres)[:max_det]
         out.append(Detections(boxes=b[keep], scores=s[keep], labels=labels[keep].long()))
     return out
+
+
+def from_padded(
+    num_dets: np.ndarray | Tensor,
+    boxes: np.ndarray | Tensor,
+    scores: np.ndarray | Tensor,
+    classes: np.ndarray | Tensor,
+) -> list[Detections]:
+    """:class:`Detections` per image from the exported graph's padded, fixed-shape outputs.
+
+    Args:
+        num_dets (int[B, 1]): valid entries per image.
+        boxes (float[B, K, 4]): xyxy input pixels; scores (float[B, K]); classes (int[B, K]).
+    """
+    t = [
+        torch.as_tensor(np.asarray(a) if isinstance(a, np.ndarray) else a)
+        for a in (num_dets, boxes, scores, classes)
+    ]
+    n, b, s, c = t
+    return [
+        Detections(
+            boxes=b[i, : int(n[i, 0])].float(),
+            scores=s[i, : int(n[i, 0])].float(),
+            labels=c[i, : int(n[i, 0])].long(),
+        )
+        for i in range(n.shape[0])
+    ]

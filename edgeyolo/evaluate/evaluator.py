@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -12,7 +12,43 @@ from torch.utils.data import DataLoader
 from edgeyolo.data.dataset import DetectionDataset, collate
 from edgeyolo.data.records import ImageRecord, describe_problems
 from edgeyolo.evaluate.coco_map import MapResult, Prediction, compute_map
+from edgeyolo.postprocess import Detections
 from edgeyolo.predict import detect_batch, to_frame
+
+#: Detects on a batch of letterboxed images (``Tensor[B, 3, S, S]``, 0..1); boxes in input pixels.
+BatchDetector = Callable[[torch.Tensor], list[Detections]]
+
+
+def predict_with(
+    detect: BatchDetector,
+    records: Sequence[ImageRecord],
+    *,
+    img_size: int,
+    batch: int = 16,
+    workers: int = 0,
+    progress: bool = False,
+    description: str = "evaluating",
+) -> list[Prediction]:
+    """Detections per record, mapped to original pixels, from any backend's batch detector.
+
+    Every backend (PyTorch, ONNX Runtime, TensorRT) is scored through this one loop, so the
+    letterbox and the mapping back to image pixels are the same for all of them.
+    """
+    dataset = DetectionDataset(list(records), img_size=img_size, augment=None)
+    loader = DataLoader(
+        dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate
+    )
+    out: list[Prediction] = [None] * len(records)  # type: ignore[list-item]
+    iterator = loader
+    if progress:
+        from rich.progress import track
+
+        iterator = track(loader, description=description, transient=True)
+    for images, _targets, indices in iterator:
+        for det, i in zip(detect(images), indices, strict=True):
+            rec = records[i]
+            out[i] = to_frame(det, dataset.letterbox_meta(i), width=rec.width, height=rec.height)
+    return out
 
 
 @torch.no_grad()
@@ -29,37 +65,23 @@ def predict_records(
     workers: int = 0,
     progress: bool = False,
 ) -> list[Prediction]:
-    """Detections per record as ``(float32[K, 4] xyxy original pixels, float32[K], int64[K])``."""
+    """Detections of a PyTorch model per record as ``(float32[K, 4] xyxy original pixels,
+    float32[K], int64[K])``."""
     device = torch.device(device)
-    dataset = DetectionDataset(list(records), img_size=img_size, augment=None)
-    loader = DataLoader(
-        dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate
-    )
+
+    def detect(images: torch.Tensor) -> list[Detections]:
+        return detect_batch(
+            model, images.to(device), conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det
+        )
+
     was_training = model.training
     model.eval()
-    out: list[Prediction] = [None] * len(records)  # type: ignore[list-item]
-    iterator = loader
-    if progress:
-        from rich.progress import track
-
-        iterator = track(loader, description="evaluating", transient=True)
     try:
-        for images, _targets, indices in iterator:
-            dets = detect_batch(
-                model,
-                images.to(device),
-                conf_thres=conf_thres,
-                iou_thres=iou_thres,
-                max_det=max_det,
-            )
-            for det, i in zip(dets, indices, strict=True):
-                rec = records[i]
-                out[i] = to_frame(
-                    det, dataset.letterbox_meta(i), width=rec.width, height=rec.height
-                )
+        return predict_with(
+            detect, records, img_size=img_size, batch=batch, workers=workers, progress=progress
+        )
     finally:
         model.train(was_training)
-    return out
 
 
 def evaluate_model(
@@ -134,3 +156,38 @@ def evaluate_checkpoint(
         iou_thres=iou_thres,
         progress=progress,
     )
+
+
+def evaluate_onnx(
+    path: str | Path,
+    records: Sequence[ImageRecord],
+    names: Sequence[str],
+    *,
+    img_size: int,
+    batch: int = 8,
+    threads: int | None = None,
+    progress: bool = False,
+) -> MapResult:
+    """COCO mAP of an exported graph (decode + NMS inside) run by ONNX Runtime on ``records``.
+
+    The graph's own NMS thresholds apply; export with ``--conf 0.001 --max-det 300`` for the
+    standard COCO evaluation setting.
+    """
+    from edgeyolo.postprocess import from_padded
+    from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+
+    with OnnxRuntimeSession(path, threads=threads) as session:
+
+        def detect(images: torch.Tensor) -> list[Detections]:
+            out = session.run(images.numpy())
+            return from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"])
+
+        preds = predict_with(
+            detect,
+            records,
+            img_size=img_size,
+            batch=batch,
+            progress=progress,
+            description=f"evaluating {Path(path).name}",
+        )
+    return compute_map(preds, records, names)

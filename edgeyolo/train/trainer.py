@@ -151,7 +151,7 @@ class Trainer:
         self.model_config = ModelConfig(
             arch=cfg.model,
             num_classes=len(spec.names),
-            img_size=cfg.img_size,
+            img_size=cfg.infer_size,
             anchors=anchors,
             names=tuple(spec.names),
         )
@@ -298,7 +298,7 @@ class Trainer:
             self.eval_model,
             self.val_records,
             self.names,
-            img_size=self.cfg.img_size,
+            img_size=self.cfg.infer_size,
             batch=max(1, self.cfg.batch * 2),
             device=self.device,
             conf_thres=self.cfg.conf_thres,
@@ -332,7 +332,8 @@ class Trainer:
         self.log(
             f"training {cfg.model} ({n_params / 1e6:.2f} M params, {len(self.names)} classes) on "
             f"{self.device} | {len(self.train_records)} train / {len(self.val_records)} val images "
-            f"| {cfg.img_size} px, batch {cfg.batch}, {cfg.epochs} epochs, {cfg.optimizer} "
+            f"| {cfg.img_size} px (eval {cfg.infer_size} px), batch {cfg.batch}, "
+            f"{cfg.epochs} epochs, {cfg.optimizer} "
             f"lr {cfg.lr_init:g}->{cfg.lr_end:g}, warmup {cfg.warmup_epochs:g} epochs"
             f"{', AMP' if self.amp else ''} | anchors "
             + " ".join(f"{w:.0f},{h:.0f}" for w, h in self.model_config.resolved_anchors)

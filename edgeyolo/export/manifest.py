@@ -1,0 +1,75 @@
+"""``manifest.json``: what each exported file is, what it was made from, and what it expects.
+
+A runtime reads the manifest, not the checkpoint: input name, shape, dtype and normalisation;
+output names; class names, anchors, strides and NMS thresholds; then one entry per artifact with
+its precision, sha256, calibration provenance (int8) and, for engines, the TensorRT version and
+GPU it was built for, so that an engine from elsewhere is refused with a message saying how to
+rebuild it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from edgeyolo.errors import ExportError
+
+__all__ = ["MANIFEST_NAME", "SCHEMA", "artifact", "read_manifest", "sha256_file", "write_manifest"]
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA = "edgeyolo.export/1"
+_REQUIRED = ("schema", "input", "outputs", "classes", "artifacts")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write ``folder/manifest.json`` atomically; returns its path."""
+    path = Path(folder) / MANIFEST_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"schema": SCHEMA, **manifest}, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read a manifest (``path`` is the file or its folder) and check that it is one of ours."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise ExportError(f"{path}: no manifest here; export with `edgeyolo export` first")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+    missing = [k for k in _REQUIRED if k not in data] if isinstance(data, dict) else list(_REQUIRED)
+    if missing:
+        raise ExportError(f"{path}: not an edgeyolo export manifest (missing {', '.join(missing)})")
+    if data["schema"] != SCHEMA:
+        raise ExportError(
+            f"{path}: manifest schema {data['schema']!r}, this edgeyolo reads {SCHEMA!r}; "
+            "export again with this version"
+        )
+    return data
+
+
+def artifact(manifest: dict[str, Any], precision: str, kind: str = "onnx") -> dict[str, Any]:
+    """The manifest entry of the ``kind`` (``onnx`` or ``engine``) file of ``precision``."""
+    for a in manifest["artifacts"]:
+        if a["precision"] == precision and a["kind"] == kind:
+            return a
+    have = ", ".join(f"{a['precision']} {a['kind']}" for a in manifest["artifacts"])
+    raise ExportError(
+        f"this export has no {precision} {kind} (it has: {have}); "
+        f"export again with --{precision}" + (" --engine" if kind == "engine" else "")
+    )
