@@ -1,0 +1,157 @@
+"""The deploy graph against the PyTorch model, run by real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgeyolo.evaluate.parity import parity
+from edgeyolo.export.graph import NET_PREFIX, nms_tail
+from edgeyolo.export.onnx_export import build_fp32, to_fp16
+from edgeyolo.postprocess import from_padded
+from edgeyolo.predict import detect_batch
+from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from tests.export.conftest import SIZE, busy_model
+
+
+def run(path, images):
+    with OnnxRuntimeSession(path, threads=1) as s:
+        return s.run(images)
+
+
+def torch_dets(net, images, **kw):
+    with torch.no_grad():
+        return detect_batch(net, torch.from_numpy(images), **kw)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_fp32_graph_reproduces_pytorch(tmp_path, mnist_images, multi_label):
+    net = busy_model()
+    kw = {"conf_thres": 0.3, "iou_thres": 0.45, "max_det": 100}
+    path, report = build_fp32(
+        net,
+        tmp_path / "m.onnx",
+        img_size=SIZE,
+        multi_label=multi_label,
+        check_images=mnist_images,
+        **kw,
+    )
+    from edgeyolo.postprocess import decode_heads, postprocess
+
+    with torch.no_grad():
+        boxes, obj, cls = decode_heads(
+            net(torch.from_numpy(mnist_images)), net.anchors, net.strides
+        )
+    ref = postprocess(boxes, obj, cls, multi_label=multi_label, **kw)
+    out = run(path, mnist_images)
+    got = from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"])
+    assert sum(len(r) for r in ref) > 40  # the check has something to bite on
+    for r, g in zip(ref, got, strict=True):
+        assert len(g) == len(r)
+        assert torch.equal(g.labels, r.labels)
+        assert torch.allclose(g.scores, r.scores, atol=1e-5)
+        assert torch.allclose(g.boxes, r.boxes, rtol=1e-4, atol=1e-2)  # float rounding, in px
+    p = parity(ref, got)
+    assert p.matched_fraction == 1.0 and p.min_iou >= 0.999 and p.max_score_diff <= 1e-4
+    # onnxsim ran, shrank the graph and changed nothing on the real images
+    assert report is not None and report.nodes_after < report.nodes_before
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_outputs_are_fixed_shape_padded_and_batch_is_dynamic(tmp_path, mnist_images):
+    net = busy_model()
+    path, _ = build_fp32(net, tmp_path / "m.onnx", img_size=SIZE, conf_thres=0.3, max_det=7)
+    batch = run(path, mnist_images)
+    assert batch["num_dets"].shape == (4, 1) and batch["num_dets"].dtype == np.int32
+    assert batch["boxes"].shape == (4, 7, 4) and batch["boxes"].dtype == np.float32
+    assert batch["scores"].shape == (4, 7) and batch["classes"].dtype == np.int32
+    n = batch["num_dets"][:, 0]
+    assert (n == 7).all()  # the busy model has far more than 7 boxes per image: capped at K
+    # top-K by score, in descending order, equal to PyTorch's top 7
+    ref = torch_dets(net, mnist_images, conf_thres=0.3, iou_thres=0.45, max_det=7)
+    assert np.allclose(batch["scores"], np.stack([r.scores.numpy() for r in ref]), atol=1e-5)
+    # one image at a time gives the same rows as the batch of 4
+    for i in range(4):
+        single = run(path, mnist_images[i : i + 1])
+        assert np.array_equal(single["classes"][0], batch["classes"][i])
+        assert np.allclose(single["boxes"][0], batch["boxes"][i], rtol=1e-4, atol=1e-2)
+
+
+def test_padding_past_num_dets(tmp_path, mnist_images):
+    net = busy_model()
+    path, _ = build_fp32(net, tmp_path / "m.onnx", img_size=SIZE, conf_thres=0.4, max_det=300)
+    out = run(path, mnist_images)
+    for i, n in enumerate(out["num_dets"][:, 0]):
+        assert 0 < n < 300
+        assert (out["scores"][i, n:] == 0).all() and (out["classes"][i, n:] == -1).all()
+        assert (out["boxes"][i, n:] == 0).all()
+        assert (out["scores"][i, :n] > 0.4).all() and (out["classes"][i, :n] >= 0).all()
+
+
+def nms_only(boxes, scores, **kw):
+    """Run the hand-written NMS tail alone on ``boxes [1, N, 4]`` and ``scores [1, C, N]``."""
+    model = nms_tail(num_classes=scores.shape[1], num_preds=boxes.shape[1], **kw)
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in s.get_outputs()]
+    return dict(zip(names, s.run(None, {"pred_boxes": boxes, "pred_scores": scores}), strict=True))
+
+
+def test_nms_tail_on_hand_made_boxes():
+    boxes = np.array(
+        [[[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 10, 10]]], np.float32
+    )  # IoU(box0, box1) = 90 / 110 = 0.818
+    scores = np.zeros((1, 2, 4), np.float32)
+    scores[0, 0] = [0.9, 0.8, 0.7, 0.0]  # class 0: box1 suppressed by box0, box2 kept
+    scores[0, 1] = [0.0, 0.0, 0.0, 0.5]  # class 1: same place as box0, other class: kept
+    out = nms_only(boxes, scores, conf_thres=0.25, iou_thres=0.45, max_det=10)
+    n = int(out["num_dets"][0, 0])
+    assert n == 3
+    assert np.allclose(out["scores"][0, :n], [0.9, 0.7, 0.5])
+    assert out["classes"][0, :n].tolist() == [0, 0, 1]
+    assert np.allclose(out["boxes"][0, :n], boxes[0, [0, 2, 3]])
+    # an IoU threshold above 0.818 keeps box1; a score threshold of 0.75 drops all but two
+    assert (
+        int(nms_only(boxes, scores, conf_thres=0.25, iou_thres=0.85, max_det=10)["num_dets"][0, 0])
+        == 4
+    )
+    assert (
+        int(nms_only(boxes, scores, conf_thres=0.75, iou_thres=0.45, max_det=10)["num_dets"][0, 0])
+        == 1
+    )
+
+
+def test_fp16_keeps_decode_and_nms_in_fp32(tmp_path, mnist_images):
+    net = busy_model()
+    kw = {"conf_thres": 0.3, "iou_thres": 0.45, "max_det": 100}
+    fp32, _ = build_fp32(net, tmp_path / "a.onnx", img_size=SIZE, **kw)
+    fp16 = to_fp16(fp32, tmp_path / "b.onnx")
+    m = onnx.load(str(fp16))
+    inits = {i.name: i for i in m.graph.initializer}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    assert convs and all(n.name.startswith(NET_PREFIX) for n in convs)
+    assert all(inits[n.input[1]].data_type == onnx.TensorProto.FLOAT16 for n in convs)
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert m.graph.output[1].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # the tail's thresholds are still fp32 initializers: decode and NMS were not converted
+    assert inits["score_threshold"].data_type == onnx.TensorProto.FLOAT
+    assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+    ref = torch_dets(net, mnist_images, **kw)
+    out = run(fp16, mnist_images)
+    p = parity(ref, from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"]))
+    # stated bound for fp16 on a random (badly conditioned) model: most boxes agree closely
+    assert p.matched_fraction >= 0.9 and p.mean_iou >= 0.98 and p.max_score_diff <= 0.02
+
+
+def test_raw_graph_returns_the_head_maps(tmp_path, mnist_images):
+    net = busy_model()
+    path, _ = build_fp32(net, tmp_path / "raw.onnx", img_size=SIZE, raw=True)
+    out = run(path, mnist_images)
+    with torch.no_grad():
+        heads = net(torch.from_numpy(mnist_images))
+    assert list(out) == ["head0", "head1"]
+    for name, h in zip(out, heads, strict=True):
+        assert np.allclose(out[name], h.numpy(), atol=1e-4)
