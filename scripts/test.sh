@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 ruff check edgeyolo tests bench
+bash scripts/fetch_trt_wheels.sh  # TensorRT 10.3/11.4 bindings for the API check
 python -m pytest -q "$@"
