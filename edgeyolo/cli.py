@@ -254,7 +254,9 @@ def export_cmd(
         bool, typer.Option("--raw", help="End at the raw head maps (no decode, no NMS).")
     ] = False,
     calib: Annotated[Path, typer.Option(help="Folder of calibration images.")] = Path("calib_data"),
-    calib_method: Annotated[str, typer.Option(help="entropy, percentile or minmax.")] = "entropy",
+    calib_method: Annotated[
+        str, typer.Option(help="percentile, entropy or minmax.")
+    ] = "percentile",
     calib_images: Annotated[
         int | None, typer.Option(help="Use at most this many calibration images.")
     ] = 256,
@@ -262,6 +264,7 @@ def export_cmd(
         Path | None,
         typer.Option(help="data.yaml whose val split holds INT8 to the --int8-max-drop budget."),
     ] = None,
+    val_split: Annotated[str, typer.Option(help="Split of --data that the gate scores.")] = "val",
     int8_max_drop: Annotated[
         float, typer.Option(help="Allowed mAP@0.5 loss of INT8 against fp32, in points.")
     ] = 1.0,
@@ -302,6 +305,7 @@ def export_cmd(
             int8_max_drop=int8_max_drop,
             quantize_heads=quantize_heads,
             data=None if data is None else str(data),
+            val_split=val_split,
             engine=engine,
             workspace_gib=workspace,
         )

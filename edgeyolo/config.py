@@ -230,7 +230,7 @@ class ExportConfig:
     fp16: bool = False
     int8: bool = False
     calib: str = "calib_data"
-    calib_method: str = "entropy"
+    calib_method: str = "percentile"
     calib_images: int | None = 256
     int8_max_drop: float = 1.0
     quantize_heads: bool = False

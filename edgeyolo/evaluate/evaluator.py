@@ -159,7 +159,7 @@ def evaluate_checkpoint(
 
 
 def evaluate_onnx(
-    path: str | Path,
+    path: str | Path | bytes,
     records: Sequence[ImageRecord],
     names: Sequence[str],
     *,
@@ -188,6 +188,6 @@ def evaluate_onnx(
             img_size=img_size,
             batch=batch,
             progress=progress,
-            description=f"evaluating {Path(path).name}",
+            description="evaluating ONNX" if isinstance(path, bytes) else f"evaluating {path}",
         )
     return compute_map(preds, records, names)

@@ -1,0 +1,294 @@
+"""Q/DQ INT8 with real ONNX Runtime on a small yolov3-tiny graph and real MNIST-detection images."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import TensorData, TensorsData
+from torchvision.ops import box_iou
+
+import edgeyolo.export.calib as calib_mod
+from edgeyolo.data.formats import load_data_yaml, read_split
+from edgeyolo.errors import AccuracyBudgetError, CalibrationError, ExportError
+from edgeyolo.evaluate.evaluator import evaluate_onnx
+from edgeyolo.export.calib import CalibSet, load_calibration
+from edgeyolo.export.graph import NET_PREFIX
+from edgeyolo.export.onnx_export import build_fp32
+from edgeyolo.export.quantize import (
+    GateReport,
+    QuantResult,
+    calibrate,
+    int8_with_budget,
+    layer_sensitivity,
+    quantize_int8,
+)
+from edgeyolo.postprocess import from_padded
+from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from tests.export.conftest import SIZE, busy_model
+
+QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory: pytest.TempPathFactory, mnist_images: np.ndarray) -> Path:
+    path, _ = build_fp32(
+        busy_model(),
+        tmp_path_factory.mktemp("q") / "fp32.onnx",
+        img_size=SIZE,
+        conf_thres=0.3,
+        check_images=mnist_images,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib(calib_folder: Path) -> CalibSet:
+    return load_calibration(calib_folder, img_size=SIZE, progress=False)
+
+
+@pytest.fixture(scope="module")
+def ranges(fp32: Path, calib: CalibSet) -> TensorsData:
+    return calibrate(fp32, calib, method="minmax")
+
+
+@pytest.fixture(scope="module")
+def int8(fp32: Path, ranges: TensorsData, tmp_path_factory: pytest.TempPathFactory) -> QuantResult:
+    return quantize_int8(fp32, tmp_path_factory.mktemp("q8") / "int8.onnx", ranges=ranges)
+
+
+@pytest.fixture
+def no_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any calibration run from here on fails the test."""
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise AssertionError("calibration ran again")
+
+    monkeypatch.setattr(calib_mod, "create_calibrator", boom)
+    ort_quantize = sys.modules["onnxruntime.quantization.quantize"]  # the module, not the function
+    monkeypatch.setattr(ort_quantize, "create_calibrator", boom)
+
+
+def net_convs(model: onnx.ModelProto) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type == "Conv"]
+
+
+def dq_fed(model: onnx.ModelProto) -> set[str]:
+    """Nodes with at least one input produced by a DequantizeLinear."""
+    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in model.graph.node if dq & set(n.input)}
+
+
+def test_int8_graph_places_symmetric_qdq_on_net_convs_only(fp32: Path, int8: QuantResult) -> None:
+    m32, m8 = onnx.load(fp32), onnx.load(int8.path)
+    onnx.checker.check_model(m8, full_check=True)  # valid and topologically sorted (TensorRT)
+    heads = [c for c in net_convs(m32) if "/head/" in c]
+    assert len(heads) == 2 and all(c.startswith(NET_PREFIX) for c in net_convs(m32))
+    assert int8.excluded == tuple(heads)
+    assert int8.quantized == tuple(c for c in net_convs(m32) if c not in heads)
+    assert int8.method == "minmax"
+    # Q/DQ feed exactly the quantized convs; head convs and the decode/NMS tail see none.
+    assert {n for n in dq_fed(m8) if n not in QDQ} == set(int8.quantized)
+    # Apart from the inserted Q/DQ, the graph is unchanged (same nodes, same names).
+    rest = sorted((n.name, n.op_type) for n in m8.graph.node if n.op_type not in QDQ)
+    assert rest == sorted((n.name, n.op_type) for n in m32.graph.node)
+
+    inits = {i.name: numpy_helper.to_array(i) for i in m8.graph.initializer}
+    nodes = {o: n for n in m8.graph.node for o in n.output}
+    for n in m8.graph.node:
+        if n.op_type in QDQ:  # symmetric int8: every zero point is an int8 zero
+            zp = inits[n.input[2]]
+            assert zp.dtype == np.int8 and not zp.any(), n.name
+    for n in m8.graph.node:
+        if n.name not in int8.quantized:
+            continue
+        act, weight = nodes[n.input[0]], nodes[n.input[1]]
+        assert inits[act.input[1]].shape == ()  # activations: per tensor
+        w = inits[weight.input[0]]  # weights: int8, per output channel along axis 0
+        axis = next((a.i for a in weight.attribute if a.name == "axis"), 1)
+        assert w.dtype == np.int8 and axis == 0
+        assert inits[weight.input[1]].shape == (w.shape[0],)
+        assert np.abs(w).max() == 127  # symmetric per-channel scale uses the full range
+        assert inits[n.input[2]].dtype == np.float32  # bias stays float (TensorRT folds it)
+
+
+def test_heads_and_exclusions_follow_the_arguments(
+    fp32: Path, ranges: TensorsData, tmp_path: Path, no_calibration: None
+) -> None:
+    # Re-quantizing reuses the ranges: the no_calibration fixture fails any calibration run.
+    all_in = quantize_int8(fp32, tmp_path / "a.onnx", ranges=ranges, quantize_heads=True)
+    assert all_in.excluded == () and sum("/head/" in c for c in all_in.quantized) == 2
+    victim = all_in.quantized[3]
+    some = quantize_int8(fp32, tmp_path / "b.onnx", ranges=ranges, exclude=[victim])
+    assert victim in some.excluded and victim not in some.quantized
+    assert victim not in dq_fed(onnx.load(some.path))
+    with pytest.raises(ExportError, match="/nms/"):
+        quantize_int8(fp32, tmp_path / "c.onnx", ranges=ranges, exclude=["/nms/TopK"])
+
+
+def test_calibration_methods_and_their_errors(fp32: Path, calib: CalibSet) -> None:
+    minmax = calibrate(fp32, calib, method="minmax")
+    pct = calibrate(fp32, calib, method="percentile")
+    convs = [n for n in onnx.load(fp32).graph.node if n.op_type == "Conv"]
+    for conv in convs:  # every conv input has a range; the percentile one clips, never widens
+        lo, hi = (float(np.ravel(v)[0]) for v in minmax[conv.input[0]].range_value)
+        plo, phi = (float(np.ravel(v)[0]) for v in pct[conv.input[0]].range_value)
+        assert lo < hi and lo <= plo and phi <= hi + 1e-6
+    with pytest.raises(ExportError, match="unknown calibration method"):
+        calibrate(fp32, calib, method="kl")
+    small = load_calibration(Path(calib.files[0]).parent, img_size=64, max_images=1, progress=False)
+    with pytest.raises(CalibrationError, match="64 px"):
+        calibrate(fp32, small, method="minmax")
+
+
+def run_graph(path: Path, images: np.ndarray, extra: tuple[str, ...] = ()) -> list[np.ndarray]:
+    model = onnx.load(path)
+    model.graph.output.extend(
+        helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in extra
+    )
+    with OnnxRuntimeSession(model.SerializeToString(), threads=1) as s:
+        out = s.run(images)
+    return [out[k] for k in ("num_dets", "boxes", "scores", "classes", *extra)]
+
+
+def test_int8_runs_in_onnxruntime_and_agrees_with_fp32(
+    fp32: Path, int8: QuantResult, mnist_images: np.ndarray
+) -> None:
+    """Bounds: >= 90 % of fp32 detections have a same-class int8 box with IoU >= 0.5; decoded
+    boxes within 1 px (mean) of fp32; the head inputs, after every int8 layer, keep an SQNR between
+    15 dB (roughly equal) and 80 dB (really quantized, not a copy of fp32)."""
+    heads_in = tuple(
+        n.input[0] for n in onnx.load(fp32).graph.node if n.op_type == "Conv" and "/head/" in n.name
+    )
+    extra = ("pred_boxes", *heads_in)
+    a, b = run_graph(fp32, mnist_images, extra), run_graph(int8.path, mnist_images, extra)
+    for da, db in zip(from_padded(*a[:4]), from_padded(*b[:4]), strict=True):
+        assert len(da) > 0 and len(db) > 0
+        iou = box_iou(da.boxes, db.boxes) * (da.labels[:, None] == db.labels[None, :])
+        assert (iou.max(dim=1).values >= 0.5).float().mean() >= 0.9
+    assert np.abs(a[4] - b[4]).mean() < 1.0
+    for ref, q in zip(a[5:], b[5:], strict=True):
+        sqnr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - q) ** 2))
+        assert 15.0 < sqnr < 80.0
+
+
+def test_sensitivity_ranks_a_badly_calibrated_layer_worst(
+    fp32: Path, int8: QuantResult, ranges: TensorsData, calib: CalibSet, tmp_path: Path
+) -> None:
+    base = layer_sensitivity(fp32, int8.path, calib, max_images=4)
+    assert [n for n, _ in base] != [] and {n for n, _ in base} == set(int8.quantized)
+    assert [s for _, s in base] == sorted(s for _, s in base) and all(s > 15 for _, s in base)
+    # Clip one conv's input range to 2 % of its real range: that conv must come out worst.
+    nodes = onnx.load(fp32).graph.node
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    only_reader = [n for n in convs if sum(n.input[0] in m.input for m in nodes) == 1]
+    victim, tensor = next(
+        (n.name, n.input[0]) for n in reversed(only_reader) if n.name in int8.quantized[:-1]
+    )
+    broken = {k: v for k, v in ranges.items()}
+    lo, hi = ranges[tensor].range_value
+    broken[tensor] = TensorData(lowest=lo * 0.02, highest=hi * 0.02)
+    bad = quantize_int8(
+        fp32, tmp_path / "bad.onnx", ranges=TensorsData(ranges.calibration_method, broken)
+    )
+    worst, worst_db = layer_sensitivity(fp32, bad.path, calib, max_images=4)[0]
+    assert worst == victim and worst_db < dict(base)[victim] - 10
+
+
+@pytest.fixture(scope="module")
+def records(mnist_small_yaml: Path) -> list:
+    return read_split(load_data_yaml(mnist_small_yaml), "test").records
+
+
+def test_gate_with_impossible_budget_raises_and_lists_every_step(
+    fp32: Path, calib: CalibSet, ranges: TensorsData, records: list, tmp_path: Path
+) -> None:
+    def evaluate(path: Path) -> float:  # real mAP@0.5 of the ONNX file on real test images
+        return (
+            100
+            * evaluate_onnx(
+                path, records, [str(i) for i in range(10)], img_size=SIZE, threads=1
+            ).map50
+        )
+
+    lines: list[str] = []
+    out = tmp_path / "gate.onnx"
+    with pytest.raises(AccuracyBudgetError) as err:
+        int8_with_budget(
+            fp32,
+            out,
+            calib=calib,
+            method="minmax",
+            ranges=ranges,
+            evaluate=evaluate,
+            fp32_score=evaluate(fp32),
+            max_drop=-1.0,
+            max_steps=2,
+            log=lines.append,
+        )
+    report: GateReport = err.value.report
+    assert not report.passed and len(report.steps) == 3 and not out.exists()
+    for i in range(3):
+        assert f"step {i}:" in str(err.value)
+    worst_first = [n for n, _ in report.sensitivity]
+    heads = {c for c in report.steps[0][0]}
+    assert len(heads) == 2 and all("/head/" in c for c in heads)
+    assert set(report.steps[1][0]) == {*heads, worst_first[0]}  # one more layer per step,
+    assert set(report.steps[2][0]) == {*heads, *worst_first[:2]}  # the most sensitive first
+    assert sum(line.startswith("int8 step") for line in lines) == 3
+
+
+def scripted(scores: list[float], seen: list[Path]) -> Callable[[Path], float]:
+    it: Iterator[float] = iter(scores)
+
+    def evaluate(path: Path) -> float:
+        seen.append(path)
+        return next(it)
+
+    return evaluate
+
+
+def test_gate_stops_as_soon_as_one_excluded_layer_recovers(
+    fp32: Path, calib: CalibSet, ranges: TensorsData, tmp_path: Path, no_calibration: None
+) -> None:
+    seen: list[Path] = []
+    out = tmp_path / "gate.onnx"
+    report = int8_with_budget(
+        fp32,
+        out,
+        calib=calib,
+        method="minmax",
+        ranges=ranges,
+        evaluate=scripted([90.0, 99.5, 0.0], seen),
+        fp32_score=100.0,
+        max_drop=1.0,
+        log=print,
+    )
+    assert report.passed and report.score == 99.5 and len(seen) == 2
+    kept = report.sensitivity[0][0]
+    assert kept in report.excluded and kept not in report.steps[0][0]
+    assert [s for _, s in report.steps] == [90.0, 99.5]
+    assert out.exists() and kept not in dq_fed(onnx.load(out))
+    assert report.to_dict()["kept_fp32"] == list(report.excluded)
+
+
+def test_gate_passing_first_time_measures_no_sensitivity(
+    fp32: Path, calib: CalibSet, ranges: TensorsData, tmp_path: Path
+) -> None:
+    report = int8_with_budget(
+        fp32,
+        tmp_path / "ok.onnx",
+        calib=calib,
+        method="minmax",
+        ranges=ranges,
+        evaluate=lambda _p: 99.0,
+        fp32_score=99.5,
+        max_drop=1.0,
+        log=lambda _s: None,
+    )
+    assert report.passed and len(report.steps) == 1 and report.sensitivity == ()
