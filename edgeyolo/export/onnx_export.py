@@ -5,7 +5,12 @@ Each function takes a path or model and returns a path, in the manner of Polygra
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +77,15 @@ def simplify_checked(model, check_images: np.ndarray, *, atol: float = 1e-4):
     import onnxsim
 
     try:
-        simplified, ok = onnxsim.simplify(model, check_n=0)
+        with _captured_stderr() as captured:
+            simplified, ok = onnxsim.simplify(model, check_n=0)
     except Exception as e:  # onnxsim raises bare RuntimeErrors from C++
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        tail = " | ".join(captured.getvalue().strip().splitlines()[-3:])
         raise ExportError(
-            f"onnxsim failed: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}; "
-            "export with --no-simplify to keep the unsimplified graph"
+            f"onnxsim failed: {detail}"
+            + (f" (onnxsim said: {tail})" if tail else "")
+            + "; export with --no-simplify to keep the unsimplified graph"
         ) from e
     if not ok:
         raise ExportError("onnxsim could not validate its result; export with --no-simplify")
@@ -93,6 +102,24 @@ def simplify_checked(model, check_images: np.ndarray, *, atol: float = 1e-4):
         len(model.graph.node), len(simplified.graph.node), diff, len(check_images)
     )
     return simplified, report
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[io.StringIO]:
+    """Capture file descriptor 2 (onnxsim's C++ prints its constant-folding notes there)."""
+    buf = io.StringIO()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield buf
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            buf.write(tmp.read().decode(errors="replace"))
 
 
 def _dedupe_opsets(model) -> None:

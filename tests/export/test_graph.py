@@ -155,3 +155,61 @@ def test_raw_graph_returns_the_head_maps(tmp_path, mnist_images):
     assert list(out) == ["head0", "head1"]
     for name, h in zip(out, heads, strict=True):
         assert np.allclose(out[name], h.numpy(), atol=1e-4)
+
+
+def test_onnxsim_failure_and_output_change_are_reported(tmp_path, mnist_images, monkeypatch):
+    import onnxsim
+
+    from edgeyolo.errors import ExportError
+    from edgeyolo.export.graph import retarget_nms
+
+    net = busy_model()
+
+    def crash(model, **_kw):
+        import os
+
+        os.write(2, b"[onnxsim] cannot fold node /foo\n")
+        raise RuntimeError("bad node")
+
+    monkeypatch.setattr(onnxsim, "simplify", crash)
+    with pytest.raises(ExportError, match=r"onnxsim failed: bad node.*cannot fold.*--no-simplify"):
+        build_fp32(
+            net, tmp_path / "a.onnx", img_size=SIZE, conf_thres=0.3, check_images=mnist_images
+        )
+    assert not (tmp_path / "a.onnx").exists()
+
+    def wrong(model, **_kw):  # a "simplification" that changes what the graph computes
+        return retarget_nms(model, conf_thres=0.3, iou_thres=0.45, max_det=50), True
+
+    monkeypatch.setattr(onnxsim, "simplify", wrong)
+    with pytest.raises(ExportError, match="onnxsim changed the outputs"):
+        build_fp32(
+            net, tmp_path / "b.onnx", img_size=SIZE, conf_thres=0.3, check_images=mnist_images
+        )
+    # --no-simplify still exports
+    path, report = build_fp32(net, tmp_path / "c.onnx", img_size=SIZE, simplify=False)
+    assert path.exists() and report is None
+
+
+def test_retarget_nms_changes_only_the_tail_settings():
+    import onnxruntime as ort
+
+    from edgeyolo.export.graph import retarget_nms
+
+    boxes = np.array(
+        [[[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 10, 10]]], np.float32
+    )
+    scores = np.zeros((1, 2, 4), np.float32)
+    scores[0, 0] = [0.9, 0.8, 0.7, 0.0]
+    scores[0, 1] = [0.0, 0.0, 0.0, 0.5]
+    base = nms_tail(num_classes=2, num_preds=4, conf_thres=0.25, iou_thres=0.45, max_det=8)
+
+    def count(model):
+        s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        out = s.run(None, {"pred_boxes": boxes, "pred_scores": scores})
+        return int(out[0][0, 0]), out[1].shape
+
+    assert count(base) == (3, (1, 8, 4))
+    assert count(retarget_nms(base, conf_thres=0.25, iou_thres=0.85, max_det=8)) == (4, (1, 8, 4))
+    assert count(retarget_nms(base, conf_thres=0.75, iou_thres=0.45, max_det=8))[0] == 1
+    assert count(retarget_nms(base, conf_thres=0.25, iou_thres=0.45, max_det=2)) == (2, (1, 2, 4))
