@@ -67,6 +67,7 @@ def onnx_dets(path: Path, batches: list[np.ndarray]):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--weights", required=True)
+    p.add_argument("--img-size", type=int, default=None, help="default: the checkpoint's")
     p.add_argument("--data", default="data/mnist/data.yaml")
     p.add_argument("--gate-data", default="data/mnist-gate")
     p.add_argument("--calib", default="calib_data")
@@ -80,12 +81,14 @@ def main() -> None:
     if not gate_yaml.exists():
         build_mnist_detection(a.gate_data, n_train=100, n_test=1, seed=7, progress=False)
     net, _ = load_model(a.weights)
-    img_size = net.config.img_size
+    img_size = a.img_size or net.config.img_size
     spec = load_data_yaml(a.data)
     test = read_split(spec, "test").records
     names = net.config.class_names
 
-    torch_map = evaluate_checkpoint(a.weights, a.data, split="test", progress=False)
+    torch_map = evaluate_checkpoint(
+        a.weights, a.data, split="test", img_size=img_size, progress=False
+    )
     batches = letterboxed_test_images(test, img_size)
     with torch.no_grad():
         ref = []
@@ -101,6 +104,7 @@ def main() -> None:
         cfg = ExportConfig(
             weights=a.weights,
             out=str(out),
+            img_size=img_size,
             fp16=i == 0,
             int8=True,
             calib=a.calib,

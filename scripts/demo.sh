@@ -4,7 +4,7 @@
 # detections, then export it: fp32 / fp16 / int8 ONNX (decode + NMS inside, int8 calibrated on
 # calib_data/ and held to a 1-point mAP budget), each checked against the PyTorch model.
 # The training defaults are the recipe measured in bench/RESULTS.md (train at 320 px, validate and
-# infer at 416 px, 14 epochs). Override them: EPOCHS=5 IMG=416 EVAL_IMG=416 bash scripts/demo.sh
+# infer at 416 px, 20 epochs). Override them: EPOCHS=5 IMG=416 EVAL_IMG=416 bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,7 +12,7 @@ bash scripts/setup.sh
 DATA=${DATA:-data/mnist}
 OUT=${OUT:-runs/tiny}
 EXPORT=${EXPORT:-export/tiny}
-EPOCHS=${EPOCHS:-14}
+EPOCHS=${EPOCHS:-20}
 IMG=${IMG:-320}
 EVAL_IMG=${EVAL_IMG:-416}
 BATCH=${BATCH:-16}
