@@ -34,7 +34,7 @@ from edgeyolo.evaluate.evaluator import evaluate_checkpoint, evaluate_onnx, pred
 from edgeyolo.evaluate.parity import parity
 from edgeyolo.export.graph import retarget_nms
 from edgeyolo.export.pipeline import export_model
-from edgeyolo.postprocess import from_padded
+from edgeyolo.postprocess import Detections, from_padded
 from edgeyolo.predict import detect_batch
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.train.checkpoint import load_model
@@ -49,9 +49,9 @@ def letterboxed_test_images(records, img_size: int) -> list[np.ndarray]:
 
     def grab(images: torch.Tensor):
         batches.append(images.numpy())
-        return [None] * len(images)
+        return [Detections.empty() for _ in range(len(images))]
 
-    predict_with(grab, records, img_size=img_size, batch=8)  # type: ignore[arg-type]
+    predict_with(grab, records, img_size=img_size, batch=8)
     return batches
 
 
