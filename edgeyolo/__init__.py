@@ -28,6 +28,9 @@ _LAZY = {
     "load_model": "edgeyolo.train.checkpoint",
     "build_mnist_detection": "edgeyolo.data.mnist",
     "TorchPredictor": "edgeyolo.predict",
+    "Detector": "edgeyolo.runtime.detector",
+    "ExportConfig": "edgeyolo.config",
+    "export_model": "edgeyolo.export.pipeline",
 }
 
 __all__ = ["__version__", *_LAZY]

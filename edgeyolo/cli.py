@@ -212,25 +212,39 @@ def eval_(
 @app.command()
 def detect(
     source: Annotated[str, typer.Argument(help="Image, folder, video file or camera index.")],
-    weights: Annotated[Path, typer.Option(help="A checkpoint written by `edgeyolo train`.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A .pt checkpoint, an exported .onnx or a TensorRT .engine."),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="A checkpoint written by `edgeyolo train` (= --model).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for annotated output.")] = Path("runs/detect"),
     img_size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
     conf: Annotated[float, typer.Option(help="Score threshold.")] = 0.25,
-    iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold (.pt only).")] = 0.45,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     save_json: Annotated[
         bool, typer.Option("--json", help="Also write OUT/detections.json.")
     ] = False,
 ) -> None:
-    """Draw detections on images or video and optionally write them as JSON."""
+    """Draw detections on images, video or a camera with any backend; optionally write JSON."""
     from edgeyolo.detect import run_detect
-    from edgeyolo.predict import TorchPredictor
+    from edgeyolo.errors import ConfigError
+    from edgeyolo.runtime.detector import Detector
 
     with _cli_errors():
-        predictor = TorchPredictor(
-            weights, device=device, img_size=img_size, conf_thres=conf, iou_thres=iou
-        )
-        records = run_detect(source, predictor, predictor.names, out=out, save_json=save_json)
+        if (model is None) == (weights is None):
+            raise ConfigError("give the model with --model (or a checkpoint with --weights)")
+        with Detector(
+            model or weights,
+            device=device,
+            img_size=img_size,
+            conf_thres=conf,
+            iou_thres=iou,
+            bgr=False,
+        ) as det:
+            records = run_detect(source, det.predict_rgb, det.names, out=out, save_json=save_json)
     n = sum(len(r["detections"]) for r in records)
     console.print(f"{len(records)} frame(s), {n} detection(s) -> [bold]{out}[/]")
 
