@@ -7,16 +7,27 @@ overlap, and how far their scores moved.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
 from edgeyolo.postprocess import Detections
 
-__all__ = ["ParityResult", "match_detections", "parity"]
+__all__ = [
+    "ImageParity",
+    "ParityReport",
+    "ParityResult",
+    "match_detections",
+    "parity",
+    "parity_report",
+]
 
 
 def match_detections(
@@ -106,4 +117,156 @@ def parity(
         max_score_diff=float(ds.max()) if m else nan,
         mean_score_diff=float(ds.mean()) if m else nan,
         same_count_images=same,
+    )
+
+
+@dataclass(frozen=True)
+class ImageParity:
+    """Agreement on one image (see :func:`parity_report` for the definitions).
+
+    ``mean_iou``/``min_iou`` are NaN when nothing matched; ``matched_fraction`` is 1.0 when both
+    sides are empty.
+    """
+
+    index: int
+    file: str | None
+    ref_count: int
+    other_count: int
+    matched: int
+    missed: int
+    extra: int
+    class_disagreement: int
+    matched_fraction: float
+    mean_iou: float
+    min_iou: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_float(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """:class:`ParityResult`'s totals plus the fields the bench reports.
+
+    Attributes:
+        summary: the totals of :func:`parity` (same definitions).
+        missed: reference boxes left unmatched.
+        extra: ``other`` boxes left unmatched.
+        class_disagreement: unmatched ``other`` boxes that overlap a reference box of another
+            class with IoU >= ``iou_thres`` (they are also counted in ``extra``).
+        p5_iou: 5th percentile of the matched pairs' IoU (``numpy.percentile``, linear
+            interpolation between order statistics); NaN without matches.
+        score_mae: mean |score difference| over matched pairs (``summary.mean_score_diff``).
+        ious (float64[M]): the IoU of every matched pair, image by image.
+        images: per-image detail, in input order.
+        worst: the images with the lowest matched fraction, then lowest mean IoU (images with
+            no box on either side are never listed).
+    """
+
+    summary: ParityResult
+    missed: int
+    extra: int
+    class_disagreement: int
+    p5_iou: float
+    score_mae: float
+    ious: np.ndarray
+    images: tuple[ImageParity, ...]
+    worst: tuple[ImageParity, ...]
+
+    def to_dict(self, *, per_image: bool = False) -> dict[str, Any]:
+        """JSON-ready (NaN → ``None``): the totals, the extra fields and ``worst_images``;
+        ``images`` (every image) only with ``per_image=True``."""
+        out: dict[str, Any] = {k: _json_float(v) for k, v in self.summary.to_dict().items()}
+        out.update(
+            missed=self.missed,
+            extra=self.extra,
+            class_disagreement=self.class_disagreement,
+            p5_iou=_json_float(self.p5_iou),
+            score_mae=_json_float(self.score_mae),
+            worst_images=[w.to_dict() for w in self.worst],
+        )
+        if per_image:
+            out["images"] = [im.to_dict() for im in self.images]
+        return out
+
+
+def _json_float(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _class_disagreements(
+    ref: Detections, other: Detections, pairs: Tensor, iou_thres: float
+) -> int:
+    """Unmatched ``other`` boxes with IoU >= ``iou_thres`` to a reference box of another class."""
+    if not len(ref) or not len(other):
+        return 0
+    free = torch.ones(len(other), dtype=torch.bool)
+    free[pairs[:, 1]] = False
+    iou = box_iou(other.boxes.double(), ref.boxes.double())  # [O, R]
+    overlap = (iou >= iou_thres) & (other.labels[:, None] != ref.labels[None, :])
+    return int((overlap.any(dim=1) & free).sum())
+
+
+def parity_report(
+    refs: Sequence[Detections],
+    others: Sequence[Detections],
+    *,
+    iou_thres: float = 0.5,
+    files: Sequence[str | Path] | None = None,
+    worst: int = 5,
+) -> ParityReport:
+    """:func:`parity` with per-image detail, missed/extra boxes, class disagreement and p5 IoU.
+
+    Matching, image by image, is :func:`match_detections`: greedy and one-to-one, reference
+    boxes taken in descending score order, each paired with the still-free ``other`` box *of the
+    same class* with the highest IoU, if that IoU is >= ``iou_thres`` (0.5). Not Hungarian: the
+    greedy order is the one NMS itself uses, and the two differ only for boxes that overlap two
+    candidates almost equally.
+
+    Args:
+        refs, others: detections per image (same images, same order, same pixel frame).
+        files: the image files, named in the per-image detail (optional).
+        worst: how many worst images to keep.
+    """
+    summary = parity(refs, others, iou_thres=iou_thres)
+    if files is not None and len(files) != len(refs):
+        raise ValueError(f"{len(files)} file names for {len(refs)} images")
+    per_image: list[ImageParity] = []
+    all_iou: list[Tensor] = []
+    nan = float("nan")
+    for i, (ref, other) in enumerate(zip(refs, others, strict=True)):
+        ref, other = ref.to("cpu"), other.to("cpu")
+        pairs, ious = match_detections(ref, other, iou_thres=iou_thres)
+        m, denom = len(ious), max(len(ref), len(other))
+        all_iou.append(ious)
+        per_image.append(
+            ImageParity(
+                index=i,
+                file=None if files is None else str(files[i]),
+                ref_count=len(ref),
+                other_count=len(other),
+                matched=m,
+                missed=len(ref) - m,
+                extra=len(other) - m,
+                class_disagreement=_class_disagreements(ref, other, pairs, iou_thres),
+                matched_fraction=m / denom if denom else 1.0,
+                mean_iou=float(ious.mean()) if m else nan,
+                min_iou=float(ious.min()) if m else nan,
+            )
+        )
+    iou = torch.cat(all_iou).numpy() if all_iou else np.zeros(0)
+    ranked = sorted(
+        (p for p in per_image if p.ref_count or p.other_count),
+        key=lambda p: (p.matched_fraction, -1.0 if math.isnan(p.mean_iou) else p.mean_iou),
+    )
+    return ParityReport(
+        summary=summary,
+        missed=sum(p.missed for p in per_image),
+        extra=sum(p.extra for p in per_image),
+        class_disagreement=sum(p.class_disagreement for p in per_image),
+        p5_iou=float(np.percentile(iou, 5)) if len(iou) else nan,
+        score_mae=summary.mean_score_diff,
+        ious=iou,
+        images=tuple(per_image),
+        worst=tuple(ranked[:worst]),
     )

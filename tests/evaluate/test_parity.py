@@ -51,3 +51,59 @@ def test_one_to_one_and_empty_images():
     assert parity([one], [empty]).matched_fraction == 0.0
     with pytest.raises(ValueError, match="2 reference images but 1"):
         parity([one, one], [one])
+
+
+def test_report_counts_missed_extra_and_class_disagreement():
+    from edgeyolo.evaluate.parity import parity_report
+
+    # ref box 0 (class 1) reappears as class 3: a class disagreement, so also missed + extra;
+    # ref box 1 matches; a far box of class 2 is one more extra, without disagreement.
+    other = dets([[0, 0, 10, 10], [60, 60, 70, 70], [20, 20, 40, 40]], [0.9, 0.5, 0.8], [3, 2, 2])
+    r = parity_report([A, A], [other, A], files=["a.jpg", "b.jpg"])
+    assert (r.missed, r.extra, r.class_disagreement) == (1, 2, 1)
+    assert r.summary.matched == 3 and r.summary == parity([A, A], [other, A])
+    first, second = r.images
+    assert (first.file, first.matched, first.missed, first.extra) == ("a.jpg", 1, 1, 2)
+    assert first.matched_fraction == pytest.approx(1 / 3)
+    assert (second.matched_fraction, second.mean_iou, second.class_disagreement) == (1.0, 1.0, 0)
+    assert [w.index for w in r.worst] == [0, 1]
+
+
+def test_report_missing_box_and_score_mae():
+    from edgeyolo.evaluate.parity import parity_report
+
+    one = dets([[20, 20, 40, 40]], [0.7], [2])  # A's class-1 box is gone, the other moved score
+    r = parity_report([A], [one])
+    assert (r.missed, r.extra, r.class_disagreement) == (1, 0, 0)
+    assert r.score_mae == pytest.approx(0.1, abs=1e-6)
+    d = r.to_dict(per_image=True)
+    assert d["missed"] == 1 and d["p5_iou"] == 1.0 and len(d["images"]) == 1
+    assert d["worst_images"][0]["matched_fraction"] == 0.5
+
+
+def test_report_p5_iou_is_numpy_linear_percentile():
+    from edgeyolo.evaluate.parity import parity_report
+
+    # 11 boxes 10 px wide, the i-th shifted right by s = i/4 px: IoU (10 - s) / (10 + s).
+    shifts = [i / 4 for i in range(11)]  # 0 .. 2.5 px, IoU 1.0 .. 0.6
+    ref = dets([[100 * i, 0, 100 * i + 10, 10] for i in range(11)], [0.9] * 11, [0] * 11)
+    moved = dets(
+        [[100 * i + s, 0, 100 * i + 10 + s, 10] for i, s in enumerate(shifts)], [0.9] * 11, [0] * 11
+    )
+    r = parity_report([ref], [moved])
+    ious = sorted((10 - s) / (10 + s) for s in shifts)
+    # numpy 'linear': position 0.05 * (11 - 1) = 0.5, halfway between the two smallest.
+    assert r.p5_iou == pytest.approx(ious[0] + 0.5 * (ious[1] - ious[0]))
+    assert sorted(r.ious.tolist()) == pytest.approx(ious)
+
+
+def test_report_empty_and_worst_limit():
+    from edgeyolo.evaluate.parity import parity_report
+
+    empty = Detections.empty()
+    r = parity_report([empty] * 3, [empty] * 3)
+    assert r.worst == () and math.isnan(r.p5_iou) and r.to_dict()["p5_iou"] is None
+    r = parity_report([A] * 7, [Detections.empty()] * 7, worst=5)
+    assert len(r.worst) == 5 and r.missed == 14
+    with pytest.raises(ValueError, match="1 file names for 7 images"):
+        parity_report([A] * 7, [A] * 7, files=["x"])

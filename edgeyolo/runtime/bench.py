@@ -1,0 +1,380 @@
+"""``edgeyolo bench``: latency, mAP and box parity of exported models against their checkpoint.
+
+For the PyTorch checkpoint (the reference, benched too) and every artifact given (files, or
+export folders whose manifest lists them):
+
+- **latency** of ``backend.infer`` on a fixed batch of real, letterboxed dataset images, at each
+  batch size (:mod:`edgeyolo.runtime.latency`), with the backend's stage split and the CPU cost
+  of preprocessing one frame. With ``isolate=True`` every backend is timed in a fresh process
+  (``multiprocessing`` spawn): torch and ONNX Runtime in one process fight over cores.
+- **mAP@0.5 and mAP@0.5:0.95** at COCO settings (conf 0.001, IoU 0.5, 300 detections): an
+  ``.onnx`` is scored through a copy of its graph with the NMS retargeted to those settings; an
+  engine can only be scored at the thresholds baked into it, which the report says.
+- **parity** (:func:`edgeyolo.evaluate.parity.parity_report`) at the deployment thresholds in the
+  export's ``manifest.json``, against the checkpoint run at the same thresholds.
+
+The result is a JSON-ready dict (:func:`run_bench`); :mod:`edgeyolo.runtime.bench_report` writes
+it as JSON, Markdown and a PNG plot and prints it as a rich table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeyolo.errors import ConfigError
+from edgeyolo.runtime.bench_report import environment, print_report, to_markdown, write_report
+
+__all__ = ["COCO_NMS", "print_report", "run_bench", "to_markdown", "write_report"]
+
+SCHEMA = "edgeyolo.bench/1"
+COCO_NMS: dict[str, float | int] = {"conf_thres": 0.001, "iou_thres": 0.5, "max_det": 300}
+_DEPLOY_DEFAULT: dict[str, float | int] = {"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 100}
+_EVAL_BATCH = 8
+#: Bins of the matched pairs' ``1 - IoU`` (log-spaced; IoU 1 - 1e-7 lands in the first bin).
+_GAP_EDGES = np.geomspace(1e-6, 0.5, 41)
+Log = Callable[[str], object]
+
+
+def _nms_text(nms: dict[str, Any]) -> str:
+    return f"conf {nms['conf_thres']}, IoU {nms['iou_thres']}, {nms['max_det']} dets"
+
+
+def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
+    """The reference first, then every model file (folders expanded through their manifest)."""
+    from edgeyolo.export.manifest import MANIFEST_NAME, read_manifest
+    from edgeyolo.runtime.backends import artifacts_in
+
+    found: list[Path] = []
+    for m in map(Path, models):
+        found += artifacts_in(m) if m.is_dir() else [m]
+    files: list[Path] = []
+    for f in found:  # each file once, in the order given
+        if f.resolve() not in {g.resolve() for g in files}:
+            files.append(f)
+    out = [{"path": weights, "kind": "pt", "nms": dict(_DEPLOY_DEFAULT), "img_size": None}]
+    for f in files:
+        if not f.is_file():
+            raise ConfigError(f"{f}: no such model file (.onnx or .engine, or an export folder)")
+        kind = "engine" if f.suffix.lower() in (".engine", ".plan") else f.suffix.lower()[1:]
+        if kind not in ("onnx", "engine"):
+            raise ConfigError(f"{f}: bench takes .onnx and .engine files (the .pt is --weights)")
+        has = (f.parent / MANIFEST_NAME).is_file()
+        man = read_manifest(f.parent) if has else {}
+        nms = {k: man["nms"][k] for k in _DEPLOY_DEFAULT} if "nms" in man else dict(_DEPLOY_DEFAULT)
+        size = int(man["input"]["shape"][-1]) if "input" in man else None
+        out.append({"path": f, "kind": kind, "nms": nms, "img_size": size, "raw": man.get("raw")})
+    names = [a["path"].name for a in out]
+    for a in out:  # file name, or parent/name where two folders hold the same name
+        dup = names.count(a["path"].name) > 1
+        a["key"] = f"{a['path'].parent.name}/{a['path'].name}" if dup else a["path"].name
+    if out[1:] and out[1]["nms"] != _DEPLOY_DEFAULT:
+        out[0]["nms"] = dict(out[1]["nms"])  # time the reference at the export's thresholds
+    return out
+
+
+def _letterboxed(records: Sequence[Any], img_size: int, n: int) -> np.ndarray:
+    """``float32[n, 3, S, S]``: the first ``n`` records (cycled) as every backend receives them."""
+    from edgeyolo.evaluate.evaluator import predict_with
+    from edgeyolo.postprocess import Detections
+
+    chosen = [records[i % len(records)] for i in range(n)]
+    got: list[np.ndarray] = []
+
+    def grab(images: torch.Tensor) -> list[Detections]:
+        got.append(images.numpy())
+        return [Detections.empty() for _ in range(len(images))]
+
+    predict_with(grab, chosen, img_size=img_size, batch=n)
+    return np.ascontiguousarray(np.concatenate(got), dtype=np.float32)
+
+
+def _predict(
+    backend_fn: Callable[[np.ndarray], list[Any]],
+    records: Sequence[Any],
+    img_size: int,
+    batch: int,
+    progress: Any,
+    label: str,
+) -> list[Any]:
+    """Predictions ``(boxes, scores, labels)`` per record in image pixels, with a progress task."""
+    from edgeyolo.evaluate.evaluator import predict_with
+
+    task = progress.add_task(label, total=math.ceil(len(records) / batch)) if progress else None
+
+    def detect(images: torch.Tensor) -> list[Any]:
+        dets = backend_fn(images.numpy())
+        if progress:
+            progress.advance(task)
+        return dets
+
+    try:
+        return predict_with(detect, records, img_size=img_size, batch=batch)
+    finally:
+        if progress:
+            progress.remove_task(task)
+
+
+def _as_dets(preds: Sequence[Any]) -> list[Any]:
+    from edgeyolo.postprocess import Detections
+
+    return [
+        Detections(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(c))
+        for b, s, c in preds
+    ]
+
+
+def _progress(enabled: bool) -> Any:
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def _entry(a: dict[str, Any], t: dict[str, Any]) -> dict[str, Any]:
+    b1 = t["batches"]["1"]
+    return {
+        "file": str(a["path"]),
+        "kind": a["kind"],
+        "backend": t["backend"],
+        "precision": t["precision"],
+        "latency_ms": {k: b1[k] for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")},
+        "throughput_ips": b1["throughput_ips"],
+        "stages_ms": b1["stages_ms"],
+        "bytes_d2h": b1["bytes_d2h"],
+        "batches": t["batches"],
+        "threads": t["threads"],
+        "skipped": t["skipped"],
+        "nms": a["nms"],
+    }
+
+
+def _score(
+    a: dict[str, Any], records: Sequence[Any], ctx: dict[str, Any], prog: Any
+) -> dict[str, Any]:
+    """mAP (COCO settings where the format allows) and parity against the checkpoint."""
+    import onnx
+
+    from edgeyolo.evaluate.coco_map import compute_map
+    from edgeyolo.evaluate.parity import parity_report
+    from edgeyolo.export.graph import retarget_nms
+    from edgeyolo.postprocess import from_padded
+    from edgeyolo.runtime.backends import open_backend
+    from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+
+    key, size, dev, threads = a["key"], a["img_size"], ctx["device"], ctx["threads"]
+
+    def predict(path: Path, label: str, **kw: Any) -> list[Any]:
+        torch_threads = torch.get_num_threads()  # a pinned PyTorch backend changes it globally
+        try:
+            with open_backend(path, device=dev, threads=threads, **kw) as b:
+                bs = min(_EVAL_BATCH, b.max_batch) if b.name == "tensorrt" else _EVAL_BATCH
+                return _predict(b.infer, records, size, bs, prog, label)
+        finally:
+            torch.set_num_threads(torch_threads)
+
+    out: dict[str, Any] = {"parity": None, "map_setting": f"COCO ({_nms_text(COCO_NMS)})"}
+    if a["kind"] == "pt":
+        map_preds = predict(a["path"], f"{key}: mAP", **COCO_NMS)
+    else:
+        rk = (size, *a["nms"].values())
+        if rk not in ctx["ref_preds"]:
+            ctx["ref_preds"][rk] = predict(
+                ctx["weights"], "reference at the export's NMS", img_size=size, **a["nms"]
+            )
+        preds = predict(a["path"], f"{key}: parity")
+        if a["kind"] == "onnx":
+            coco = retarget_nms(onnx.load(str(a["path"])), **COCO_NMS).SerializeToString()
+            with OnnxRuntimeSession(coco, threads=threads) as s:
+
+                def run(x: np.ndarray) -> list[Any]:
+                    o = s.run(x)
+                    return from_padded(o["num_dets"], o["boxes"], o["scores"], o["classes"])
+
+                map_preds = _predict(run, records, size, _EVAL_BATCH, prog, f"{key}: mAP")
+            out["map_setting"] += ", through a copy of the graph with its NMS retargeted"
+        else:
+            map_preds = preds
+            out["map_setting"] = f"the engine's baked NMS ({_nms_text(a['nms'])}), not COCO's"
+        rep = parity_report(_as_dets(ctx["ref_preds"][rk]), _as_dets(preds), files=ctx["files"])
+        gap = np.clip(1.0 - rep.ious, _GAP_EDGES[0], _GAP_EDGES[-1])
+        edges = [float(f"{e:.4g}") for e in _GAP_EDGES]
+        hist = {"of": "1 - IoU", "edges": edges, "counts": []}
+        hist["counts"] = np.histogram(gap, bins=_GAP_EDGES)[0].tolist()
+        out["parity"] = {**rep.to_dict(), "iou_histogram": hist}
+    m = compute_map(map_preds, records, ctx["names"])
+    return {"map50": m.map50, "map50_95": m.map50_95, **out}
+
+
+def _isolation(isolate: bool, threads: int | None) -> str:
+    where = "each backend timed in its own process (spawn)" if isolate else "one process"
+    if threads:
+        return f"{where}; torch and ONNX Runtime intra-op threads pinned to {threads}"
+    return f"{where}; thread counts at torch's and ONNX Runtime's defaults" + (
+        "" if isolate else " (they may contend for cores)"
+    )
+
+
+def run_bench(
+    weights: str | Path,
+    models: Sequence[str | Path],
+    data: str | Path,
+    *,
+    split: str = "val",
+    batch_sizes: Sequence[int] = (1, 8),
+    warmup: int = 10,
+    runs: int = 100,
+    threads: int | None = None,
+    isolate: bool = True,
+    max_images: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    command: str | None = None,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Bench the checkpoint ``weights`` (the reference) and every model in ``models``.
+
+    Args:
+        weights: the ``.pt`` checkpoint the exports were made from.
+        models: ``.onnx`` / ``.engine`` files, or export folders (their ``manifest.json``).
+        data: a ``data.yaml``; its ``split`` is scored (the first ``max_images`` images).
+        batch_sizes: batch sizes to time; batch 1 is always timed (it is ``latency_ms``).
+        warmup, runs: untimed and timed calls of ``infer`` per batch size.
+        threads: intra-op threads of torch and ONNX Runtime (``None``: their defaults).
+        isolate: time each backend in its own spawned process.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``auto`` runs ONNX Runtime on CPU).
+        command: the command line recorded in the report (default: ``sys.argv``).
+        log: called with each note as it happens (models skipped or failed).
+
+    With ``isolate=True`` the timing processes are *spawned*: a script calling this must guard
+    its entry point with ``if __name__ == "__main__":`` (spawn re-imports the main module).
+
+    Returns:
+        JSON-ready: ``header`` (machine, versions, command, date, settings), ``reference`` (the
+        checkpoint's key), ``artifacts`` (key → figures, reference first), ``not_available``
+        and ``failed`` (one line per model or fact).
+    """
+    import cv2
+
+    from edgeyolo.data.formats import load_data_yaml, read_split
+    from edgeyolo.export.tensorrt import tensorrt_version
+    from edgeyolo.runtime.backends import open_backend
+    from edgeyolo.runtime.latency import time_model, time_model_isolated
+
+    weights = Path(weights)
+    if weights.suffix != ".pt" or not weights.is_file():
+        raise ConfigError(f"{weights}: no such checkpoint (--weights takes the .pt file)")
+    sizes = sorted({1, *batch_sizes})
+    if sizes[0] < 1 or warmup < 0 or runs < 1:
+        raise ConfigError(f"need batches >= 1, warmup >= 0, runs >= 1; got {sizes}/{warmup}/{runs}")
+    spec = load_data_yaml(data)
+    records = read_split(spec, split).records[:max_images]
+    if not records:
+        raise ConfigError(f"{data}: the {split!r} split has no images")
+    arts = _artifacts(weights, models)
+    not_available: list[str] = []
+    failed: list[str] = []
+
+    def skip(a: dict[str, Any], why: str, bucket: list[str]) -> None:
+        bucket.append(f"{a['key']}: {why}")
+        if log:
+            log(bucket[-1])
+
+    has_trt = tensorrt_version() is not None
+    if not has_trt and not any(a["kind"] == "engine" for a in arts):
+        not_available.append("TensorRT not installed: no engine benched")
+    for a in arts:
+        if a["kind"] == "engine" and not has_trt:
+            skip(a, "TensorRT not installed: not benched", not_available)
+        elif a.get("raw"):
+            skip(a, "ends at the raw head maps (--raw): not benched", not_available)
+    arts = [a for a in arts if not a.get("raw") and (a["kind"] != "engine" or has_trt)]
+    with open_backend(weights, device="cpu") as ref:
+        names, ref_size = ref.class_names, ref.img_size
+    if len(spec.names) != len(names):
+        raise ConfigError(f"{data} has {len(spec.names)} classes but {weights} has {len(names)}")
+    frame = cv2.imread(str(records[0].path))
+    timer = time_model_isolated if isolate else time_model
+    ctx = {"device": device, "threads": threads, "weights": weights, "names": names}
+    ctx.update(files=[str(r.path) for r in records], ref_preds={})
+    out: dict[str, dict[str, Any]] = {}
+    batches: dict[int, np.ndarray] = {}
+    with _progress(progress) as prog:
+        for a in arts:  # all timing first, before this process loads any model for scoring
+            size = a["img_size"] = a["img_size"] or ref_size
+            if size not in batches:
+                batches[size] = _letterboxed(records, size, sizes[-1])
+            task = prog.add_task(f"timing {a['key']}", total=None) if prog else None
+            t = timer(
+                a["path"], images=batches[size], frame=frame, batch_sizes=sizes, warmup=warmup,
+                runs=runs, device=device, threads=threads, nms=a["nms"],
+            )  # fmt: skip
+            if prog:
+                prog.remove_task(task)
+            if t["ok"]:
+                out[a["key"]] = _entry(a, t)
+            else:
+                skip(a, t["error"], not_available if t["unavailable"] else failed)
+        if arts[0]["key"] not in out:
+            raise ConfigError(f"the reference {weights} could not be timed: {failed[0]}")
+        for a in arts:
+            if a["key"] in out:
+                out[a["key"]].update(_score(a, records, ctx, prog))
+    header = {
+        "schema": SCHEMA,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command or " ".join(sys.argv),
+        **environment(),
+        "settings": {
+            "weights": str(weights),
+            "data": str(data),
+            "split": split,
+            "images": len(records),
+            "img_size": ref_size,
+            "batch_sizes": sizes,
+            "warmup": warmup,
+            "runs": runs,
+            "device": device,
+            "threads": threads,
+            "isolate": isolate,
+            "isolation": _isolation(isolate, threads),
+        },  # fmt: skip
+        "thresholds": {
+            "map": dict(COCO_NMS),
+            "parity": "each export's deployment NMS (manifest.json), the reference at the same; "
+            "matching greedy by reference score, same class, IoU >= 0.5",
+        },
+    }
+    return {
+        "header": header,
+        "reference": arts[0]["key"],
+        "artifacts": out,
+        "not_available": not_available,
+        "failed": failed,
+    }

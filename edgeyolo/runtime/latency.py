@@ -1,0 +1,271 @@
+"""Latency statistics and the timing loop used by ``edgeyolo bench``, in the manner of trtexec.
+
+A run is: ``warmup`` untimed calls, then ``runs`` calls each timed on its own with a monotonic
+clock (``time.perf_counter`` by default; injectable so that tests use a fake clock). Statistics
+are over those per-call durations in milliseconds. Percentiles are ``numpy.percentile`` with its
+default ``"linear"`` method: the p-th percentile of ``n`` sorted durations sits at position
+``p / 100 * (n - 1)``, interpolated linearly between the two nearest order statistics (so p50 of
+an even count is the mean of the two middle values).
+
+Stage times (host→device copy, compute, device→host copy, postprocess) come from the backend
+itself (``backend.last_times`` after each ``infer``: CUDA events on a GPU, perf_counter on a
+CPU); they are averaged over the timed runs. Preprocessing (letterbox of one camera frame) is
+timed here, on the CPU, because it is the same code for every backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "BackendTiming",
+    "LatencyStats",
+    "TimedBackend",
+    "preprocess_frame",
+    "time_backend",
+    "time_model",
+    "time_model_isolated",
+    "time_preprocess",
+    "time_runs",
+]
+
+Timer = Callable[[], float]
+"""A clock in seconds (``time.perf_counter``)."""
+
+
+class TimedBackend(Protocol):
+    """What :func:`time_backend` needs of a backend (``edgeyolo.runtime.backends.Backend``)."""
+
+    last_times: Mapping[str, float]
+
+    def infer(self, images: np.ndarray) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Statistics of ``n`` per-call durations, in milliseconds.
+
+    ``throughput_ips`` is images per second at ``batch`` images per call, from the mean:
+    ``batch * 1000 / mean`` (calls run back to back, so this is also the sustained rate).
+    """
+
+    n: int
+    min: float
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+    batch: int = 1
+    throughput_ips: float = field(default=0.0)
+
+    @classmethod
+    def from_durations(cls, durations_ms: Sequence[float], *, batch: int = 1) -> LatencyStats:
+        """Statistics of ``durations_ms`` (``float[n]``, n >= 1) for calls of ``batch`` images."""
+        d = np.asarray(durations_ms, dtype=np.float64)
+        if d.ndim != 1 or d.size == 0:
+            raise ValueError(f"need a non-empty list of durations, got shape {d.shape}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        p50, p90, p95, p99 = (float(v) for v in np.percentile(d, [50, 90, 95, 99]))
+        mean = float(d.mean())
+        return cls(
+            n=int(d.size),
+            min=float(d.min()),
+            mean=mean,
+            p50=p50,
+            p90=p90,
+            p95=p95,
+            p99=p99,
+            max=float(d.max()),
+            batch=batch,
+            throughput_ips=batch * 1000.0 / mean if mean > 0 else float("inf"),
+        )
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def time_runs(
+    fn: Callable[[], object], *, warmup: int, runs: int, timer: Timer = time.perf_counter
+) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times; returns each timed call's
+    duration in milliseconds (``float[runs]``)."""
+    if warmup < 0 or runs < 1:
+        raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+    for _ in range(warmup):
+        fn()
+    out: list[float] = []
+    for _ in range(runs):
+        t0 = timer()
+        fn()
+        out.append((timer() - t0) * 1000.0)
+    return out
+
+
+@dataclass(frozen=True)
+class BackendTiming:
+    """End-to-end ``infer`` latency and the backend's own stage split (means over the timed runs).
+
+    ``stages_ms`` holds every millisecond key the backend reported in ``last_times`` (e.g.
+    ``h2d``, ``compute``, ``d2h``, ``postprocess``), averaged over the runs that reported it;
+    ``bytes_d2h`` is the device→host bytes of one call (``None`` when not reported).
+    """
+
+    stats: LatencyStats
+    stages_ms: dict[str, float]
+    bytes_d2h: int | None
+
+
+def time_backend(
+    backend: TimedBackend,
+    images: np.ndarray,
+    *,
+    warmup: int,
+    runs: int,
+    timer: Timer = time.perf_counter,
+) -> BackendTiming:
+    """Time ``backend.infer(images)`` (``images`` float32[B, 3, S, S]) and average its stages."""
+    if warmup < 0 or runs < 1:
+        raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    bytes_d2h: list[float] = []
+
+    for _ in range(warmup):
+        backend.infer(images)
+    durations: list[float] = []
+    for _ in range(runs):  # the stage bookkeeping stays outside the timed call
+        t0 = timer()
+        backend.infer(images)
+        durations.append((timer() - t0) * 1000.0)
+        for key, value in dict(backend.last_times).items():
+            if key == "bytes_d2h":
+                bytes_d2h.append(float(value))
+            elif not key.startswith("bytes_"):
+                sums[key] = sums.get(key, 0.0) + float(value)
+                counts[key] = counts.get(key, 0) + 1
+    return BackendTiming(
+        stats=LatencyStats.from_durations(durations, batch=int(images.shape[0])),
+        stages_ms={k: sums[k] / counts[k] for k in sums},
+        bytes_d2h=int(round(np.mean(bytes_d2h))) if bytes_d2h else None,
+    )
+
+
+def preprocess_frame(frame_bgr: np.ndarray, img_size: int) -> np.ndarray:
+    """What a camera loop does to each frame before ``infer``: BGR→RGB, the shared letterbox,
+    HWC→CHW, 0..1. ``uint8[H, W, 3]`` → ``float32[1, 3, S, S]``."""
+    import cv2
+
+    from edgeyolo.data.transforms import letterbox
+
+    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+    boxed, _ = letterbox(rgb, img_size)
+    return np.ascontiguousarray(boxed.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+
+
+def time_preprocess(
+    frame_bgr: np.ndarray,
+    img_size: int,
+    *,
+    warmup: int,
+    runs: int,
+    timer: Timer = time.perf_counter,
+) -> LatencyStats:
+    """Latency of :func:`preprocess_frame` on one frame (CPU, single image)."""
+    durations = time_runs(
+        lambda: preprocess_frame(frame_bgr, img_size), warmup=warmup, runs=runs, timer=timer
+    )
+    return LatencyStats.from_durations(durations)
+
+
+def time_model(
+    path: str | Path,
+    *,
+    images: np.ndarray,
+    frame: np.ndarray,
+    batch_sizes: Sequence[int],
+    warmup: int,
+    runs: int,
+    device: str = "auto",
+    threads: int | None = None,
+    nms: Mapping[str, float | int] | None = None,
+) -> dict[str, Any]:
+    """Open the model's backend and time ``infer`` at each batch size (``images[:b]``).
+
+    A top-level function of plain arguments, so that :func:`time_model_isolated` can run it in a
+    spawned process. ``images`` is float32[B_max, 3, S, S] (real letterboxed frames); ``frame``
+    uint8[H, W, 3] BGR for the preprocessing time; ``nms`` holds the thresholds of a ``.pt``.
+
+    Returns:
+        ``{"ok": True, "backend", "precision", "threads", "skipped": [str], "batches": {"1":
+        {LatencyStats fields, "stages_ms": {...}, "bytes_d2h"}, ...}}``, where ``stages_ms``
+        includes ``preprocess`` (``b`` frames, one after the other); or ``{"ok": False,
+        "error": str, "unavailable": bool}`` (``unavailable``: TensorRT/pycuda missing or an
+        engine built elsewhere). A batch size other than 1 that fails is listed in ``skipped``.
+    """
+    import torch
+
+    from edgeyolo.errors import EngineMismatchError, TensorRTNotAvailableError
+    from edgeyolo.runtime.backends import open_backend
+
+    torch_threads = torch.get_num_threads()
+    kw = dict(nms or {}) if Path(path).suffix == ".pt" else {}
+    try:
+        with open_backend(path, device=device, threads=threads, **kw) as b:
+            pre = time_preprocess(frame, images.shape[-1], warmup=min(warmup, 2), runs=runs)
+            out: dict[str, Any] = {"ok": True, "backend": b.name, "precision": b.precision}
+            out["threads"] = {"torch": torch.get_num_threads(), "onnxruntime": threads}
+            out.update(batches={}, skipped=[])
+            for bs in sorted(batch_sizes):
+                if b.name == "tensorrt" and bs > b.max_batch:
+                    out["skipped"].append(f"batch {bs}: over the engine's max batch {b.max_batch}")
+                    continue
+                try:
+                    t = time_backend(b, np.ascontiguousarray(images[:bs]), warmup=warmup, runs=runs)
+                except Exception as e:
+                    if bs == 1:
+                        raise
+                    out["skipped"].append(f"batch {bs}: {_one_line(e)}")
+                    continue
+                out["batches"][str(bs)] = {
+                    **t.stats.to_dict(),
+                    "stages_ms": {"preprocess": pre.mean * bs, **t.stages_ms},
+                    "bytes_d2h": t.bytes_d2h,
+                }
+            return out
+    except Exception as e:  # reported per model; the caller decides what is fatal
+        unavailable = (TensorRTNotAvailableError, EngineMismatchError, ImportError)
+        return {"ok": False, "error": _one_line(e), "unavailable": isinstance(e, unavailable)}
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def time_model_isolated(path: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """:func:`time_model` in a fresh spawned process (nothing else loaded there competes for
+    cores); a child that dies is reported as ``{"ok": False, ...}``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            return pool.submit(time_model, path, **kwargs).result()
+    except Exception as e:  # BrokenProcessPool: a crash inside a runtime
+        return {
+            "ok": False,
+            "error": f"timing process failed: {_one_line(e)}",
+            "unavailable": False,
+        }
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__

@@ -1,0 +1,159 @@
+"""``edgeyolo bench`` on a tiny real export: the JSON keys, the report files, the CLI, and honesty
+about what could not be benched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from edgeyolo.cli import app
+from edgeyolo.config import ExportConfig
+from edgeyolo.export.pipeline import export_model
+from edgeyolo.export.tensorrt import tensorrt_version
+from edgeyolo.runtime.bench import print_report, run_bench, to_markdown, write_report
+from tests.export.conftest import busy_checkpoint, calib_folder  # noqa: F401
+
+LATENCY_KEYS = {"min", "mean", "p50", "p90", "p95", "p99", "max"}
+FAST = {"warmup": 1, "runs": 3, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, busy_checkpoint, calib_folder):  # noqa: F811
+    """fp32 + fp16 graphs of the busy random model, max batch 2, deployment conf 0.3."""
+    out = tmp_path_factory.mktemp("bench_export")
+    cfg = ExportConfig(
+        weights=str(busy_checkpoint),
+        out=str(out),
+        fp16=True,
+        batch=2,
+        calib=str(calib_folder),
+        conf_thres=0.3,
+    )
+    export_model(cfg, progress=False, log=lambda _s: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def result(exported, busy_checkpoint, mnist_small_yaml):  # noqa: F811
+    return run_bench(
+        busy_checkpoint, [exported], mnist_small_yaml, batch_sizes=(2,), isolate=False, **FAST
+    )
+
+
+def test_bench_json_has_the_stable_keys(result):
+    arts = result["artifacts"]
+    assert result["reference"] == "busy.pt"
+    assert list(arts) == ["busy.pt", "model_fp32.onnx", "model_fp16.onnx"]
+    for a in arts.values():
+        assert set(a["latency_ms"]) == LATENCY_KEYS
+        assert set(a["batches"]) == {"1", "2"} and a["batches"]["2"]["batch"] == 2
+        assert a["batches"]["1"]["n"] == 3 and a["throughput_ips"] > 0
+        assert 0.0 <= a["map50"] <= 1.0 and 0.0 <= a["map50_95"] <= a["map50"]
+        assert {"preprocess", "compute", "postprocess"} <= set(a["stages_ms"])
+        assert a["map_setting"].startswith("COCO (conf 0.001, IoU 0.5, 300 dets)")
+    assert arts["busy.pt"]["parity"] is None and arts["busy.pt"]["backend"] == "pytorch"
+    onnx = arts["model_fp32.onnx"]
+    assert (onnx["backend"], onnx["precision"]) == ("onnxruntime", "fp32")
+    # batch 1, int32/float32: num_dets [1, 1], boxes [1, 100, 4], scores and classes [1, 100]
+    assert onnx["bytes_d2h"] == 4 * (1 + 100 * 4 + 100 + 100)
+    assert onnx["nms"] == {"conf_thres": 0.3, "iou_thres": 0.45, "max_det": 100}
+    p = onnx["parity"]
+    assert {"matched", "mean_iou", "p5_iou", "score_mae"} <= set(p)
+    assert {"missed", "extra", "class_disagreement", "worst_images", "iou_histogram"} <= set(p)
+    # The fp32 graph is the same network: every reference box comes back, to float precision.
+    assert p["ref_count"] > 20 and p["matched_fraction"] > 0.95 and p["p5_iou"] > 0.999
+    assert sum(p["iou_histogram"]["counts"]) == p["matched"]
+    assert arts["model_fp16.onnx"]["precision"] == "fp16"
+
+
+def test_bench_header_says_how_it_was_measured(result, mnist_small_yaml):
+    h = result["header"]
+    assert {"date", "command", "machine", "versions", "settings", "thresholds"} <= set(h)
+    assert {"cpu", "cores", "gpu"} <= set(h["machine"])
+    assert {"torch", "onnxruntime", "tensorrt"} <= set(h["versions"])
+    s = h["settings"]
+    assert (s["batch_sizes"], s["runs"], s["isolate"], s["images"]) == ([1, 2], 3, False, 2)
+    assert "one process" in s["isolation"] and "contend" in s["isolation"]
+    if tensorrt_version() is None:
+        assert result["not_available"] == ["TensorRT not installed: no engine benched"]
+    assert result["failed"] == []
+
+
+def test_report_files_and_table(result, tmp_path):
+    paths = write_report(result, tmp_path)
+    strict = json.loads(paths["json"].read_text(), parse_constant=pytest.fail)
+    assert strict["artifacts"]["model_fp32.onnx"]["latency_ms"].keys() == LATENCY_KEYS
+    md = paths["md"].read_text()
+    assert md == to_markdown(result)
+    for key in result["artifacts"]:
+        assert f"| {key} | " in md  # a summary row and a stage row each
+    assert "× PyTorch" in md and "| busy.pt | pytorch | fp32 |" in md
+    pytest.importorskip("matplotlib")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    console = Console(record=True, width=200)
+    print_report(result, console)
+    text = console.export_text()
+    assert all(key in text for key in result["artifacts"]) and "TensorRT" in text
+
+
+def test_unavailable_and_broken_models_are_reported_not_guessed(
+    busy_checkpoint,  # noqa: F811
+    mnist_small_yaml,
+    tmp_path,
+):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a graph")
+    models = [broken]
+    if tensorrt_version() is None:
+        engine = tmp_path / "model_fp32.engine"
+        engine.write_bytes(b"\0")
+        models.append(engine)
+    r = run_bench(
+        busy_checkpoint, models, mnist_small_yaml, batch_sizes=(1,), isolate=False, **FAST
+    )
+    assert list(r["artifacts"]) == ["busy.pt"]
+    assert len(r["failed"]) == 1 and r["failed"][0].startswith("broken.onnx: ExportError")
+    if tensorrt_version() is None:
+        assert r["not_available"] == ["model_fp32.engine: TensorRT not installed: not benched"]
+        assert "not benched" in to_markdown(r)
+
+
+def test_isolated_timing_runs_each_backend_in_its_own_process(
+    exported,
+    busy_checkpoint,  # noqa: F811
+    mnist_small_yaml,
+):
+    r = run_bench(
+        busy_checkpoint,
+        [exported / "model_fp32.onnx"],
+        mnist_small_yaml,
+        batch_sizes=(1,),
+        threads=1,
+        isolate=True,
+        warmup=0,
+        runs=2,
+        progress=False,
+    )
+    assert r["failed"] == [] and list(r["artifacts"]) == ["busy.pt", "model_fp32.onnx"]
+    assert "own process" in r["header"]["settings"]["isolation"]
+    assert r["artifacts"]["busy.pt"]["threads"]["torch"] == 1  # pinned inside the child
+    assert r["artifacts"]["model_fp32.onnx"]["latency_ms"]["p50"] > 0
+
+
+def test_cli_bench_writes_the_report(exported, busy_checkpoint, mnist_small_yaml, tmp_path):  # noqa: F811
+    out = tmp_path / "bench"
+    args = ["bench", "--weights", str(busy_checkpoint), "--models", str(exported)]
+    args += ["--data", str(mnist_small_yaml), "--batch", "1", "--runs", "2", "--warmup", "0"]
+    args += ["--no-isolate", "--no-progress", "--out", str(out), "--json", str(tmp_path / "b.json")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir()} >= {"bench.json", "bench.md"}
+    assert json.loads((tmp_path / "b.json").read_text())["reference"] == "busy.pt"
+    assert "model_fp16.onnx" in res.output
+    shutil.rmtree(out)
+    res = CliRunner().invoke(app, [*args[:2], "missing.pt", *args[3:]])
+    assert res.exit_code == 1 and "missing.pt: no such checkpoint" in res.output
