@@ -105,6 +105,16 @@ def train(
     anchors: Annotated[
         str, typer.Option(help="auto (k-means on the data), default (darknet's) or 'w,h w,h ...'.")
     ] = "auto",
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            help="Darknet .weights to start from: yolov3.weights, yolov3-tiny.weights or "
+            "darknet53.conv.74 (heads are skipped when the class count differs)."
+        ),
+    ] = None,
+    freeze_epochs: Annotated[
+        int, typer.Option(help="Keep the backbone frozen for the first N epochs.")
+    ] = 0,
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights.")] = True,
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
     multi_scale: Annotated[bool, typer.Option(help="Random input size per step.")] = False,
@@ -152,6 +162,8 @@ def train(
             eval_interval=eval_interval,
             seed=seed,
             anchors=anchors,
+            pretrained=None if pretrained is None else str(pretrained),
+            freeze_epochs=freeze_epochs,
             skip_bad=skip_bad,
             max_images=max_images,
             loss=LossConfig(
@@ -338,6 +350,70 @@ def export_cmd(
         )
         table.add_row(a["file"], a["precision"], f"{a['bytes'] / 1e6:.1f}", summary)
     console.print(table)
+
+
+@app.command()
+def bench(
+    weights: Annotated[Path, typer.Option(help="The checkpoint (reference, benched too).")],
+    models: Annotated[
+        list[Path], typer.Option(help="Export folder(s) or .onnx/.engine file(s); repeatable.")
+    ],
+    data: Annotated[Path, typer.Option(help="data.yaml of the dataset scored.")],
+    split: Annotated[str, typer.Option(help="Split to score: val, test or train.")] = "val",
+    batch: Annotated[
+        list[int] | None, typer.Option(help="Batch size to time; repeatable (default 1 and 8).")
+    ] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 100,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs per batch size.")] = 10,
+    threads: Annotated[
+        int | None, typer.Option(help="Pin torch and ONNX Runtime intra-op threads.")
+    ] = None,
+    isolate: Annotated[
+        bool, typer.Option(help="Time each backend in its own process (recommended).")
+    ] = True,
+    max_images: Annotated[int | None, typer.Option(help="Score the first N images only.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the JSON result here.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for bench.json, bench.md and bench.png.")] = (
+        Path("runs/bench")
+    ),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Latency, mAP and box parity of exported models against their PyTorch checkpoint."""
+    import shlex
+    import sys
+
+    from edgeyolo.runtime.bench import print_report, run_bench, write_report
+
+    with _cli_errors():
+        result = run_bench(
+            weights,
+            models,
+            data,
+            split=split,
+            batch_sizes=tuple(batch or (1, 8)),
+            warmup=warmup,
+            runs=runs,
+            threads=threads,
+            isolate=isolate,
+            max_images=max_images,
+            device=device,
+            progress=progress,
+            command=shlex.join(["edgeyolo", *sys.argv[1:]]),
+            log=lambda s: err_console.print(f"[yellow]note:[/] {s}", highlight=False),
+        )
+        paths = write_report(result, out, log=lambda s: err_console.print(f"note: {s}"))
+    print_report(result, console)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(paths["json"].read_text())
+        paths["json_copy"] = json_out
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if result["failed"]:
+        err_console.print(f"[bold red]error:[/] {len(result['failed'])} model(s) failed to run")
+        raise typer.Exit(1)
 
 
 @app.command()

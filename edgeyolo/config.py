@@ -159,6 +159,8 @@ class TrainConfig:
     iou_thres: float = 0.5
     seed: int = 0
     anchors: str = "auto"
+    pretrained: str | None = None
+    freeze_epochs: int = 0
     skip_bad: bool = False
     max_images: int | None = None
     loss: LossConfig = field(default_factory=LossConfig)
@@ -171,6 +173,8 @@ class TrainConfig:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; use adam, adamw or sgd")
         if self.epochs < 1 or self.batch < 1:
             raise ConfigError("epochs and batch must be >= 1")
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"--freeze-epochs must be >= 0, got {self.freeze_epochs}")
         if self.img_size % 32 != 0:
             raise ConfigError(f"--img-size must be a multiple of 32, got {self.img_size}")
         if self.eval_img_size is not None and (

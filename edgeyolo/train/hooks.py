@@ -143,3 +143,22 @@ class ProgressBar(Hook):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class FreezeBackbone(Hook):
+    """Backbone frozen (no gradients) for the first ``epochs`` epochs, trainable after.
+
+    Decided by epoch number, so a resumed run freezes or not exactly as the original would.
+    """
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        from edgeyolo.models.darknet_weights import freeze_backbone
+
+        frozen = trainer.epoch < self.epochs
+        model = getattr(trainer.model, "module", trainer.model)
+        if n := freeze_backbone(model, frozen):
+            state = "frozen" if frozen else "unfrozen"
+            trainer.log(f"backbone {state} ({n} tensors) at epoch {trainer.epoch + 1}")

@@ -20,7 +20,13 @@ from edgeyolo.config import ModelConfig, TrainConfig, to_dict, train_config_from
 from edgeyolo.data.records import ImageRecord, describe_problems
 from edgeyolo.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from edgeyolo.train.checkpoint import load_checkpoint, load_state_into, save_checkpoint
-from edgeyolo.train.hooks import EvalAndCheckpoint, Hook, MetricsWriter, ProgressBar
+from edgeyolo.train.hooks import (
+    EvalAndCheckpoint,
+    FreezeBackbone,
+    Hook,
+    MetricsWriter,
+    ProgressBar,
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class Trainer:
             EvalAndCheckpoint(cfg.eval_interval),
             MetricsWriter(self.out, tensorboard=cfg.tensorboard),
         ]
+        if cfg.freeze_epochs > 0:
+            default_hooks.append(FreezeBackbone(cfg.freeze_epochs))
         self.hooks = default_hooks + list(hooks or [])
 
     # ------------------------------------------------------------------ set-up
@@ -156,6 +164,16 @@ class Trainer:
             names=tuple(spec.names),
         )
         model = build_model(self.model_config).to(self.device)
+        if cfg.pretrained and not self.resume:  # on resume the weights come from last.pt
+            from edgeyolo.models.darknet_weights import read_darknet
+
+            report = read_darknet(cfg.pretrained, model)
+            self.log(report.summary())
+            if not report.skipped and not report.partial and cfg.anchors != "default":
+                self.log(
+                    "warning: the loaded heads were trained with darknet's anchors; "
+                    "pass --anchors default to keep them"
+                )
         self.use_cuda = self.device.type == "cuda"
         if self.use_cuda and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)

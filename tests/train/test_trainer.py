@@ -181,3 +181,47 @@ def test_multi_scale_resizes_images_and_boxes_together(mnist_small_yaml, tmp_pat
     torch.testing.assert_close(scaled[:, :2], targets[:, :2])
     metrics = trainer.run_step(images, targets)
     assert metrics["loss"] > 0
+
+
+class _BackboneSnapshots(Hook):
+    def __init__(self):
+        self.after: list[dict[str, torch.Tensor]] = []
+
+    def after_epoch(self, trainer):
+        sd = trainer.model.backbone.state_dict()
+        self.after.append({k: v.detach().clone() for k, v in sd.items() if "running" not in k})
+
+
+def test_pretrained_darknet_weights_and_frozen_backbone(mnist_small_yaml, tmp_path):
+    from edgeyolo.config import ModelConfig
+    from edgeyolo.models import build_model
+    from edgeyolo.models.darknet_weights import write_darknet
+
+    torch.manual_seed(3)
+    donor = build_model(ModelConfig(arch="yolov3-tiny", num_classes=80))  # an 80-class "COCO" file
+    weights = tmp_path / "yolov3-tiny.weights"
+    write_darknet(weights, donor)
+    snaps = _BackboneSnapshots()
+    trainer = Trainer(
+        _cfg(mnist_small_yaml, tmp_path / "run", pretrained=str(weights), freeze_epochs=1),
+        hooks=[snaps],
+        progress=False,
+    )
+    # loaded before training: backbone equals the donor's (heads differ: 10 vs 80 classes)
+    donor_bb = donor.backbone.state_dict()
+    for k, v in trainer.model.backbone.state_dict().items():
+        assert torch.equal(v.cpu(), donor_bb[k]), k
+    trainer.train()
+    # epoch 1 frozen: the backbone's weights did not move; epoch 2 unfrozen: they did
+    for k, v in snaps.after[0].items():
+        if "num_batches" not in k:
+            assert torch.equal(v.cpu(), donor_bb[k]), k
+    moved = [k for k, v in snaps.after[1].items() if not torch.equal(v.cpu(), donor_bb[k])]
+    assert any(k.endswith("weight") for k in moved)
+
+
+def test_pretrained_file_of_the_wrong_model_is_named(mnist_small_yaml, tmp_path):
+    bad = tmp_path / "x.weights"
+    bad.write_bytes(b"\x00" * 20 + b"\x00" * 400)
+    with pytest.raises(CheckpointError, match="x.weights"):
+        Trainer(_cfg(mnist_small_yaml, tmp_path / "run", pretrained=str(bad)), progress=False)

@@ -1,0 +1,303 @@
+"""Darknet ``.weights`` files: read them into our models, write our models as them.
+
+Format (darknet's ``load_weights`` / ``save_weights``): int32 ``major, minor, revision``, then
+``seen`` (images trained on) as int64 when ``major * 10 + minor >= 2`` and both are < 1000,
+else int32; then, per ``[convolutional]`` layer in cfg order, either BatchNorm beta, gamma,
+running mean, running variance (``out_channels`` floats each) or the conv bias, then the conv
+weights ``[out, in, k, k]``; all float32 little-endian. :func:`darknet_layers` gives our convs
+in that order. A file may stop at a layer boundary (``darknet partial``: ``darknet53.conv.74``
+holds the 52 convs of Darknet-53, ``yolov3-tiny.conv.15`` the first 9 convs of yolov3-tiny).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from edgeyolo.errors import CheckpointError
+from edgeyolo.models.darknet import darknet_layers
+
+#: Float counts (after the header) of the official files, to name the one a user passed.
+KNOWN_FILES: dict[int, tuple[str, str]] = {
+    62_001_757: ("yolov3.weights", "yolov3"),
+    40_620_640: ("darknet53.conv.74", "yolov3"),
+    8_858_734: ("yolov3-tiny.weights", "yolov3-tiny"),
+    7_743_344: ("yolov3-tiny.conv.15", "yolov3-tiny"),
+}
+#: Class count of the official files.
+DARKNET_CLASSES: int = 80
+
+
+@dataclass(frozen=True)
+class DarknetHeader:
+    """The header of a ``.weights`` file; ``seen`` is the number of images trained on."""
+
+    major: int
+    minor: int
+    revision: int
+    seen: int
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`read_darknet` did.
+
+    Attributes:
+        path: the file read.
+        header: its header.
+        file_classes: class count of the file's head convs (given, inferred from the size, or 80).
+        layers_total: conv layers of the model (75 for yolov3, 13 for yolov3-tiny).
+        layers_in_file: conv layers the file holds (fewer for a partial file).
+        loaded: indices (in :func:`darknet_layers` order) of the convs filled from the file.
+        skipped: ``(index, reason)`` of convs read from the file but left as initialised.
+        floats_read: floats after the header (all of them: a file must end at a layer boundary).
+        backbone_only: the file holds exactly the backbone's convs (``darknet53.conv.74``).
+    """
+
+    path: str
+    header: DarknetHeader
+    file_classes: int
+    layers_total: int
+    layers_in_file: int
+    loaded: tuple[int, ...]
+    skipped: tuple[tuple[int, str], ...]
+    floats_read: int
+    backbone_only: bool
+
+    @property
+    def partial(self) -> bool:
+        """The file stops before the model's last conv."""
+        return self.layers_in_file < self.layers_total
+
+    def summary(self) -> str:
+        """One line for the training log."""
+        h = self.header
+        kind = " (backbone only)" if self.backbone_only else " (partial)" if self.partial else ""
+        text = (
+            f"{self.path}: darknet {h.major}.{h.minor}.{h.revision}, seen {h.seen:,}, "
+            f"{self.floats_read:,} floats{kind}; loaded {len(self.loaded)}/{self.layers_total} "
+            "conv layers"
+        )
+        if self.skipped:
+            text += f", kept initialised {len(self.skipped)} ({self.skipped[0][1]})"
+        return text
+
+
+@dataclass(frozen=True)
+class _Layer:
+    index: int
+    name: str
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d | None
+    head: bool
+
+    def tensors(self) -> list[Tensor]:
+        """The layer's tensors in file order (the conv weight last)."""
+        bn, conv = self.bn, self.conv
+        if bn is not None:
+            assert bn.running_mean is not None and bn.running_var is not None
+            return [bn.bias, bn.weight, bn.running_mean, bn.running_var, conv.weight]
+        if conv.bias is None:
+            raise CheckpointError(
+                f"conv {self.index} ({self.name}) has neither BatchNorm nor a bias: "
+                "darknet cannot store it"
+            )
+        return [conv.bias, conv.weight]
+
+    def file_floats(self, num_anchors: int, classes: int | None) -> int:
+        """Floats the layer takes in a file whose head convs are for ``classes`` classes."""
+        if not self.head or classes is None:
+            return sum(t.numel() for t in self.tensors())
+        out = num_anchors * (5 + classes)
+        return out + out * self.conv.weight[0].numel()
+
+
+def _layers(model: nn.Module) -> list[_Layer]:
+    names = {id(m): n for n, m in model.named_modules()}
+    heads = {id(c) for c in getattr(model, "head_convs", [])}
+    return [
+        _Layer(i, names.get(id(conv), "?"), conv, bn, id(conv) in heads)
+        for i, (conv, bn) in enumerate(darknet_layers(model))
+    ]
+
+
+def _read_header(path: Path, raw: bytes, size: int) -> tuple[DarknetHeader, int]:
+    """Parse the header from the file's first 20 bytes; returns it and its length (16 or 20)."""
+    if raw[:2] == b"PK" or raw[:1] == b"\x80":
+        raise CheckpointError(
+            f"{path}: a PyTorch/pickle file, not a darknet .weights file "
+            "(load our .pt checkpoints with --resume or the checkpoint API)"
+        )
+    if len(raw) < 16:
+        raise CheckpointError(f"{path}: {len(raw)} bytes, shorter than a darknet header (16-20)")
+    major, minor, revision = struct.unpack_from("<3i", raw)
+    if min(major, minor, revision) < 0:
+        raise CheckpointError(f"{path}: header {major}.{minor}.{revision} is not darknet's")
+    wide = major * 10 + minor >= 2 and major < 1000 and minor < 1000
+    offset = 20 if wide else 16
+    if len(raw) < offset:
+        raise CheckpointError(f"{path}: {len(raw)} bytes, shorter than its {offset}-byte header")
+    (seen,) = struct.unpack_from("<q" if wide else "<i", raw, 12)
+    if (size - offset) % 4:
+        raise CheckpointError(
+            f"{path}: {size} bytes = {offset}-byte header + {size - offset} bytes, not a whole "
+            "number of float32s (truncated or not a darknet file)"
+        )
+    return DarknetHeader(major, minor, revision, seen), offset
+
+
+def _file_classes(layers: list[_Layer], floats: int, anchors: int, model_classes: int) -> int:
+    """Class count of a file of ``floats`` floats: one that makes it a whole model, else 80."""
+    fixed = sum(ly.file_floats(anchors, None) for ly in layers if not ly.head)
+    per_class = anchors * sum(ly.conv.weight[0].numel() + 1 for ly in layers if ly.head)
+    for c in (DARKNET_CLASSES, model_classes):
+        if fixed + per_class * (5 + c) == floats:
+            return c
+    if per_class and floats > fixed and (floats - fixed) % per_class == 0:
+        c = (floats - fixed) // per_class - 5
+        if c >= 1:
+            return c
+    return DARKNET_CLASSES
+
+
+def read_darknet(
+    path: str | Path, model: nn.Module, *, file_classes: int | None = None
+) -> LoadReport:
+    """Load a darknet ``.weights`` file into ``model`` in place (all or nothing).
+
+    Conv layers are matched in :func:`darknet_layers` order. When the file's head convs are
+    for another class count than the model's, they are read past and the model's heads keep
+    their initialisation. A file may end at any layer boundary (``darknet53.conv.74``); it
+    fills that many convs. Nothing is copied unless the whole file fits the model.
+
+    Args:
+        path: the ``.weights`` file.
+        model: a :class:`~edgeyolo.models.YOLOv3` (or any module with darknet-ordered convs).
+        file_classes: class count the file was trained for; ``None`` infers it from the file
+            size (a whole model), falling back to 80 (partial files).
+
+    Raises:
+        CheckpointError: not a darknet file, a file ending inside a layer (which one, floats
+            expected vs left), more floats than the model holds, or a file of another
+            architecture; the message names the file and both sizes.
+    """
+    path = Path(path)
+    if file_classes is not None and file_classes < 1:
+        raise CheckpointError(f"{path}: file_classes must be >= 1, got {file_classes}")
+    try:
+        with open(path, "rb") as f:
+            header, offset = _read_header(path, f.read(20), path.stat().st_size)
+            f.seek(offset)
+            data = np.fromfile(f, dtype="<f4").astype(np.float32, copy=False)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from e
+    n = data.size
+    layers = _layers(model)
+    anchors = int(getattr(model, "num_anchors", 3))
+    model_classes = int(getattr(model, "num_classes", DARKNET_CLASSES))
+    config = getattr(model, "config", None)
+    arch = getattr(config, "arch", type(model).__name__)
+    known = KNOWN_FILES.get(n)
+    if config is not None and known and known[1] != arch:
+        raise CheckpointError(
+            f"{path}: {n:,} floats, the size of {known[0]}, a {known[1]} file; "
+            f"the model is {arch} (use --model {known[1]})"
+        )
+    fc = file_classes or _file_classes(layers, n, anchors, model_classes)
+    sizes = [ly.file_floats(anchors, fc) for ly in layers]
+    total = sum(sizes)
+    guess = "" if file_classes else f" (file classes inferred as {fc}; pass file_classes)"
+    if n == 0:
+        raise CheckpointError(f"{path}: a header and no weights ({offset} bytes)")
+    if n > total:
+        raise CheckpointError(
+            f"{path}: {n:,} floats but {arch} with {fc} classes holds {total:,} "
+            f"({n - total:,} too many: wrong architecture or class count?){guess}"
+        )
+    pos, in_file = 0, 0
+    copies: list[tuple[Tensor, np.ndarray]] = []
+    skipped: list[tuple[int, str]] = []
+    for ly, size in zip(layers, sizes, strict=True):
+        if pos == n:
+            break
+        if n - pos < size:
+            raise CheckpointError(
+                f"{path}: ends inside conv {ly.index} of {len(layers)} ({ly.name}): it needs "
+                f"{size:,} floats, {n - pos:,} are left; the file holds {n:,} floats, "
+                f"{arch} with {fc} classes {total:,}{guess}"
+            )
+        if ly.head and fc != model_classes:
+            skipped.append((ly.index, f"class-dependent head: file {fc}, model {model_classes}"))
+        else:
+            start = pos
+            for t in ly.tensors():
+                copies.append((t, data[start : start + t.numel()]))
+                start += t.numel()
+        pos += size
+        in_file += 1
+    with torch.no_grad():
+        for t, values in copies:
+            t.copy_(torch.from_numpy(values).view_as(t))
+    backbone = getattr(model, "backbone", None)
+    n_backbone = len(darknet_layers(backbone)) if isinstance(backbone, nn.Module) else -1
+    skipped_ids = {i for i, _ in skipped}
+    return LoadReport(
+        path=str(path),
+        header=header,
+        file_classes=fc,
+        layers_total=len(layers),
+        layers_in_file=in_file,
+        loaded=tuple(i for i in range(in_file) if i not in skipped_ids),
+        skipped=tuple(skipped),
+        floats_read=n,
+        backbone_only=in_file == n_backbone,
+    )
+
+
+def write_darknet(path: str | Path, model: nn.Module, *, seen: int = 0) -> int:
+    """Write ``model`` as a darknet ``.weights`` file (version 0.2.0, int64 ``seen``).
+
+    Written to a temporary file beside ``path`` and renamed over it, so ``path`` is either the
+    old file or the complete new one. Returns the number of floats written (after the header).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<3iq", 0, 2, 0, seen))
+            for ly in _layers(model):
+                for t in ly.tensors():
+                    f.write(t.detach().cpu().float().contiguous().numpy().astype("<f4").tobytes())
+                    count += t.numel()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def freeze_backbone(model: nn.Module, frozen: bool = True) -> int:
+    """Set ``requires_grad = not frozen`` on ``model.backbone``'s parameters.
+
+    Returns how many parameter tensors changed (0 when already so). BatchNorm running
+    statistics still update in train mode, as in Ultralytics' ``--freeze``. Frozen parameters
+    get no gradient, so optimizers (which skip ``grad is None``) leave them untouched.
+    """
+    changed = 0
+    for p in model.get_submodule("backbone").parameters():
+        if p.requires_grad == frozen:
+            p.requires_grad_(not frozen)
+            changed += 1
+    return changed
