@@ -297,6 +297,13 @@ def export_cmd(
     quantize_heads: Annotated[
         bool, typer.Option(help="Quantize the heads' last convolutions too.")
     ] = False,
+    int8_placement: Annotated[
+        str,
+        typer.Option(
+            help="tensorrt: Q/DQ on conv inputs (TensorRT's placement); onnxruntime: activations "
+            "quantized between all ops, so ONNX Runtime's CPU kernels run int8."
+        ),
+    ] = "tensorrt",
     conf: Annotated[float, typer.Option(help="Score threshold inside the graph.")] = 0.25,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold inside the graph.")] = 0.45,
     max_det: Annotated[int, typer.Option(help="Detections per image (output size K).")] = 100,
@@ -330,6 +337,7 @@ def export_cmd(
             calib_images=calib_images,
             int8_max_drop=int8_max_drop,
             quantize_heads=quantize_heads,
+            int8_placement=int8_placement,
             data=None if data is None else str(data),
             val_split=val_split,
             engine=engine,

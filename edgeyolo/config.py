@@ -238,6 +238,7 @@ class ExportConfig:
     calib_images: int | None = 256
     int8_max_drop: float = 1.0
     quantize_heads: bool = False
+    int8_placement: str = "tensorrt"
     data: str | None = None
     val_split: str = "val"
     engine: bool = False
@@ -266,6 +267,10 @@ class ExportConfig:
             raise ConfigError(
                 "--int8 needs the decode + NMS graph (its accuracy gate measures mAP); "
                 "drop --raw or --int8"
+            )
+        if self.int8_placement not in ("tensorrt", "onnxruntime"):
+            raise ConfigError(
+                f"unknown --int8-placement {self.int8_placement!r}; use tensorrt or onnxruntime"
             )
         if self.int8_max_drop < 0:
             raise ConfigError(f"--int8-max-drop must be >= 0 points, got {self.int8_max_drop}")

@@ -59,8 +59,9 @@ METHOD_ENUMS = {
     "percentile": CalibrationMethod.Percentile,
     "minmax": CalibrationMethod.MinMax,
 }
-#: Op types whose input and output tensors get ranges (what edgeyolo.export.quantize quantizes).
-CALIB_OP_TYPES = ("Conv",)
+#: Op types whose input and output tensors get ranges: Conv for both placements, the rest for the
+#: ``onnxruntime`` placement, which quantizes activations between ops (edgeyolo.export.quantize).
+CALIB_OP_TYPES = ("Conv", "LeakyRelu", "MaxPool", "Concat", "Resize")
 # Entropy: TensorRT's legacy entropy calibrator uses a histogram of |x| (2048 bins) and 128 levels
 # per side. ORT's histogram is signed, so the same resolution needs 256 quantized bins over the
 # window; ORT's default (128 bins / 128 quantized) leaves a single candidate, i.e. plain min/max.

@@ -132,12 +132,17 @@ def _int8(
             "sha256": calib.sha256,
         },
         "quantize_heads": cfg.quantize_heads,
+        "placement": cfg.int8_placement,
     }
     ranges = calibrate(fp32_path, calib, method=cfg.calib_method)
     if cfg.data is None:
         log("note: no --data given, so INT8 is not checked against an mAP budget")
         result = quantize_int8(
-            fp32_path, int8_path, ranges=ranges, quantize_heads=cfg.quantize_heads
+            fp32_path,
+            int8_path,
+            ranges=ranges,
+            quantize_heads=cfg.quantize_heads,
+            placement=cfg.int8_placement,
         )
         info["kept_fp32"] = list(result.excluded)
         info["gate"] = None
@@ -168,6 +173,7 @@ def _int8(
         fp32_score=fp32_score,
         max_drop=cfg.int8_max_drop,
         quantize_heads=cfg.quantize_heads,
+        placement=cfg.int8_placement,
         log=log,
     )
     info["kept_fp32"] = list(report.excluded)

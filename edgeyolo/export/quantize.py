@@ -47,7 +47,6 @@ from onnxruntime.quantization.calibrate import save_tensors_data
 
 from edgeyolo.errors import AccuracyBudgetError, ExportError
 from edgeyolo.export.calib import (
-    CALIB_OP_TYPES,
     METHOD_ENUMS,
     METHODS,
     CalibSet,
@@ -69,7 +68,11 @@ __all__ = [
 ]
 
 #: Op types that get Q/DQ on their inputs (module docstring: why only Conv).
-QUANT_OP_TYPES = CALIB_OP_TYPES
+QUANT_OP_TYPES = ("Conv",)
+#: The ``onnxruntime`` placement quantizes these too, with their outputs, so that ONNX Runtime's
+#: CPU kernels fuse DQ → op → Q into integer kernels (QLinearConv ...); TensorRT also accepts it.
+ORT_OP_TYPES = ("Conv", "LeakyRelu", "MaxPool", "Concat", "Resize")
+PLACEMENTS = ("tensorrt", "onnxruntime")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -125,10 +128,16 @@ def quantize_int8(
     ranges: TensorsData,
     exclude: Sequence[str] = (),
     quantize_heads: bool = False,
+    placement: str = "tensorrt",
 ) -> QuantResult:
     """Write the Q/DQ int8 graph of ``fp32_path`` to ``out_path`` with ``ranges`` from
     :func:`calibrate` (no calibration runs here). ``exclude``: further ``/net/`` Conv node names
     kept in fp32; ``quantize_heads``: quantize the heads' last 1x1 convs too.
+
+    ``placement``: ``tensorrt`` (default; Q/DQ on conv inputs only, float bias, as TensorRT
+    recommends) or ``onnxruntime`` (activations quantized after every conv, activation, pool,
+    concat and resize of the network, int32 bias: ONNX Runtime's CPU kernels then run integer
+    convolutions, measured faster than fp32 on CPU where the TensorRT placement is slower).
 
     Raises:
         ExportError: an ``exclude`` name is not a ``/net/`` Conv, nothing is left to quantize, or
@@ -145,6 +154,24 @@ def quantize_int8(
     targets = [c for c in convs if c not in keep]
     if not targets:
         raise ExportError(f"every Conv of {fp32_path} is excluded: nothing left to quantize")
+    if placement not in PLACEMENTS:
+        raise ExportError(f"unknown int8 placement {placement!r}; use {' or '.join(PLACEMENTS)}")
+    ort_placement = placement == "onnxruntime"
+    if ort_placement:
+        heads = set() if quantize_heads else set(head_conv_names(model))
+        nodes = [
+            n.name
+            for n in model.graph.node
+            if n.name.startswith(NET_PREFIX)
+            and n.op_type in ORT_OP_TYPES
+            and n.name not in keep
+            and not any(n.name.startswith(h.rsplit("/", 1)[0] + "/") for h in heads)
+        ]
+    else:
+        nodes = targets
+    extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    if not ort_placement:
+        extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=list(QUANT_OP_TYPES))
     method = next(k for k, v in METHOD_ENUMS.items() if v == ranges.calibration_method)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,17 +185,12 @@ def quantize_int8(
             calibration_cache_path=cache,
             calibrate_method=ranges.calibration_method,
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANT_OP_TYPES),
-            nodes_to_quantize=targets,
+            op_types_to_quantize=list(ORT_OP_TYPES if ort_placement else QUANT_OP_TYPES),
+            nodes_to_quantize=nodes,
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-                "OpTypesToExcludeOutputQuantization": list(QUANT_OP_TYPES),
-            },
+            extra_options=extra,
         )
     qmodel = onnx.load(str(out_path))
     onnx.checker.check_model(qmodel)
@@ -311,6 +333,7 @@ def int8_with_budget(
     max_drop: float,
     max_steps: int = 8,
     quantize_heads: bool = False,
+    placement: str = "tensorrt",
     log: Callable[[str], object] = print,
 ) -> GateReport:
     """Quantize, score, and keep the most sensitive layers in fp32 until the drop is in budget.
@@ -340,7 +363,12 @@ def int8_with_budget(
     ranking: list[tuple[str, float]] = []
     while True:
         result = quantize_int8(
-            fp32_path, out_path, ranges=ranges, exclude=extra, quantize_heads=quantize_heads
+            fp32_path,
+            out_path,
+            ranges=ranges,
+            exclude=extra,
+            quantize_heads=quantize_heads,
+            placement=placement,
         )
         score = float(evaluate(out_path))
         if not math.isfinite(score):
