@@ -140,3 +140,32 @@ def test_detector_on_a_real_export_matches_the_checkpoint(
     assert len(da) == len(db) > 0
     assert np.allclose(np.sort(da.scores), np.sort(db.scores), atol=1e-5)
     assert (da.boxes[:, 2] <= 150).all() and (da.boxes[:, 3] <= 96).all()
+
+
+def test_detect_cli_runs_an_exported_model(exported, mnist_small_yaml, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgeyolo.cli import app
+
+    images = mnist_small_yaml.parent / "images" / "test"
+    r = CliRunner().invoke(
+        app,
+        [
+            "detect",
+            str(images),
+            "--model",
+            str(exported / "model_fp32.onnx"),
+            "--out",
+            str(tmp_path / "pred"),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    records = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert len(records) == len(list(images.glob("*.jpg")))
+    assert all({"label", "bbox", "score"} <= set(d) for rec in records for d in rec["detections"])
+    assert sorted(p.suffix for p in (tmp_path / "pred").iterdir()).count(".jpg") == len(records)
+    bad = CliRunner().invoke(app, ["detect", str(images)])
+    assert bad.exit_code == 1 and "--model" in bad.output
