@@ -279,6 +279,9 @@ def export_cmd(
     raw: Annotated[
         bool, typer.Option("--raw", help="End at the raw head maps (no decode, no NMS).")
     ] = False,
+    darknet: Annotated[
+        bool, typer.Option("--darknet", help="Also write OUT/<arch>.weights (darknet format).")
+    ] = False,
     calib: Annotated[Path, typer.Option(help="Folder of calibration images.")] = Path("calib_data"),
     calib_method: Annotated[
         str, typer.Option(help="percentile, entropy or minmax.")
@@ -329,6 +332,7 @@ def export_cmd(
             max_det=max_det,
             multi_label=multi_label,
             raw=raw,
+            darknet=darknet,
             simplify=simplify,
             fp16=fp16,
             int8=int8,

@@ -245,11 +245,30 @@ def export_model(
         artifacts.append(_onnx_entry(path, "int8", **info))
         log(f"wrote {path}")
 
+    if cfg.darknet:
+        from edgeyolo.models.darknet_weights import write_darknet
+
+        dn = out / f"{net.config.arch}.weights"
+        state = _ckpt.get("state") or {}
+        seen = int(state.get("global_step", 0)) * int((_ckpt.get("train") or {}).get("batch", 1))
+        floats = write_darknet(dn, net, seen=seen)
+        artifacts.append(
+            {
+                "kind": "darknet",
+                "precision": "fp32",
+                "file": dn.name,
+                "sha256": sha256_file(dn),
+                "bytes": dn.stat().st_size,
+                "floats": floats,
+            }
+        )
+        log(f"wrote {dn} ({floats:,} floats, darknet format)")
+
     if cfg.engine:
         from edgeyolo.export.tensorrt import build_engine
 
         cache = Path(cfg.timing_cache) if cfg.timing_cache else out / "timing.cache"
-        for a in list(artifacts):
+        for a in [x for x in artifacts if x["kind"] == "onnx"]:
             onnx_path = out / a["file"]
             engine = build_engine(
                 onnx_path,

@@ -288,7 +288,7 @@ def artifacts_in(folder: str | Path) -> list[Path]:
     manifest = read_manifest(folder)
     order = {"fp32": 0, "fp16": 1, "int8": 2}
     arts = sorted(
-        manifest["artifacts"],
+        [a for a in manifest["artifacts"] if a["kind"] in ("onnx", "engine")],
         key=lambda a: (a["kind"] != "onnx", order.get(a["precision"], 9)),
     )
     missing = [a["file"] for a in arts if not (folder / a["file"]).is_file()]

@@ -165,3 +165,29 @@ def test_int8_export_records_calibration_and_gate(
     assert sorted(a["kept_fp32"]) == ["/net/stages.0/head/Conv", "/net/stages.1/head/Conv"]
     assert a["gate"]["passed"] and a["gate"]["split"] == "train" and a["gate"]["steps"]
     assert "int8" in m["checks"]["parity_vs_torch"]
+
+
+def test_darknet_export_reads_back_bit_exact(tmp_path, busy_checkpoint, calib_folder):
+    from edgeyolo.models import build_model
+    from edgeyolo.models.darknet_weights import read_darknet
+    from edgeyolo.runtime.backends import artifacts_in
+    from edgeyolo.train.checkpoint import load_model
+
+    m = export_model(
+        ExportConfig(
+            weights=str(busy_checkpoint), out=str(tmp_path), darknet=True, calib=str(calib_folder)
+        ),
+        progress=False,
+        log=lambda _s: None,
+    )
+    a = next(x for x in m["artifacts"] if x["kind"] == "darknet")
+    assert a["file"] == "yolov3-tiny.weights" and sha256_file(tmp_path / a["file"]) == a["sha256"]
+    src, _ = load_model(busy_checkpoint)
+    dst = build_model(src.config)
+    report = read_darknet(tmp_path / a["file"], dst)
+    assert not report.skipped and report.floats_read == a["floats"]
+    for (k, v), (k2, v2) in zip(src.state_dict().items(), dst.state_dict().items(), strict=True):
+        if "num_batches" not in k:
+            assert k == k2 and torch.equal(v, v2), k
+    # the bench and the runtime only pick up runnable files
+    assert [p.name for p in artifacts_in(tmp_path)] == ["model_fp32.onnx"]
