@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from edgeyolo.errors import DataError
 def _coco_image(entry: Any, root: Path, file: Path) -> tuple[int, Path, Any, Any]:
     if not isinstance(entry, dict) or "id" not in entry or "file_name" not in entry:
         raise DataError(f"image entry {str(entry)[:60]} lacks 'id' or 'file_name'", file=file)
+    if not isinstance(entry["id"], Hashable):
+        raise DataError(f"image entry {str(entry)[:60]}: 'id' is not a number or string", file=file)
     return entry["id"], root / str(entry["file_name"]), entry.get("width"), entry.get("height")
 
 
@@ -51,7 +53,7 @@ def _coco_record(
             x, y, w, h = (float(v) for v in bbox)
         except (TypeError, ValueError) as e:
             raise DataError(f"{ann_what}: bbox {bbox!r} is not 4 numbers", file=file) from e
-        if ann.get("category_id") not in cat_map:
+        if not isinstance(ann.get("category_id"), Hashable) or ann["category_id"] not in cat_map:
             raise DataError(
                 f"{ann_what}: unknown category_id {ann.get('category_id')!r}", file=file
             )
@@ -111,7 +113,7 @@ def read_coco(
     per_image: dict[Any, list[dict]] = {k: [] for k in images}
     for ann in data["annotations"]:
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        if image_id in per_image:
+        if isinstance(ann, dict) and isinstance(image_id, Hashable) and image_id in per_image:
             per_image[image_id].append(ann)
         else:
             error = DataError(
