@@ -47,7 +47,23 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+    _remove_stale_temps(path)
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete ``.<name>.<pid>.tmp`` files left by writers that were killed mid-write (their pid
+    no longer runs); a live writer's file is left alone."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2 : -len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except PermissionError:  # a live process of another user
+            pass
 
 
 def load_checkpoint(

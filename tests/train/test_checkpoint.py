@@ -73,3 +73,23 @@ def test_state_mismatch_names_keys_and_shapes():
         load_state_into(model, {"weight": torch.zeros(5, 3), "bias": torch.zeros(2)}, source="c")
     with pytest.raises(CheckpointError, match="missing"):
         load_state_into(model, {"weight": torch.zeros(2, 3)}, source="c")
+
+
+def test_temp_files_of_killed_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".last.pt.{dead_pid}.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".last.pt.{os.getppid()}.tmp"  # a running process: left alone
+    live.write_bytes(b"being written")
+    save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
+    assert not stale.exists() and live.exists()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
