@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -28,23 +26,11 @@ from edgeyolo.train.trainer import train
 
 
 def machine() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-    }
+    """The machine and versions, as ``edgeyolo bench`` records them, plus torch's thread count."""
+    from edgeyolo.runtime.bench_report import environment
+
+    env = environment()
+    return {**env["machine"], "torch_threads": torch.get_num_threads(), **env["versions"]}
 
 
 def plot(metrics_jsonl: Path, png: Path) -> None:

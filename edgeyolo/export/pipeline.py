@@ -28,20 +28,12 @@ FP32_MAX_SCORE_DIFF = 1e-4
 _EVAL_CONF, _EVAL_MAX_DET = 0.001, 300
 
 
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
+def _versions() -> dict[str, str | None]:
     import onnxsim
 
-    from edgeyolo import __version__
+    from edgeyolo.runtime.bench_report import environment
 
-    return {
-        "edgeyolo": __version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "onnxsim": str(onnxsim.__version__),
-    }
+    return {**environment()["versions"], "onnxsim": str(onnxsim.__version__)}
 
 
 def parity_against_torch(
