@@ -115,6 +115,11 @@ def train(
     freeze_epochs: Annotated[
         int, typer.Option(help="Keep the backbone frozen for the first N epochs.")
     ] = 0,
+    devices: Annotated[
+        str | None,
+        typer.Option(help="GPUs for data-parallel training, e.g. 0,1 (launches torchrun)."),
+    ] = None,
+    sync_bn: Annotated[bool, typer.Option(help="SyncBatchNorm across GPUs (DDP on CUDA).")] = False,
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights.")] = True,
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
     multi_scale: Annotated[bool, typer.Option(help="Random input size per step.")] = False,
@@ -136,9 +141,23 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train YOLOv3 / YOLOv3-tiny; writes OUT/best.pt, OUT/last.pt and OUT/metrics.{jsonl,csv}."""
+    import os
+    import sys
+
     from edgeyolo.config import AugmentConfig, LossConfig, TrainConfig
     from edgeyolo.train.trainer import train as run_train
 
+    if devices and "WORLD_SIZE" not in os.environ:
+        from edgeyolo.errors import ConfigError
+        from edgeyolo.train.distributed import launch, train_argv_without_devices
+
+        with _cli_errors():
+            parts = [d.strip() for d in devices.split(",") if d.strip()]
+            if not parts or not all(d.isdigit() for d in parts):
+                raise ConfigError(f"--devices {devices!r}: give GPU indices like 0,1")
+            ids = [int(d) for d in parts]
+            code = launch(ids, train_argv_without_devices(sys.argv))
+        raise typer.Exit(code)
     with _cli_errors():
         cfg = TrainConfig(
             data=str(data),
@@ -164,6 +183,7 @@ def train(
             anchors=anchors,
             pretrained=None if pretrained is None else str(pretrained),
             freeze_epochs=freeze_epochs,
+            sync_bn=sync_bn,
             skip_bad=skip_bad,
             max_images=max_images,
             loss=LossConfig(

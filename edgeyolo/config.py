@@ -161,6 +161,7 @@ class TrainConfig:
     anchors: str = "auto"
     pretrained: str | None = None
     freeze_epochs: int = 0
+    sync_bn: bool = False
     skip_bad: bool = False
     max_images: int | None = None
     loss: LossConfig = field(default_factory=LossConfig)

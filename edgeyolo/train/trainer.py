@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -87,11 +88,13 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self._setup()
-        default_hooks: list[Hook] = [ProgressBar()] if progress else []
-        default_hooks += [
-            EvalAndCheckpoint(cfg.eval_interval),
-            MetricsWriter(self.out, tensorboard=cfg.tensorboard),
-        ]
+        default_hooks: list[Hook] = []
+        if self.dist.is_main:  # one writer of checkpoints, metrics and progress
+            default_hooks += [ProgressBar()] if progress else []
+            default_hooks += [
+                EvalAndCheckpoint(cfg.eval_interval),
+                MetricsWriter(self.out, tensorboard=cfg.tensorboard),
+            ]
         if cfg.freeze_epochs > 0:
             default_hooks.append(FreezeBackbone(cfg.freeze_epochs))
         self.hooks = default_hooks + list(hooks or [])
@@ -107,7 +110,8 @@ class Trainer:
         return dataclasses.replace(saved, epochs=max(cfg.epochs, saved.epochs), out=cfg.out)
 
     def log(self, message: str) -> None:
-        self.console.print(message)
+        if getattr(self, "dist", None) is None or self.dist.is_main:
+            self.console.print(message)
 
     def _setup(self) -> None:
         from edgeyolo.data.dataset import DetectionDataset
@@ -119,14 +123,25 @@ class Trainer:
         from edgeyolo.train.schedule import warmup_cosine
 
         cfg = self.cfg
-        probe = self.out / ".write-test"
+        probe = self.out / f".write-test.{os.getpid()}"  # one per process (DDP ranks)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as e:
             raise ConfigError(f"--out {self.out}: not writable ({e.strerror})") from e
+        from edgeyolo.train.distributed import init_distributed
+
         self.device = select_device(cfg.device)
+        self.dist = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if cfg.batch % self.dist.world_size:
+            raise ConfigError(
+                f"--batch {cfg.batch} (the global batch) must divide by the "
+                f"{self.dist.world_size} processes"
+            )
+        self.rank_batch = cfg.batch // self.dist.world_size
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -163,7 +178,12 @@ class Trainer:
             anchors=anchors,
             names=tuple(spec.names),
         )
-        model = build_model(self.model_config).to(self.device)
+        model = build_model(self.model_config)
+        if cfg.sync_bn:
+            if not (self.dist.enabled and self.device.type == "cuda"):
+                raise ConfigError("--sync-bn needs a multi-GPU (torchrun) run on CUDA")
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(self.device)
         if cfg.pretrained and not self.resume:  # on resume the weights come from last.pt
             from edgeyolo.models.darknet_weights import read_darknet
 
@@ -185,7 +205,8 @@ class Trainer:
             img_size=cfg.img_size,
             augment=cfg.augment if cfg.augment.enabled else None,
         )
-        self.steps_per_epoch = math.ceil(len(self.dataset) / cfg.batch)
+        per_rank = math.ceil(len(self.dataset) / self.dist.world_size)
+        self.steps_per_epoch = math.ceil(per_rank / self.rank_batch)
         total = self.steps_per_epoch * cfg.epochs
         warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
         params_decay, params_no_decay = [], []
@@ -209,6 +230,13 @@ class Trainer:
         self.amp = cfg.amp and self.use_cuda
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ema = make_ema(model, decay=cfg.ema_decay) if cfg.ema else None
+        self.forward_model: torch.nn.Module = model
+        if self.dist.enabled:
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.freeze_epochs > 0,
+            )
         self.epoch = 0
         self.start_epoch = 0
         self.global_step = 0
@@ -243,10 +271,23 @@ class Trainer:
         # resumed from last.pt sees exactly what an uninterrupted run would have seen.
         torch.manual_seed(self.cfg.seed + 1000003 * epoch)
         g = torch.Generator().manual_seed(self.cfg.seed + epoch)
+        sampler = None
+        if self.dist.enabled:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(
+                self.dataset,
+                num_replicas=self.dist.world_size,
+                rank=self.dist.rank,
+                shuffle=True,
+                seed=self.cfg.seed,
+            )
+            sampler.set_epoch(epoch)
         return DataLoader(
             self.dataset,
-            batch_size=self.cfg.batch,
-            shuffle=True,
+            batch_size=self.rank_batch,
+            shuffle=sampler is None,
+            sampler=sampler,
             generator=g,
             num_workers=self.cfg.workers,
             collate_fn=collate,
@@ -282,7 +323,7 @@ class Trainer:
         if self.use_cuda and self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            heads = self.model(images)
+            heads = self.forward_model(images)
         loss, parts = self.loss_fn(heads, targets, (images.shape[-2], images.shape[-1]))
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
@@ -350,7 +391,13 @@ class Trainer:
         self.log(
             f"training {cfg.model} ({n_params / 1e6:.2f} M params, {len(self.names)} classes) on "
             f"{self.device} | {len(self.train_records)} train / {len(self.val_records)} val images "
-            f"| {cfg.img_size} px (eval {cfg.infer_size} px), batch {cfg.batch}, "
+            f"| {cfg.img_size} px (eval {cfg.infer_size} px), batch {cfg.batch}"
+            + (
+                f" (global: {self.dist.world_size} processes x {self.rank_batch})"
+                if self.dist.enabled
+                else ""
+            )
+            + ", "
             f"{cfg.epochs} epochs, {cfg.optimizer} "
             f"lr {cfg.lr_init:g}->{cfg.lr_end:g}, warmup {cfg.warmup_epochs:g} epochs"
             f"{', AMP' if self.amp else ''} | anchors "
@@ -375,6 +422,12 @@ class Trainer:
                 for h in self.hooks:
                     h.after_step(self, m)
             dt = time.perf_counter() - t0
+            if self.dist.enabled:  # the epoch's figures over all ranks
+                from edgeyolo.train.distributed import all_reduce_sums
+
+                total = all_reduce_sums({**sums, "n_img": float(n_img)}, self.dist)
+                n_img = int(total.pop("n_img"))
+                sums = total
             seen += n_img
             self.epoch_metrics = {
                 "epoch": epoch + 1,
@@ -397,6 +450,9 @@ class Trainer:
             )
         for h in self.hooks:
             h.after_train(self)
+        from edgeyolo.train.distributed import shutdown
+
+        shutdown(self.dist)
         wall = time.perf_counter() - t_start
         return TrainResult(
             out=self.out,
