@@ -198,6 +198,7 @@ class Trainer:
         if self.use_cuda and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self._check_free_space(model)
         self.loss_fn = YoloLoss(model.anchors, model.strides, model.num_classes, cfg.loss)
 
         self.dataset = DetectionDataset(
@@ -244,6 +245,19 @@ class Trainer:
         self.epoch_metrics: dict[str, Any] = {}
         if ckpt is not None:
             self._load_state(ckpt)
+
+    def _check_free_space(self, model: torch.nn.Module) -> None:
+        """Fail before training when the disk cannot hold the checkpoints: each holds the weights,
+        the EMA and Adam's two moments (~4x the parameters); best.pt, last.pt and one temp file."""
+        import shutil
+
+        need = 3 * 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+        free = shutil.disk_usage(self.out).free
+        if free < need:
+            raise ConfigError(
+                f"--out {self.out}: {free / 1e6:.0f} MB free, but checkpoints need about "
+                f"{need / 1e6:.0f} MB; free space or choose another --out"
+            )
 
     def _load_state(self, ckpt: dict[str, Any]) -> None:
         state = ckpt["state"]

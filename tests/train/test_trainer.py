@@ -225,3 +225,25 @@ def test_pretrained_file_of_the_wrong_model_is_named(mnist_small_yaml, tmp_path)
     bad.write_bytes(b"\x00" * 20 + b"\x00" * 400)
     with pytest.raises(CheckpointError, match="x.weights"):
         Trainer(_cfg(mnist_small_yaml, tmp_path / "run", pretrained=str(bad)), progress=False)
+
+
+def test_full_disk_fails_before_training(mnist_small_yaml, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(ConfigError, match=r"1 MB free, but checkpoints need about \d+ MB"):
+        Trainer(_cfg(mnist_small_yaml, tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_truncated_onnx_is_a_clear_error(tmp_path):
+    from edgeyolo.errors import ExportError
+    from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+
+    bad = tmp_path / "model_fp32.onnx"
+    bad.write_bytes(b"\\x08\\x07\\x12\\x04half")
+    session = OnnxRuntimeSession(bad)
+    with pytest.raises(ExportError, match="model_fp32.onnx: ONNX Runtime cannot load this graph"):
+        session.__enter__()
