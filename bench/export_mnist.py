@@ -34,7 +34,7 @@ from edgeyolo.evaluate.evaluator import evaluate_checkpoint, evaluate_onnx, pred
 from edgeyolo.evaluate.parity import parity
 from edgeyolo.export.graph import retarget_nms
 from edgeyolo.export.pipeline import export_model
-from edgeyolo.postprocess import Detections, from_padded
+from edgeyolo.postprocess import Detections, from_outputs
 from edgeyolo.predict import detect_batch
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.train.checkpoint import load_model
@@ -60,7 +60,7 @@ def onnx_dets(path: Path, batches: list[np.ndarray]):
     with OnnxRuntimeSession(path) as s:
         for x in batches:
             o = s.run(x)
-            out += from_padded(o["num_dets"], o["boxes"], o["scores"], o["classes"])
+            out += from_outputs(o)
     return out
 
 

@@ -16,8 +16,9 @@ times its anchor) before ``exp``, so that an untrained or fp16 model gives finit
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ __all__ = [
     "Detections",
     "decode_boxes",
     "decode_heads",
+    "from_outputs",
+    "from_padded",
     "postprocess",
     "split_head",
 ]
@@ -239,3 +242,8 @@ def from_padded(
         )
         for i in range(n.shape[0])
     ]
+
+
+def from_outputs(outputs: Mapping[str, Any]) -> list[Detections]:
+    """:func:`from_padded` on an exported graph's outputs, looked up by name."""
+    return from_padded(outputs["num_dets"], outputs["boxes"], outputs["scores"], outputs["classes"])

@@ -30,7 +30,21 @@ def detect_batch(
 
     Boxes of the returned detections are in letterboxed input pixels.
     """
-    boxes, obj, cls_prob = decode_heads(model(images), model.anchors, model.strides)
+    return heads_to_detections(
+        model, model(images), conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det
+    )
+
+
+def heads_to_detections(
+    model: torch.nn.Module,
+    heads: list[torch.Tensor],
+    *,
+    conf_thres: float,
+    iou_thres: float,
+    max_det: int = 300,
+) -> list[Detections]:
+    """Decode ``model``'s raw head maps and run NMS (in fp32, whatever the model ran in)."""
+    boxes, obj, cls_prob = decode_heads(heads, model.anchors, model.strides)
     return postprocess(
         boxes.float(),
         obj.float(),

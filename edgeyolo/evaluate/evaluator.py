@@ -173,14 +173,14 @@ def evaluate_onnx(
     The graph's own NMS thresholds apply; export with ``--conf 0.001 --max-det 300`` for the
     standard COCO evaluation setting.
     """
-    from edgeyolo.postprocess import from_padded
+    from edgeyolo.postprocess import from_outputs
     from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 
     with OnnxRuntimeSession(path, threads=threads) as session:
 
         def detect(images: torch.Tensor) -> list[Detections]:
             out = session.run(images.numpy())
-            return from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"])
+            return from_outputs(out)
 
         preds = predict_with(
             detect,

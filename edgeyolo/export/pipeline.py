@@ -41,7 +41,7 @@ def parity_against_torch(
 ) -> dict[str, Any]:
     """Box parity of an exported graph against ``net`` (same thresholds) on ``images``."""
     from edgeyolo.evaluate.parity import parity
-    from edgeyolo.postprocess import from_padded
+    from edgeyolo.postprocess import from_outputs
     from edgeyolo.predict import detect_batch
     from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 
@@ -55,7 +55,7 @@ def parity_against_torch(
         )
     with OnnxRuntimeSession(onnx_path) as s:
         out = s.run(images)
-    got = from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"])
+    got = from_outputs(out)
     return parity(ref, got).to_dict()
 
 

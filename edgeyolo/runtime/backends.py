@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from edgeyolo.errors import ConfigError
-from edgeyolo.postprocess import Detections, from_padded
+from edgeyolo.postprocess import Detections, from_outputs
 
 __all__ = [
     "Backend",
@@ -101,7 +101,7 @@ class TorchBackend(Backend):
 
     @torch.no_grad()
     def infer(self, images: np.ndarray) -> list[Detections]:
-        from edgeyolo.postprocess import decode_heads, postprocess
+        from edgeyolo.predict import heads_to_detections
 
         cuda = self.device.type == "cuda"
         t0 = time.perf_counter()
@@ -115,9 +115,7 @@ class TorchBackend(Backend):
         if cuda:
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
-        boxes, obj, cls = decode_heads(heads, self.model.anchors, self.model.strides)
-        dets = postprocess(boxes.float(), obj.float(), cls.float(), **self.kw)
-        dets = [d.to("cpu") for d in dets]
+        dets = [d.to("cpu") for d in heads_to_detections(self.model, heads, **self.kw)]
         t3 = time.perf_counter()
         self.last_times = {
             "h2d": (t1 - t0) * 1e3,
@@ -184,7 +182,7 @@ class OnnxRuntimeBackend(Backend):
         t0 = time.perf_counter()
         out = self.session.run(images)
         t1 = time.perf_counter()
-        dets = from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"])
+        dets = from_outputs(out)
         t2 = time.perf_counter()
         self.last_times = {
             "compute": (t1 - t0) * 1e3,
@@ -228,7 +226,7 @@ class TensorRTBackendAdapter(Backend):
     def infer(self, images: np.ndarray) -> list[Detections]:
         out = self.trt.run(images)
         t0 = time.perf_counter()
-        dets = from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"])
+        dets = from_outputs(out)
         t1 = time.perf_counter()
         st = self.trt.last_times
         self.last_times = {"postprocess": (t1 - t0) * 1e3}

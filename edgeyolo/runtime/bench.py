@@ -184,7 +184,7 @@ def _score(
     from edgeyolo.evaluate.coco_map import compute_map
     from edgeyolo.evaluate.parity import parity_report
     from edgeyolo.export.graph import retarget_nms
-    from edgeyolo.postprocess import from_padded
+    from edgeyolo.postprocess import from_outputs
     from edgeyolo.runtime.backends import open_backend
     from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 
@@ -215,7 +215,7 @@ def _score(
 
                 def run(x: np.ndarray) -> list[Any]:
                     o = s.run(x)
-                    return from_padded(o["num_dets"], o["boxes"], o["scores"], o["classes"])
+                    return from_outputs(o)
 
                 map_preds = _predict(run, records, size, _EVAL_BATCH, prog, f"{key}: mAP")
             out["map_setting"] += ", through a copy of the graph with its NMS retargeted"
