@@ -40,6 +40,8 @@ class Backend:
     img_size: int = 0
     max_batch: int = 1
     class_names: tuple[str, ...] = ()
+    #: Where the network runs (``cpu``, ``cuda:0``); set by each backend once it is open.
+    where: str = "cpu"
 
     def __init__(self) -> None:
         self.last_times: dict[str, float] = {}
@@ -85,6 +87,7 @@ class TorchBackend(Backend):
         if half and self.device.type != "cuda":
             raise ConfigError("fp16 PyTorch inference needs a CUDA device")
         self.model, _ = load_model(weights, device=self.device)
+        self.where = str(self.device)
         if half:
             self.model.half()
         self.precision = "fp16" if half else "fp32"
@@ -169,6 +172,8 @@ class OnnxRuntimeBackend(Backend):
         shape = self.session.session.get_inputs()[0].shape
         if not self.img_size and isinstance(shape[-1], int):
             self.img_size = shape[-1]
+        active = self.session.session.get_providers()[0]
+        self.where = "cuda:0" if active == "CUDAExecutionProvider" else "cpu"
         if "num_dets" not in self.session.output_names:
             raise ConfigError(
                 f"{self.path}: outputs {self.session.output_names} are not an edgeyolo export's"
@@ -210,6 +215,7 @@ class TensorRTBackendAdapter(Backend):
             )
         index = int(device.split(":")[1]) if ":" in device else 0
         self.trt = TensorRTBackend(self.path, manifest=manifest, device=index)
+        self.where = f"cuda:{index}"
         self.precision = _entry(manifest, self.path).get("precision", "fp32")
         self.img_size = int(manifest["input"]["shape"][-1])
         self.class_names = tuple(manifest["classes"])

@@ -12,6 +12,9 @@ export folders whose manifest lists them):
   engine can only be scored at the thresholds baked into it, which the report says.
 - **parity** (:func:`edgeyolo.evaluate.parity.parity_report`) at the deployment thresholds in the
   export's ``manifest.json``, against the checkpoint run at the same thresholds.
+- **compute**: the model's GFLOP per image, each artifact's achieved GFLOP/s at batch 1, and the
+  fp32 matmul roof of each device that ran one (:mod:`edgeyolo.runtime.roofline`), so a user sees
+  whether a runtime is near what the machine can do.
 
 The result is a JSON-ready dict (:func:`run_bench`); :mod:`edgeyolo.runtime.bench_report` writes
 it as JSON, Markdown and a PNG plot and prints it as a rich table.
@@ -164,6 +167,7 @@ def _entry(a: dict[str, Any], t: dict[str, Any]) -> dict[str, Any]:
         "kind": a["kind"],
         "backend": t["backend"],
         "precision": t["precision"],
+        "device": t["device"],
         "latency_ms": {k: b1[k] for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")},
         "throughput_ips": b1["throughput_ips"],
         "stages_ms": b1["stages_ms"],
@@ -230,6 +234,33 @@ def _score(
         out["parity"] = {**rep.to_dict(), "iou_histogram": hist}
     m = compute_map(map_preds, records, ctx["names"])
     return {"map50": m.map50, "map50_95": m.map50_95, **out}
+
+
+def _compute(
+    out: dict[str, dict[str, Any]], model: torch.nn.Module, threads: int | None, isolate: bool
+) -> dict[str, Any]:
+    """Each artifact's achieved GFLOP/s at batch 1 against its device's fp32 matmul roof
+    (:mod:`edgeyolo.runtime.roofline`); returns the header's ``compute`` block."""
+    from edgeyolo.models.info import count_flops
+    from edgeyolo.runtime.roofline import matmul_roof, matmul_roof_isolated
+
+    gflop: dict[int, float] = {}
+    roofs: dict[str, dict[str, Any]] = {}
+    for a in out.values():
+        size, dev = a["img_size"], a["device"]
+        if size not in gflop:
+            gflop[size] = count_flops(model, size) / 1e9
+        if dev not in roofs:
+            roof = (matmul_roof_isolated if isolate else matmul_roof)(device=dev, threads=threads)
+            roofs[dev] = roof.to_dict()
+        rate = gflop[size] / (a["latency_ms"]["p50"] / 1000.0)
+        a["compute"] = {
+            "gflop_per_image": gflop[size],
+            "gflops_per_s": rate,
+            "roof_fraction": rate / roofs[dev]["gflops_per_s"],
+            "floor_ms": 1000.0 * gflop[size] / roofs[dev]["gflops_per_s"],
+        }
+    return {"gflop_per_image": {str(k): v for k, v in gflop.items()}, "roofs": roofs}
 
 
 def _isolation(isolate: bool, threads: int | None) -> str:
@@ -316,7 +347,7 @@ def run_bench(
             skip(a, "ends at the raw head maps (--raw): not benched", not_available)
     arts = [a for a in arts if not a.get("raw") and (a["kind"] != "engine" or has_trt)]
     with open_backend(weights, device="cpu") as ref:
-        names, ref_size = ref.class_names, ref.img_size
+        names, ref_size, net = ref.class_names, ref.img_size, ref.model
     if len(spec.names) != len(names):
         raise ConfigError(f"{data} has {len(spec.names)} classes but {weights} has {len(names)}")
     frame = cv2.imread(str(records[0].path))
@@ -338,11 +369,15 @@ def run_bench(
             if prog:
                 prog.remove_task(task)
             if t["ok"]:
-                out[a["key"]] = _entry(a, t)
+                out[a["key"]] = {**_entry(a, t), "img_size": size}
             else:
                 skip(a, t["error"], not_available if t["unavailable"] else failed)
         if arts[0]["key"] not in out:
             raise ConfigError(f"the reference {weights} could not be timed: {failed[0]}")
+        task = prog.add_task("measuring the fp32 roof", total=None) if prog else None
+        compute = _compute(out, net, threads, isolate)
+        if prog:
+            prog.remove_task(task)
         for a in arts:
             if a["key"] in out:
                 out[a["key"]].update(_score(a, records, ctx, prog))
@@ -365,6 +400,7 @@ def run_bench(
             "isolate": isolate,
             "isolation": _isolation(isolate, threads),
         },  # fmt: skip
+        "compute": compute,
         "thresholds": {
             "map": dict(COCO_NMS),
             "parity": "each export's deployment NMS (manifest.json), the reference at the same; "

@@ -80,6 +80,7 @@ def _rows(result: dict[str, Any]) -> list[dict[str, str]]:
         lat = a["latency_ms"]
         big = a["batches"][max(a["batches"], key=int)]
         p = a.get("parity") or {}
+        c = a.get("compute") or {}
         denom = max(p.get("ref_count", 0), p.get("other_count", 0))
         rows.append(
             {
@@ -90,6 +91,8 @@ def _rows(result: dict[str, Any]) -> list[dict[str, str]]:
                 "p99 ms": _f(lat["p99"], ".2f"),
                 "× PyTorch": _f(lat["p50"] / ref_p50 if ref_p50 else None, ".2f"),
                 "img/s": f"{big['throughput_ips']:.1f} @{big['batch']}",
+                "GFLOP/s": _f(c.get("gflops_per_s"), ".0f"),
+                "% fp32 roof": _f(100 * c["roof_fraction"] if c else None, ".0f"),
                 "mAP@0.5": _f(a.get("map50")),
                 "mAP@.5:.95": _f(a.get("map50_95")),
                 "matched": f"{p['matched']}/{denom}" if p else "ref",
@@ -114,6 +117,30 @@ def _notes(result: dict[str, Any]) -> list[str]:
     return out
 
 
+def _compute_lines(c: dict[str, Any] | None, result: dict[str, Any]) -> list[str]:
+    """The work per image, each device's roof, and the fastest an fp32 run could be there."""
+    if not c:
+        return []
+    work = ", ".join(f"{g:.2f} GFLOP at {k} px" for k, g in c["gflop_per_image"].items())
+    out = [f"- compute: {work} per image (multiply-add = 2)"]
+    ref = result["artifacts"].get(result["reference"], {})
+    for dev, r in c["roofs"].items():
+        line = (
+            f"- fp32 roof on {dev}: {r['gflops_per_s']:.0f} GFLOP/s ({r['method']}; reached at "
+            f"n = {r['size']})"
+        )
+        rc = ref.get("compute") if ref.get("device") == dev else None
+        if rc:
+            floor, p50 = rc["floor_ms"], ref["latency_ms"]["p50"]
+            line += (
+                f"; the reference's work at that roof takes {floor:.2f} ms, "
+                f"{floor / p50:.2f}× its p50, the best ratio an fp32 backend using direct or GEMM "
+                "convolutions can reach there"
+            )
+        out.append(line)
+    return out
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """The summary table, stage split, worst images and notes as Markdown."""
     h, s = result["header"], result["header"]["settings"]
@@ -131,13 +158,16 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"runs, device {s['device']}; {s['isolation']}",
         f"- mAP at COCO settings ({_nms(h['thresholds']['map'])}) unless noted; parity: "
         f"{h['thresholds']['parity']}",
+        *_compute_lines(h.get("compute"), result),
         "",
         "| " + " | ".join(rows[0]) + " |",
         "|" + "---|" * len(rows[0]),
         *("| " + " | ".join(r.values()) + " |" for r in rows),
         "",
         "Latency at batch 1 (p50, p99); `× PyTorch`: p50 over the checkpoint's p50; img/s at the "
-        "largest batch timed; matched: matched pairs / max(reference boxes, boxes).",
+        "largest batch timed; GFLOP/s: the model's FLOPs per image over batch-1 p50, and its "
+        "share of the device's fp32 matmul roof (int8/fp16 may exceed it); matched: matched "
+        "pairs / max(reference boxes, boxes).",
         "",
         "## Stages (batch 1, mean ms)",
         "",
@@ -188,6 +218,17 @@ def plot_report(result: dict[str, Any], path: str | Path) -> Path:
         hist = (a.get("parity") or {}).get("iou_histogram")
         if hist and sum(hist["counts"]):
             ax2.stairs(hist["counts"], hist["edges"], label=key, linewidth=1.5)
+    ref = result["artifacts"].get(result["reference"], {})
+    if ref.get("compute"):
+        floor, dev = ref["compute"]["floor_ms"], ref["device"]
+        roof = result["header"]["compute"]["roofs"][dev]["gflops_per_s"]
+        ax1.axvline(floor, color="grey", linestyle="--", linewidth=1)
+        ax1.annotate(
+            f"fastest fp32 at {roof:.0f} GFLOP/s ({dev})", (floor, 0.02), rotation=90,
+            xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
+            fontsize=7, color="grey",
+        )  # fmt: skip
+        ax1.set_xlim(left=0)
     ax1.set(xlabel="latency p50, batch 1 (ms)", ylabel="mAP@0.5", title="latency vs accuracy")
     ax1.grid(alpha=0.3)
     ax2.set(
@@ -247,6 +288,7 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
             "p50 / p99 ms": f"{r['p50 ms']} / {r['p99 ms']}",
             "×PyTorch": r["× PyTorch"],
             "img/s": r["img/s"],
+            "GFLOP/s (roof %)": f"{r['GFLOP/s']} ({r['% fp32 roof']})",
             "mAP50": r["mAP@0.5"],
             "mAP50-95": r["mAP@.5:.95"],
             "matched": r["matched"],

@@ -205,8 +205,8 @@ def time_model(
     uint8[H, W, 3] BGR for the preprocessing time; ``nms`` holds the thresholds of a ``.pt``.
 
     Returns:
-        ``{"ok": True, "backend", "precision", "threads", "skipped": [str], "batches": {"1":
-        {LatencyStats fields, "stages_ms": {...}, "bytes_d2h"}, ...}}``, where ``stages_ms``
+        ``{"ok": True, "backend", "precision", "device", "threads", "skipped": [str], "batches":
+        {"1": {LatencyStats fields, "stages_ms": {...}, "bytes_d2h"}, ...}}``, where ``stages_ms``
         includes ``preprocess`` (``b`` frames, one after the other); or ``{"ok": False,
         "error": str, "unavailable": bool}`` (``unavailable``: TensorRT/pycuda missing or an
         engine built elsewhere). A batch size other than 1 that fails is listed in ``skipped``.
@@ -222,6 +222,7 @@ def time_model(
         with open_backend(path, device=device, threads=threads, **kw) as b:
             pre = time_preprocess(frame, images.shape[-1], warmup=min(warmup, 2), runs=runs)
             out: dict[str, Any] = {"ok": True, "backend": b.name, "precision": b.precision}
+            out["device"] = b.where
             out["threads"] = {"torch": torch.get_num_threads(), "onnxruntime": threads}
             out.update(batches={}, skipped=[])
             for bs in sorted(batch_sizes):

@@ -11,34 +11,15 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from edgeyolo.cli import app
-from edgeyolo.config import ExportConfig
-from edgeyolo.export.pipeline import export_model
 from edgeyolo.export.tensorrt import tensorrt_version
 from edgeyolo.runtime.bench import print_report, run_bench, to_markdown, write_report
-from tests.export.conftest import busy_checkpoint, calib_folder  # noqa: F401
 
 LATENCY_KEYS = {"min", "mean", "p50", "p90", "p95", "p99", "max"}
 FAST = {"warmup": 1, "runs": 3, "progress": False}
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, busy_checkpoint, calib_folder):  # noqa: F811
-    """fp32 + fp16 graphs of the busy random model, max batch 2, deployment conf 0.3."""
-    out = tmp_path_factory.mktemp("bench_export")
-    cfg = ExportConfig(
-        weights=str(busy_checkpoint),
-        out=str(out),
-        fp16=True,
-        batch=2,
-        calib=str(calib_folder),
-        conf_thres=0.3,
-    )
-    export_model(cfg, progress=False, log=lambda _s: None)
-    return out
-
-
-@pytest.fixture(scope="module")
-def result(exported, busy_checkpoint, mnist_small_yaml):  # noqa: F811
+def result(exported, busy_checkpoint, mnist_small_yaml):
     return run_bench(
         busy_checkpoint, [exported], mnist_small_yaml, batch_sizes=(2,), isolate=False, **FAST
     )
@@ -83,6 +64,25 @@ def test_bench_header_says_how_it_was_measured(result, mnist_small_yaml):
     assert result["failed"] == []
 
 
+def test_bench_reports_achieved_gflops_against_the_fp32_roof(result, busy_checkpoint):
+    from edgeyolo.models.info import count_flops
+    from edgeyolo.train.checkpoint import load_model
+
+    net, _ = load_model(busy_checkpoint)
+    c = result["header"]["compute"]
+    size = result["header"]["settings"]["img_size"]
+    assert c["gflop_per_image"] == {str(size): pytest.approx(count_flops(net, size) / 1e9)}
+    roof = c["roofs"]["cpu"]["gflops_per_s"]
+    assert roof > 0 and c["roofs"]["cpu"]["threads"] is None
+    for a in result["artifacts"].values():
+        assert a["device"] == "cpu"
+        g = a["compute"]["gflop_per_image"]
+        assert a["compute"]["gflops_per_s"] == pytest.approx(g / (a["latency_ms"]["p50"] / 1e3))
+        assert a["compute"]["roof_fraction"] == pytest.approx(a["compute"]["gflops_per_s"] / roof)
+        assert a["compute"]["floor_ms"] == pytest.approx(1e3 * g / roof)
+    assert "fp32 roof on cpu" in to_markdown(result)
+
+
 def test_report_files_and_table(result, tmp_path):
     paths = write_report(result, tmp_path)
     strict = json.loads(paths["json"].read_text(), parse_constant=pytest.fail)
@@ -101,7 +101,7 @@ def test_report_files_and_table(result, tmp_path):
 
 
 def test_unavailable_and_broken_models_are_reported_not_guessed(
-    busy_checkpoint,  # noqa: F811
+    busy_checkpoint,
     mnist_small_yaml,
     tmp_path,
 ):
@@ -124,7 +124,7 @@ def test_unavailable_and_broken_models_are_reported_not_guessed(
 
 def test_isolated_timing_runs_each_backend_in_its_own_process(
     exported,
-    busy_checkpoint,  # noqa: F811
+    busy_checkpoint,
     mnist_small_yaml,
 ):
     r = run_bench(
@@ -144,7 +144,7 @@ def test_isolated_timing_runs_each_backend_in_its_own_process(
     assert r["artifacts"]["model_fp32.onnx"]["latency_ms"]["p50"] > 0
 
 
-def test_cli_bench_writes_the_report(exported, busy_checkpoint, mnist_small_yaml, tmp_path):  # noqa: F811
+def test_cli_bench_writes_the_report(exported, busy_checkpoint, mnist_small_yaml, tmp_path):
     out = tmp_path / "bench"
     args = ["bench", "--weights", str(busy_checkpoint), "--models", str(exported)]
     args += ["--data", str(mnist_small_yaml), "--batch", "1", "--runs", "2", "--warmup", "0"]
