@@ -8,8 +8,12 @@ int32[B, 1]``, ``boxes float32[B, K, 4]``, ``scores float32[B, K]``, ``classes i
 
 ``tensorrt`` and ``pycuda.driver`` are imported inside methods only. An engine whose manifest
 entry names another TensorRT version or compute capability is refused *before* deserializing.
-No CUDA-graph capture: pycuda (2026.1, ``src/wrapper/wrap_cudadrv.cpp``) wraps no stream-capture
-or graph API, so ``cuda_graph=True`` raises :class:`NotImplementedError`.
+No CUDA-graph capture, for two reasons: pycuda (2026.1, ``src/wrapper/wrap_cudadrv.cpp``) wraps
+no stream-capture or graph API; and the export's graph ends in NonMaxSuppression, whose output
+shape depends on the data, which TensorRT's documentation and Torch-TensorRT's list as not
+capturable (TensorRT-RTX added ``IExecutionContext::isStreamCapturable`` for exactly this). An
+engine exported with ``--raw`` would be capturable, but has no NMS. ``cuda_graph=True`` raises
+:class:`NotImplementedError`.
 """
 
 from __future__ import annotations
@@ -118,8 +122,9 @@ class TensorRTBackend:
         if cuda_graph:
             raise NotImplementedError(
                 "cuda_graph=True: pycuda wraps no stream-capture/CUDA-graph API "
-                "(cuStreamBeginCapture, cuGraphInstantiate), so the enqueue cannot be captured "
-                "through it; run with cuda_graph=False"
+                "(cuStreamBeginCapture, cuGraphInstantiate), and the engine's NMS has "
+                "data-dependent shapes, which TensorRT cannot run under stream capture; run with "
+                "cuda_graph=False"
             )
         self.engine_path = Path(engine_path)
         self.manifest = manifest
