@@ -1,7 +1,7 @@
 """Run an exported detector on a camera (or video file) and show the boxes: copy into your app.
 
-    python examples/camera.py export/tiny/model_int8.engine 0      # camera 0
-    python examples/camera.py export/tiny/model_fp32.onnx clip.mp4
+Usage: ``python examples/camera.py export/tiny/model_int8.engine 0`` (camera 0), or
+``python examples/camera.py export/tiny/model_fp32.onnx clip.mp4``. Esc or q quits.
 """
 
 import sys
@@ -11,6 +11,7 @@ import cv2
 
 from edgeyolo import Detector
 
+GREEN, RED, FONT = (0, 200, 0), (0, 0, 255), cv2.FONT_HERSHEY_SIMPLEX
 model, source = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "0"
 cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
 with Detector(model, conf_thres=0.25) as det:
@@ -20,16 +21,15 @@ with Detector(model, conf_thres=0.25) as det:
         if not ok:
             break
         d = det(frame)  # boxes in frame pixels
-        for (x1, y1, x2, y2), score, label in zip(d.boxes.astype(int), d.scores, d.labels, strict=True):
-            cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 200, 0), 2)
-            cv2.putText(frame, f"{label} {score:.2f}", (x1, max(y1 - 4, 10)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 0), 1)
+        boxes = d.boxes.astype(int)
+        for (x1, y1, x2, y2), score, label in zip(boxes, d.scores, d.labels, strict=True):
+            cv2.rectangle(frame, (x1, y1), (x2, y2), GREEN, 2)
+            cv2.putText(frame, f"{label} {score:.2f}", (x1, max(y1 - 4, 10)), FONT, 0.5, GREEN)
         now = time.perf_counter()
-        cv2.putText(frame, f"{1 / (now - t_last):.1f} FPS", (8, 20),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 255), 2)
+        cv2.putText(frame, f"{1 / (now - t_last):.1f} FPS", (8, 20), FONT, 0.6, RED, 2)
         t_last = now
         cv2.imshow("edgeyolo", frame)
-        if cv2.waitKey(1) & 0xFF in (27, ord("q")):  # Esc or q quits
+        if cv2.waitKey(1) & 0xFF in (27, ord("q")):
             break
 cap.release()
 cv2.destroyAllWindows()

@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-ruff check edgeyolo tests bench
+ruff check edgeyolo tests bench examples
 bash scripts/fetch_trt_wheels.sh  # TensorRT 10.3/11.4 bindings for the API check
 python -m pytest -q "$@"

@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgeyolo.config import ExportConfig
 from edgeyolo.errors import ConfigError, EdgeYoloError
 from edgeyolo.evaluate.parity import parity
-from edgeyolo.export.pipeline import export_model
 from edgeyolo.postprocess import Detections
 from edgeyolo.runtime import detector as detector_mod
 from edgeyolo.runtime.backends import (
@@ -20,25 +18,9 @@ from edgeyolo.runtime.backends import (
     open_backend,
 )
 from edgeyolo.runtime.detector import Detector
-from tests.export.conftest import busy_checkpoint, calib_folder, mnist_images  # noqa: F401
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, busy_checkpoint, calib_folder):  # noqa: F811
-    out = tmp_path_factory.mktemp("exp")
-    cfg = ExportConfig(
-        weights=str(busy_checkpoint),
-        out=str(out),
-        fp16=True,
-        batch=4,
-        calib=str(calib_folder),
-        conf_thres=0.3,
-    )
-    export_model(cfg, progress=False, log=lambda _s: None)
-    return out
-
-
-def test_backends_agree_on_the_same_inputs(exported, busy_checkpoint, mnist_images):  # noqa: F811
+def test_backends_agree_on_the_same_inputs(exported, busy_checkpoint, mnist_images):
     with open_backend(busy_checkpoint, device="cpu", conf_thres=0.3) as ref_b:
         assert isinstance(ref_b, TorchBackend) and ref_b.img_size == 128
         ref = ref_b.infer(mnist_images)
@@ -125,7 +107,7 @@ def test_detector_filters_by_its_threshold_and_checks_frames(monkeypatch):
 
 def test_detector_on_a_real_export_matches_the_checkpoint(
     exported,
-    busy_checkpoint,  # noqa: F811 - the fixture imported above
+    busy_checkpoint,
     mnist_small_yaml,
 ):
     import cv2
