@@ -270,6 +270,27 @@ def write_report(
     return paths
 
 
+#: Terminal columns of ``edgeyolo bench``, most important first: a narrow terminal drops the tail.
+_PRIORITY = (
+    "model", "prec", "p50 ms", "×PyTorch", "mAP50", "matched", "p99 ms", "IoU mean / p5",
+    "GFLOP/s (roof %)", "img/s", "mAP50-95", "|Δscore|",
+)  # fmt: skip
+
+
+def _fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
+    """The columns, in display order, of the longest prefix of :data:`_PRIORITY` whose cells fit
+    unwrapped in ``width`` characters (a rich box table spends 3 per column and 1 more)."""
+    need = {c: max(len(c), *(len(r[c]) for r in rows)) for c in rows[0]}
+    chosen: set[str] = set()
+    used = 1
+    for c in _PRIORITY:
+        if c in chosen or len(chosen) >= 2 and used + need[c] + 3 > width:
+            break
+        chosen.add(c)
+        used += need[c] + 3
+    return [c for c in rows[0] if c in chosen]
+
+
 def print_report(result: dict[str, Any], console: Any = None) -> None:
     """The summary as a rich table, then the notes (what was not benched, and why)."""
     from rich.console import Console
@@ -285,7 +306,8 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
         {
             "model": r["model"],
             "prec": r["precision"],
-            "p50 / p99 ms": f"{r['p50 ms']} / {r['p99 ms']}",
+            "p50 ms": r["p50 ms"],
+            "p99 ms": r["p99 ms"],
             "×PyTorch": r["× PyTorch"],
             "img/s": r["img/s"],
             "GFLOP/s (roof %)": f"{r['GFLOP/s']} ({r['% fp32 roof']})",
@@ -297,15 +319,11 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
         }
         for r in _rows(result)
     ]
-    if console.width < 120:  # the core columns only; bench.md has all of them
-        keep = ("model", "prec", "p50 / p99 ms", "×PyTorch", "mAP50", "matched", "IoU mean / p5")
-        rows = [{k: r[k] for k in keep} for r in rows]
-    widest = max(len(r["model"]) for r in rows)
-    table.add_column("model", no_wrap=True, min_width=widest)  # never elide which model it is
-    for col in list(rows[0])[1:]:
-        table.add_column(col, justify="left" if col == "prec" else "right", overflow="fold")
+    cols = _fitting_columns(rows, console.width)  # the rest are in bench.md
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "prec") else "right", no_wrap=True)
     for r in rows:
-        table.add_row(*r.values())
+        table.add_row(*(r[c] for c in cols))
     console.print(table)
     for n in _notes(result):
         console.print(f"[yellow]note:[/] {n}", highlight=False, soft_wrap=True)

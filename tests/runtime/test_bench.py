@@ -100,6 +100,23 @@ def test_report_files_and_table(result, tmp_path):
     assert all(key in text for key in result["artifacts"]) and "TensorRT" in text
 
 
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_terminal_table_fits_the_terminal_without_wrapping_a_cell(result, width):
+    console = Console(record=True, width=width)
+    print_report(result, console)
+    lines = console.export_text().splitlines()
+    table = [ln for ln in lines if ln.startswith(("┃", "│"))]
+    assert all(len(ln) <= width for ln in table)
+    # one header line and one line per artifact: no cell was folded onto a second line
+    assert len(table) == 1 + len(result["artifacts"])
+    for key in result["artifacts"]:
+        assert sum(ln.startswith(f"│ {key} ") for ln in table) == 1
+    header = table[0]
+    assert "p50 ms" in header and "×PyTorch" in header  # the core columns survive
+    if width >= 120:
+        assert "IoU mean / p5" in header
+
+
 def test_unavailable_and_broken_models_are_reported_not_guessed(
     busy_checkpoint,
     mnist_small_yaml,
