@@ -405,6 +405,10 @@ def bench(
     ] = True,
     max_images: Annotated[int | None, typer.Option(help="Score the first N images only.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    torch_half: Annotated[
+        bool | None,
+        typer.Option(help="Also bench the checkpoint in fp16 (default: when it runs on CUDA)."),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the JSON result here.")
     ] = None,
@@ -432,6 +436,7 @@ def bench(
             isolate=isolate,
             max_images=max_images,
             device=device,
+            torch_half=torch_half,
             progress=progress,
             command=shlex.join(["edgeyolo", *sys.argv[1:]]),
             log=lambda s: err_console.print(f"[yellow]note:[/] {s}", highlight=False),

@@ -63,7 +63,7 @@ class Backend:
 
 
 class TorchBackend(Backend):
-    """A training checkpoint on CPU or CUDA, fp32 or fp16 (``half``, CUDA only)."""
+    """A training checkpoint on CPU or CUDA, fp32 or fp16 (``half``: for CUDA; slow on a CPU)."""
 
     name = "pytorch"
 
@@ -84,10 +84,11 @@ class TorchBackend(Backend):
         from edgeyolo.train.checkpoint import load_model
 
         self.device = select_device(device)
-        if half and self.device.type != "cuda":
-            raise ConfigError("fp16 PyTorch inference needs a CUDA device")
         self.model, _ = load_model(weights, device=self.device)
-        self.where = str(self.device)
+        index = self.device.index
+        if self.device.type == "cuda" and index is None:
+            index = torch.cuda.current_device()
+        self.where = f"cuda:{index}" if self.device.type == "cuda" else "cpu"
         if half:
             self.model.half()
         self.precision = "fp16" if half else "fp32"

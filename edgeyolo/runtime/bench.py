@@ -63,6 +63,7 @@ def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
         if f.resolve() not in {g.resolve() for g in files}:
             files.append(f)
     out = [{"path": weights, "kind": "pt", "nms": dict(_DEPLOY_DEFAULT), "img_size": None}]
+    out[0]["half"] = False
     for f in files:
         if not f.is_file():
             raise ConfigError(f"{f}: no such model file (.onnx or .engine, or an export folder)")
@@ -74,6 +75,7 @@ def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
         nms = {k: man["nms"][k] for k in _DEPLOY_DEFAULT} if "nms" in man else dict(_DEPLOY_DEFAULT)
         size = int(man["input"]["shape"][-1]) if "input" in man else None
         out.append({"path": f, "kind": kind, "nms": nms, "img_size": size, "raw": man.get("raw")})
+        out[-1]["half"] = False
     names = [a["path"].name for a in out]
     for a in out:  # file name, or parent/name where two folders hold the same name
         dup = names.count(a["path"].name) > 1
@@ -204,7 +206,7 @@ def _score(
             torch.set_num_threads(torch_threads)
 
     out: dict[str, Any] = {"parity": None, "map_setting": f"COCO ({_nms_text(COCO_NMS)})"}
-    if a["kind"] == "pt":
+    if a["kind"] == "pt" and not a["half"]:
         map_preds = predict(a["path"], f"{key}: mAP", **COCO_NMS)
     else:
         rk = (size, *a["nms"].values())
@@ -212,8 +214,11 @@ def _score(
             ctx["ref_preds"][rk] = predict(
                 ctx["weights"], "reference at the export's NMS", img_size=size, **a["nms"]
             )
-        preds = predict(a["path"], f"{key}: parity")
-        if a["kind"] == "onnx":
+        if a["kind"] == "pt":  # the checkpoint in fp16: its own NMS, at both settings
+            preds = predict(a["path"], f"{key}: parity", half=True, **a["nms"])
+            map_preds = predict(a["path"], f"{key}: mAP", half=True, **COCO_NMS)
+        elif a["kind"] == "onnx":
+            preds = predict(a["path"], f"{key}: parity")
             coco = retarget_nms(onnx.load(str(a["path"])), **COCO_NMS).SerializeToString()
             with OnnxRuntimeSession(coco, threads=threads) as s:
 
@@ -224,7 +229,7 @@ def _score(
                 map_preds = _predict(run, records, size, _EVAL_BATCH, prog, f"{key}: mAP")
             out["map_setting"] += ", through a copy of the graph with its NMS retargeted"
         else:
-            map_preds = preds
+            map_preds = preds = predict(a["path"], f"{key}: parity")
             out["map_setting"] = f"the engine's baked NMS ({_nms_text(a['nms'])}), not COCO's"
         rep = parity_report(_as_dets(ctx["ref_preds"][rk]), _as_dets(preds), files=ctx["files"])
         gap = np.clip(1.0 - rep.ious, _GAP_EDGES[0], _GAP_EDGES[-1])
@@ -285,6 +290,7 @@ def run_bench(
     isolate: bool = True,
     max_images: int | None = None,
     device: str = "auto",
+    torch_half: bool | None = None,
     progress: bool = True,
     command: str | None = None,
     log: Log | None = None,
@@ -300,6 +306,9 @@ def run_bench(
         threads: intra-op threads of torch and ONNX Runtime (``None``: their defaults).
         isolate: time each backend in its own spawned process.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``auto`` runs ONNX Runtime on CPU).
+        torch_half: also bench the checkpoint in fp16 (``model.half()``), with parity against
+            its fp32 self. ``None``: where it runs on CUDA (on a CPU the report says it was
+            not benched); ``True``: on a CPU too; ``False``: never.
         command: the command line recorded in the report (default: ``sys.argv``).
         log: called with each note as it happens (models skipped or failed).
 
@@ -314,6 +323,7 @@ def run_bench(
     import cv2
 
     from edgeyolo.data.formats import load_data_yaml, read_split
+    from edgeyolo.device import select_device
     from edgeyolo.export.tensorrt import tensorrt_version
     from edgeyolo.runtime.backends import open_backend
     from edgeyolo.runtime.latency import time_model, time_model_isolated
@@ -346,6 +356,14 @@ def run_bench(
         elif a.get("raw"):
             skip(a, "ends at the raw head maps (--raw): not benched", not_available)
     arts = [a for a in arts if not a.get("raw") and (a["kind"] != "engine" or has_trt)]
+    ref_dev = select_device(device).type
+    if torch_half or (torch_half is None and ref_dev == "cuda"):  # beside the exports' fp16
+        arts.insert(1, {**arts[0], "half": True, "key": f"{arts[0]['key']} (fp16)"})
+    elif torch_half is None:
+        not_available.append(
+            f"{arts[0]['key']} (fp16): PyTorch fp16 is benched by default on CUDA only (this run "
+            "is on cpu, where it is slow); --torch-half forces it"
+        )
     with open_backend(weights, device="cpu") as ref:
         names, ref_size, net = ref.class_names, ref.img_size, ref.model
     if len(spec.names) != len(names):
@@ -364,7 +382,7 @@ def run_bench(
             task = prog.add_task(f"timing {a['key']}", total=None) if prog else None
             t = timer(
                 a["path"], images=batches[size], frame=frame, batch_sizes=sizes, warmup=warmup,
-                runs=runs, device=device, threads=threads, nms=a["nms"],
+                runs=runs, device=device, threads=threads, nms=a["nms"], half=a["half"],
             )  # fmt: skip
             if prog:
                 prog.remove_task(task)

@@ -197,12 +197,14 @@ def time_model(
     device: str = "auto",
     threads: int | None = None,
     nms: Mapping[str, float | int] | None = None,
+    half: bool = False,
 ) -> dict[str, Any]:
     """Open the model's backend and time ``infer`` at each batch size (``images[:b]``).
 
     A top-level function of plain arguments, so that :func:`time_model_isolated` can run it in a
     spawned process. ``images`` is float32[B_max, 3, S, S] (real letterboxed frames); ``frame``
-    uint8[H, W, 3] BGR for the preprocessing time; ``nms`` holds the thresholds of a ``.pt``.
+    uint8[H, W, 3] BGR for the preprocessing time; ``nms`` holds the thresholds of a ``.pt``, and
+    ``half`` runs it in fp16 (CUDA only).
 
     Returns:
         ``{"ok": True, "backend", "precision", "device", "threads", "skipped": [str], "batches":
@@ -217,7 +219,7 @@ def time_model(
     from edgeyolo.runtime.backends import open_backend
 
     torch_threads = torch.get_num_threads()
-    kw = dict(nms or {}) if Path(path).suffix == ".pt" else {}
+    kw: dict[str, Any] = {**(nms or {}), "half": half} if Path(path).suffix == ".pt" else {}
     try:
         with open_backend(path, device=device, threads=threads, **kw) as b:
             pre = time_preprocess(frame, images.shape[-1], warmup=min(warmup, 2), runs=runs)

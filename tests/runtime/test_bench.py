@@ -20,8 +20,15 @@ FAST = {"warmup": 1, "runs": 3, "progress": False}
 
 @pytest.fixture(scope="module")
 def result(exported, busy_checkpoint, mnist_small_yaml):
+    """The CPU bench (on a GPU machine too): the checkpoint, fp32 and fp16 graphs."""
     return run_bench(
-        busy_checkpoint, [exported], mnist_small_yaml, batch_sizes=(2,), isolate=False, **FAST
+        busy_checkpoint,
+        [exported],
+        mnist_small_yaml,
+        batch_sizes=(2,),
+        isolate=False,
+        device="cpu",
+        **FAST,
     )
 
 
@@ -59,8 +66,12 @@ def test_bench_header_says_how_it_was_measured(result, mnist_small_yaml):
     s = h["settings"]
     assert (s["batch_sizes"], s["runs"], s["isolate"], s["images"]) == ([1, 2], 3, False, 2)
     assert "one process" in s["isolation"] and "contend" in s["isolation"]
+    half = "busy.pt (fp16): PyTorch fp16 is benched by default on CUDA only (this run is on cpu, "
+    half += "where it is slow); --torch-half forces it"
     if tensorrt_version() is None:
-        assert result["not_available"] == ["TensorRT not installed: no engine benched"]
+        assert result["not_available"] == ["TensorRT not installed: no engine benched", half]
+    else:
+        assert result["not_available"] == [half]
     assert result["failed"] == []
 
 
@@ -130,7 +141,14 @@ def test_unavailable_and_broken_models_are_reported_not_guessed(
         engine.write_bytes(b"\0")
         models.append(engine)
     r = run_bench(
-        busy_checkpoint, models, mnist_small_yaml, batch_sizes=(1,), isolate=False, **FAST
+        busy_checkpoint,
+        models,
+        mnist_small_yaml,
+        batch_sizes=(1,),
+        isolate=False,
+        device="cpu",
+        torch_half=False,
+        **FAST,
     )
     assert list(r["artifacts"]) == ["busy.pt"]
     assert len(r["failed"]) == 1 and r["failed"][0].startswith("broken.onnx: ExportError")
@@ -174,3 +192,50 @@ def test_cli_bench_writes_the_report(exported, busy_checkpoint, mnist_small_yaml
     shutil.rmtree(out)
     res = CliRunner().invoke(app, [*args[:2], "missing.pt", *args[3:]])
     assert res.exit_code == 1 and "missing.pt: no such checkpoint" in res.output
+
+
+def test_the_checkpoint_in_fp16_is_benched_against_its_fp32_self(
+    exported, busy_checkpoint, mnist_small_yaml
+):
+    r = run_bench(
+        busy_checkpoint,
+        [exported / "model_fp32.onnx"],
+        mnist_small_yaml,
+        batch_sizes=(1,),
+        isolate=False,
+        device="cpu",
+        torch_half=True,
+        **FAST,
+    )
+    arts = r["artifacts"]
+    assert list(arts) == ["busy.pt", "busy.pt (fp16)", "model_fp32.onnx"]
+    half = arts["busy.pt (fp16)"]
+    assert (half["backend"], half["precision"], half["device"]) == ("pytorch", "fp16", "cpu")
+    assert half["map_setting"].startswith("COCO") and 0.0 <= half["map50"] <= 1.0
+    p = half["parity"]  # the same network in half precision: nearly every fp32 box comes back
+    assert p["ref_count"] > 20 and p["matched_fraction"] > 0.9 and p["mean_iou"] > 0.98
+    assert arts["busy.pt"]["parity"] is None and r["failed"] == []
+    assert "| busy.pt (fp16) | pytorch | fp16 |" in to_markdown(r)
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_checkpoint_is_also_benched_in_fp16(
+    exported, busy_checkpoint, mnist_small_yaml
+):
+    r = run_bench(
+        busy_checkpoint,
+        [exported / "model_fp32.onnx"],
+        mnist_small_yaml,
+        batch_sizes=(1,),
+        isolate=False,
+        device="cuda",
+        **FAST,
+    )
+    arts = r["artifacts"]
+    assert list(arts) == ["busy.pt", "busy.pt (fp16)", "model_fp32.onnx"]
+    half = arts["busy.pt (fp16)"]
+    assert (half["backend"], half["precision"], half["device"]) == ("pytorch", "fp16", "cuda:0")
+    assert arts["busy.pt"]["device"] == "cuda:0" and arts["model_fp32.onnx"]["device"] == "cpu"
+    assert set(r["header"]["compute"]["roofs"]) == {"cuda:0", "cpu"}
+    # fp16 of the same network: nearly every box of the fp32 run comes back
+    assert half["parity"]["matched_fraction"] > 0.9 and half["parity"]["mean_iou"] > 0.98
