@@ -327,6 +327,13 @@ def export_cmd(
             "quantized between all ops, so ONNX Runtime's CPU kernels run int8."
         ),
     ] = "tensorrt",
+    int8_reduce_range: Annotated[
+        bool | None,
+        typer.Option(
+            help="7-bit int8 weights (default: on for --int8-placement onnxruntime, whose x86 "
+            "kernels can saturate without VNNI; off for tensorrt)."
+        ),
+    ] = None,
     conf: Annotated[float, typer.Option(help="Score threshold inside the graph.")] = 0.25,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold inside the graph.")] = 0.45,
     max_det: Annotated[int, typer.Option(help="Detections per image (output size K).")] = 100,
@@ -362,6 +369,7 @@ def export_cmd(
             int8_max_drop=int8_max_drop,
             quantize_heads=quantize_heads,
             int8_placement=int8_placement,
+            int8_reduce_range=int8_reduce_range,
             data=None if data is None else str(data),
             val_split=val_split,
             engine=engine,

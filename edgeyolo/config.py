@@ -240,6 +240,7 @@ class ExportConfig:
     int8_max_drop: float = 1.0
     quantize_heads: bool = False
     int8_placement: str = "tensorrt"
+    int8_reduce_range: bool | None = None
     darknet: bool = False
     data: str | None = None
     val_split: str = "val"

@@ -125,6 +125,11 @@ def _int8(
         },
         "quantize_heads": cfg.quantize_heads,
         "placement": cfg.int8_placement,
+        "reduce_range": (
+            cfg.int8_placement == "onnxruntime"
+            if cfg.int8_reduce_range is None
+            else cfg.int8_reduce_range
+        ),
     }
     ranges = calibrate(fp32_path, calib, method=cfg.calib_method)
     if cfg.data is None:
@@ -135,6 +140,7 @@ def _int8(
             ranges=ranges,
             quantize_heads=cfg.quantize_heads,
             placement=cfg.int8_placement,
+            reduce_range=info["reduce_range"],
         )
         info["kept_fp32"] = list(result.excluded)
         info["gate"] = None
@@ -166,6 +172,7 @@ def _int8(
         max_drop=cfg.int8_max_drop,
         quantize_heads=cfg.quantize_heads,
         placement=cfg.int8_placement,
+        reduce_range=info["reduce_range"],
         log=log,
     )
     info["kept_fp32"] = list(report.excluded)

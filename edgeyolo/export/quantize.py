@@ -129,6 +129,7 @@ def quantize_int8(
     exclude: Sequence[str] = (),
     quantize_heads: bool = False,
     placement: str = "tensorrt",
+    reduce_range: bool | None = None,
 ) -> QuantResult:
     """Write the Q/DQ int8 graph of ``fp32_path`` to ``out_path`` with ``ranges`` from
     :func:`calibrate` (no calibration runs here). ``exclude``: further ``/net/`` Conv node names
@@ -138,6 +139,13 @@ def quantize_int8(
     recommends) or ``onnxruntime`` (activations quantized after every conv, activation, pool,
     concat and resize of the network, int32 bias: ONNX Runtime's CPU kernels then run integer
     convolutions, measured faster than fp32 on CPU where the TensorRT placement is slower).
+
+    ``reduce_range``: 7-bit weights (ONNX Runtime's option). ``None``: on for the ``onnxruntime``
+    placement, off for ``tensorrt``. On x86 CPUs without VNNI, ONNX Runtime's int8 convolution
+    multiplies u8 activations by s8 weights with ``vpmaddubsw``, which saturates the int16 sum of
+    two products; with full-range weights and near-white images the first conv's output collapsed
+    (mAP@0.5 0.00; ``bench/RESULTS.md``), with 7-bit weights it cannot saturate. TensorRT and ORT's
+    Q/DQ simulation compute in wider types and keep the full range.
 
     Raises:
         ExportError: an ``exclude`` name is not a ``/net/`` Conv, nothing is left to quantize, or
@@ -157,6 +165,8 @@ def quantize_int8(
     if placement not in PLACEMENTS:
         raise ExportError(f"unknown int8 placement {placement!r}; use {' or '.join(PLACEMENTS)}")
     ort_placement = placement == "onnxruntime"
+    if reduce_range is None:
+        reduce_range = ort_placement
     if ort_placement:
         heads = set() if quantize_heads else set(head_conv_names(model))
         nodes = [
@@ -188,6 +198,7 @@ def quantize_int8(
             op_types_to_quantize=list(ORT_OP_TYPES if ort_placement else QUANT_OP_TYPES),
             nodes_to_quantize=nodes,
             per_channel=True,
+            reduce_range=reduce_range,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             extra_options=extra,
@@ -334,6 +345,7 @@ def int8_with_budget(
     max_steps: int = 8,
     quantize_heads: bool = False,
     placement: str = "tensorrt",
+    reduce_range: bool | None = None,
     log: Callable[[str], object] = print,
 ) -> GateReport:
     """Quantize, score, and keep the most sensitive layers in fp32 until the drop is in budget.
@@ -369,6 +381,7 @@ def int8_with_budget(
             exclude=extra,
             quantize_heads=quantize_heads,
             placement=placement,
+            reduce_range=reduce_range,
         )
         score = float(evaluate(out_path))
         if not math.isfinite(score):

@@ -164,6 +164,7 @@ def test_int8_export_records_calibration_and_gate(
     # heads stay fp32 by default; the gate ran on the given split and passed its (loose) budget
     assert sorted(a["kept_fp32"]) == ["/net/stages.0/head/Conv", "/net/stages.1/head/Conv"]
     assert a["gate"]["passed"] and a["gate"]["split"] == "train" and a["gate"]["steps"]
+    assert (a["placement"], a["reduce_range"]) == ("tensorrt", False)  # full-range weights
     assert "int8" in m["checks"]["parity_vs_torch"]
 
 

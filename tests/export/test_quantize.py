@@ -328,3 +328,41 @@ def test_onnxruntime_placement_quantizes_between_ops_and_still_agrees(
         assert (iou.max(dim=1).values >= 0.5).float().mean() >= 0.85
     with pytest.raises(ExportError, match="unknown int8 placement 'gpu'"):
         quantize_int8(fp32, tmp_path / "x.onnx", ranges=ranges, placement="gpu")
+
+
+def _conv_weight_codes(path: Path) -> dict[str, np.ndarray]:
+    """The int8 codes of every quantized ``/net/`` conv weight, by conv name."""
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path))
+    inits = {t.name: t for t in g.graph.initializer}
+    producers = {o: n for n in g.graph.node for o in n.output}
+    out = {}
+    for n in g.graph.node:
+        dq = producers.get(n.input[1]) if n.op_type == "Conv" else None
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
+            out[n.name] = numpy_helper.to_array(inits[dq.input[0]])
+    return out
+
+
+def test_onnxruntime_placement_uses_7_bit_weights_and_tensorrt_the_full_range(
+    fp32: Path, ranges: TensorsData, tmp_path: Path
+) -> None:
+    """7-bit weights keep ONNX Runtime's u8 x s8 vpmaddubsw kernels (x86 without VNNI) from
+    saturating; TensorRT computes in wider types and gets the full int8 range."""
+    cpu = _conv_weight_codes(
+        quantize_int8(fp32, tmp_path / "cpu.onnx", ranges=ranges, placement="onnxruntime").path
+    )
+    trt = _conv_weight_codes(quantize_int8(fp32, tmp_path / "trt.onnx", ranges=ranges).path)
+    full = _conv_weight_codes(
+        quantize_int8(
+            fp32, tmp_path / "full.onnx", ranges=ranges, placement="onnxruntime", reduce_range=False
+        ).path
+    )
+    assert cpu and set(cpu) == set(full) and trt
+    assert all(w.dtype == np.int8 for w in [*cpu.values(), *trt.values()])
+    # symmetric per-channel, each channel's largest |code| at the top of its range: ORT's
+    # reduced range is [-64, 64], and 2 * 255 * 64 = 32640 fits vpmaddubsw's int16 sums
+    assert max(int(np.abs(w).max()) for w in cpu.values()) == 64
+    assert max(int(np.abs(w).max()) for w in full.values()) == 127
+    assert max(int(np.abs(w).max()) for w in trt.values()) == 127
