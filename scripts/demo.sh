@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end on the built-in MNIST-detection default:
 # set-up, build the data set, train yolov3-tiny, evaluate best.pt on the test split, draw
-# detections, then export it: fp32 / fp16 / int8 ONNX (decode + NMS inside, int8 calibrated on
-# calib_data/ and held to a 1-point mAP budget), each checked against the PyTorch model.
+# detections, export it: fp32 / fp16 / int8 ONNX (decode + NMS inside, int8 calibrated on
+# calib_data/ and held to a 1-point mAP budget), and bench every export against the PyTorch model
+# (latency, mAP, box parity; a TensorRT engine too where TensorRT and a GPU are present).
 # The training defaults are the recipe measured in bench/RESULTS.md (train at 320 px, validate and
 # infer at 416 px, 20 epochs). Override them: EPOCHS=5 IMG=416 EVAL_IMG=416 bash scripts/demo.sh
 set -euo pipefail
@@ -25,4 +26,6 @@ edgeyolo detect --weights "$OUT/best.pt" "$DATA/images/test" --out "$OUT/pred" -
 # The seed recipe has no validation split (val = test), so the INT8 gate scores the test images.
 edgeyolo export --weights "$OUT/best.pt" --out "$EXPORT" --fp16 --int8 --calib calib_data \
   --data "$DATA/data.yaml" --int8-max-drop 1.0
-echo "done: $OUT/best.pt, $OUT/eval.json, $OUT/pred/, $EXPORT/manifest.json"
+edgeyolo bench --weights "$OUT/best.pt" --models "$EXPORT" --data "$DATA/data.yaml" --split test \
+  --batch 1 --batch 8 --runs "${BENCH_RUNS:-50}" --warmup 5 --out "$OUT/bench" --no-progress
+echo "done: $OUT/best.pt, $OUT/eval.json, $OUT/pred/, $EXPORT/manifest.json, $OUT/bench/bench.md"
