@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -380,16 +380,23 @@ def export_cmd(
     for col in ("file", "precision", "MB", "parity vs PyTorch"):
         table.add_column(col)
     checks = manifest["checks"]["parity_vs_torch"]
+    conf = manifest["nms"]["conf_thres"]
     for a in manifest["artifacts"]:
         p = checks.get(a["precision"]) if a["kind"] == "onnx" else None
-        summary = (
-            f"{p['matched']}/{max(p['ref_count'], p['other_count'])} boxes, "
-            f"mean IoU {p['mean_iou']:.4f}, max |Δscore| {p['max_score_diff']:.2g}"
-            if p
-            else "-"
-        )
-        table.add_row(a["file"], a["precision"], f"{a['bytes'] / 1e6:.1f}", summary)
+        table.add_row(a["file"], a["precision"], f"{a['bytes'] / 1e6:.1f}", _parity_cell(p, conf))
     console.print(table)
+
+
+def _parity_cell(p: dict[str, Any] | None, conf: float) -> str:
+    if not p:
+        return "-"
+    n = max(p["ref_count"], p["other_count"])
+    if n == 0:  # an undertrained model: no NaN IoU in the table
+        return f"no boxes from either at conf {conf}: nothing to compare"
+    return (
+        f"{p['matched']}/{n} boxes, mean IoU {p['mean_iou']:.4f}, "
+        f"max |Δscore| {p['max_score_diff']:.2g}"
+    )
 
 
 @app.command()

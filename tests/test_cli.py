@@ -168,3 +168,15 @@ def test_bad_label_line_is_named_or_skipped_and_counted(mnist_small_yaml, tmp_pa
     assert "skipped 1 bad input(s) in train" in skipped.output
     assert f"000002.txt:{bad_line}" in skipped.output
     assert "5 train / 2 val images" in skipped.output
+
+
+def test_export_table_says_when_there_were_no_boxes_to_compare():
+    from edgeyolo.cli import _parity_cell
+
+    empty = {"matched": 0, "ref_count": 0, "other_count": 0, "mean_iou": float("nan")}
+    assert _parity_cell({**empty, "max_score_diff": float("nan")}, 0.25) == (
+        "no boxes from either at conf 0.25: nothing to compare"
+    )
+    some = {"matched": 3, "ref_count": 4, "other_count": 3, "mean_iou": 0.9, "max_score_diff": 0.01}
+    assert _parity_cell(some, 0.25) == "3/4 boxes, mean IoU 0.9000, max |Δscore| 0.01"
+    assert _parity_cell(None, 0.25) == "-"

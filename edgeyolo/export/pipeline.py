@@ -161,6 +161,12 @@ def _int8(
 
     fp32_score = score(fp32_path)
     log(f"fp32 mAP@0.5 on {cfg.data} ({cfg.val_split}, {len(records)} images): {fp32_score:.2f}")
+    if fp32_score < 1.0:  # points
+        log(
+            f"note: the fp32 graph scores {fp32_score:.2f} mAP@0.5 there, so the int8 gate cannot "
+            "tell a good int8 graph from a broken one; train longer (or check --data) before "
+            "trusting int8"
+        )
     report = int8_with_budget(
         fp32_path,
         int8_path,

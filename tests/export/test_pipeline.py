@@ -140,6 +140,7 @@ def test_int8_export_records_calibration_and_gate(
     from edgeyolo.export.calib import load_calibration
 
     out = tmp_path / "q"
+    logs: list[str] = []
     m = export_model(
         ExportConfig(
             weights=str(busy_checkpoint),
@@ -152,7 +153,7 @@ def test_int8_export_records_calibration_and_gate(
             int8_max_drop=100.0,
         ),
         progress=False,
-        log=lambda _s: None,
+        log=logs.append,
     )
     a = next(x for x in m["artifacts"] if x["precision"] == "int8")
     g = onnx.load(str(out / a["file"]))
@@ -165,6 +166,9 @@ def test_int8_export_records_calibration_and_gate(
     assert sorted(a["kept_fp32"]) == ["/net/stages.0/head/Conv", "/net/stages.1/head/Conv"]
     assert a["gate"]["passed"] and a["gate"]["split"] == "train" and a["gate"]["steps"]
     assert (a["placement"], a["reduce_range"]) == ("tensorrt", False)  # full-range weights
+    # a gate whose fp32 reference finds nothing cannot judge int8, and the log says so
+    blind = any("the int8 gate cannot tell" in line for line in logs)
+    assert blind == (a["gate"]["fp32_map50"] < 1.0)
     assert "int8" in m["checks"]["parity_vs_torch"]
 
 
