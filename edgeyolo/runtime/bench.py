@@ -242,29 +242,38 @@ def _score(
 
 
 def _compute(
-    out: dict[str, dict[str, Any]], model: torch.nn.Module, threads: int | None, isolate: bool
+    out: dict[str, dict[str, Any]],
+    model: torch.nn.Module,
+    threads: int | None,
+    isolate: bool,
+    not_available: list[str],
 ) -> dict[str, Any]:
     """Each artifact's achieved GFLOP/s at batch 1 against its device's fp32 matmul roof
-    (:mod:`edgeyolo.runtime.roofline`); returns the header's ``compute`` block."""
+    (:mod:`edgeyolo.runtime.roofline`); returns the header's ``compute`` block. A roof that
+    cannot be measured is a line in ``not_available``, and its artifacts get GFLOP/s only."""
     from edgeyolo.models.info import count_flops
+    from edgeyolo.runtime.latency import one_line
     from edgeyolo.runtime.roofline import matmul_roof, matmul_roof_isolated
 
     gflop: dict[int, float] = {}
     roofs: dict[str, dict[str, Any]] = {}
+    tried: set[str] = set()
     for a in out.values():
         size, dev = a["img_size"], a["device"]
         if size not in gflop:
             gflop[size] = count_flops(model, size) / 1e9
-        if dev not in roofs:
-            roof = (matmul_roof_isolated if isolate else matmul_roof)(device=dev, threads=threads)
-            roofs[dev] = roof.to_dict()
+        if dev not in tried:
+            tried.add(dev)
+            measure = matmul_roof_isolated if isolate else matmul_roof
+            try:
+                roofs[dev] = measure(device=dev, threads=threads).to_dict()
+            except Exception as e:  # a broken CUDA context must not lose the timings above
+                not_available.append(f"fp32 roof on {dev}: not measured ({one_line(e)})")
         rate = gflop[size] / (a["latency_ms"]["p50"] / 1000.0)
-        a["compute"] = {
-            "gflop_per_image": gflop[size],
-            "gflops_per_s": rate,
-            "roof_fraction": rate / roofs[dev]["gflops_per_s"],
-            "floor_ms": 1000.0 * gflop[size] / roofs[dev]["gflops_per_s"],
-        }
+        a["compute"] = {"gflop_per_image": gflop[size], "gflops_per_s": rate}
+        if dev in roofs:
+            peak = roofs[dev]["gflops_per_s"]
+            a["compute"].update(roof_fraction=rate / peak, floor_ms=1000.0 * gflop[size] / peak)
     return {"gflop_per_image": {str(k): v for k, v in gflop.items()}, "roofs": roofs}
 
 
@@ -393,7 +402,7 @@ def run_bench(
         if arts[0]["key"] not in out:
             raise ConfigError(f"the reference {weights} could not be timed: {failed[0]}")
         task = prog.add_task("measuring the fp32 roof", total=None) if prog else None
-        compute = _compute(out, net, threads, isolate)
+        compute = _compute(out, net, threads, isolate, not_available)
         if prog:
             prog.remove_task(task)
         for a in arts:

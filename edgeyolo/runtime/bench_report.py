@@ -92,7 +92,9 @@ def _rows(result: dict[str, Any]) -> list[dict[str, str]]:
                 "× PyTorch": _f(lat["p50"] / ref_p50 if ref_p50 else None, ".2f"),
                 "img/s": f"{big['throughput_ips']:.1f} @{big['batch']}",
                 "GFLOP/s": _f(c.get("gflops_per_s"), ".0f"),
-                "% fp32 roof": _f(100 * c["roof_fraction"] if c else None, ".0f"),
+                "% fp32 roof": _f(
+                    100 * c["roof_fraction"] if "roof_fraction" in c else None, ".0f"
+                ),
                 "mAP@0.5": _f(a.get("map50")),
                 "mAP@.5:.95": _f(a.get("map50_95")),
                 "matched": f"{p['matched']}/{denom}" if p else "ref",
@@ -130,7 +132,7 @@ def _compute_lines(c: dict[str, Any] | None, result: dict[str, Any]) -> list[str
             f"n = {r['size']})"
         )
         rc = ref.get("compute") if ref.get("device") == dev else None
-        if rc:
+        if rc and "floor_ms" in rc:
             floor, p50 = rc["floor_ms"], ref["latency_ms"]["p50"]
             line += (
                 f"; the reference's work at that roof takes {floor:.2f} ms, "
@@ -219,7 +221,7 @@ def plot_report(result: dict[str, Any], path: str | Path) -> Path:
         if hist and sum(hist["counts"]):
             ax2.stairs(hist["counts"], hist["edges"], label=key, linewidth=1.5)
     ref = result["artifacts"].get(result["reference"], {})
-    if ref.get("compute"):
+    if "floor_ms" in (ref.get("compute") or {}):
         floor, dev = ref["compute"]["floor_ms"], ref["device"]
         roof = result["header"]["compute"]["roofs"][dev]["gflops_per_s"]
         ax1.axvline(floor, color="grey", linestyle="--", linewidth=1)

@@ -236,7 +236,7 @@ def time_model(
                 except Exception as e:
                     if bs == 1:
                         raise
-                    out["skipped"].append(f"batch {bs}: {_one_line(e)}")
+                    out["skipped"].append(f"batch {bs}: {one_line(e)}")
                     continue
                 out["batches"][str(bs)] = {
                     **t.stats.to_dict(),
@@ -246,7 +246,7 @@ def time_model(
             return out
     except Exception as e:  # reported per model; the caller decides what is fatal
         unavailable = (TensorRTNotAvailableError, EngineMismatchError, ImportError)
-        return {"ok": False, "error": _one_line(e), "unavailable": isinstance(e, unavailable)}
+        return {"ok": False, "error": one_line(e), "unavailable": isinstance(e, unavailable)}
     finally:
         torch.set_num_threads(torch_threads)
 
@@ -264,11 +264,12 @@ def time_model_isolated(path: str | Path, **kwargs: Any) -> dict[str, Any]:
     except Exception as e:  # BrokenProcessPool: a crash inside a runtime
         return {
             "ok": False,
-            "error": f"timing process failed: {_one_line(e)}",
+            "error": f"timing process failed: {one_line(e)}",
             "unavailable": False,
         }
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """``Type: message`` of an exception on one line, at most 500 characters."""
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__

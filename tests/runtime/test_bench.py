@@ -94,6 +94,38 @@ def test_bench_reports_achieved_gflops_against_the_fp32_roof(result, busy_checkp
     assert "fp32 roof on cpu" in to_markdown(result)
 
 
+def test_a_roof_that_cannot_be_measured_is_reported_and_keeps_the_timings(
+    exported, busy_checkpoint, mnist_small_yaml, monkeypatch, tmp_path
+):
+    from edgeyolo.runtime import roofline
+
+    def broken(**_kw):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(roofline, "matmul_roof", broken)
+    r = run_bench(
+        busy_checkpoint,
+        [exported / "model_fp32.onnx"],
+        mnist_small_yaml,
+        batch_sizes=(1,),
+        isolate=False,
+        device="cpu",
+        torch_half=False,
+        **FAST,
+    )
+    assert r["failed"] == [] and list(r["artifacts"]) == ["busy.pt", "model_fp32.onnx"]
+    assert any(
+        n.startswith("fp32 roof on cpu: not measured (RuntimeError: CUDA error")
+        for n in r["not_available"]
+    )
+    assert r["header"]["compute"]["roofs"] == {}
+    for a in r["artifacts"].values():
+        assert a["compute"]["gflops_per_s"] > 0 and "roof_fraction" not in a["compute"]
+    paths = write_report(r, tmp_path)  # Markdown, plot and table without a roof
+    assert "fp32 roof on cpu: not measured" in paths["md"].read_text()
+    print_report(r, Console(record=True, width=200))
+
+
 def test_report_files_and_table(result, tmp_path):
     paths = write_report(result, tmp_path)
     strict = json.loads(paths["json"].read_text(), parse_constant=pytest.fail)
