@@ -226,48 +226,32 @@ def test_cli_bench_writes_the_report(exported, busy_checkpoint, mnist_small_yaml
     assert res.exit_code == 1 and "missing.pt: no such checkpoint" in res.output
 
 
+@pytest.mark.parametrize(
+    ("device", "torch_half", "where"),
+    [("cpu", True, "cpu"), pytest.param("cuda", None, "cuda:0", marks=pytest.mark.gpu)],
+)
 def test_the_checkpoint_in_fp16_is_benched_against_its_fp32_self(
-    exported, busy_checkpoint, mnist_small_yaml
+    exported, busy_checkpoint, mnist_small_yaml, device, torch_half, where
 ):
+    """Forced on a CPU; by default on CUDA, where ONNX Runtime still runs on the CPU."""
     r = run_bench(
         busy_checkpoint,
         [exported / "model_fp32.onnx"],
         mnist_small_yaml,
         batch_sizes=(1,),
         isolate=False,
-        device="cpu",
-        torch_half=True,
+        device=device,
+        torch_half=torch_half,
         **FAST,
     )
     arts = r["artifacts"]
     assert list(arts) == ["busy.pt", "busy.pt (fp16)", "model_fp32.onnx"]
     half = arts["busy.pt (fp16)"]
-    assert (half["backend"], half["precision"], half["device"]) == ("pytorch", "fp16", "cpu")
+    assert (half["backend"], half["precision"], half["device"]) == ("pytorch", "fp16", where)
+    assert arts["busy.pt"]["device"] == where and arts["model_fp32.onnx"]["device"] == "cpu"
+    assert set(r["header"]["compute"]["roofs"]) == {where, "cpu"}
     assert half["map_setting"].startswith("COCO") and 0.0 <= half["map50"] <= 1.0
     p = half["parity"]  # the same network in half precision: nearly every fp32 box comes back
     assert p["ref_count"] > 20 and p["matched_fraction"] > 0.9 and p["mean_iou"] > 0.98
     assert arts["busy.pt"]["parity"] is None and r["failed"] == []
     assert "| busy.pt (fp16) | pytorch | fp16 |" in to_markdown(r)
-
-
-@pytest.mark.gpu
-def test_on_cuda_the_checkpoint_is_also_benched_in_fp16(
-    exported, busy_checkpoint, mnist_small_yaml
-):
-    r = run_bench(
-        busy_checkpoint,
-        [exported / "model_fp32.onnx"],
-        mnist_small_yaml,
-        batch_sizes=(1,),
-        isolate=False,
-        device="cuda",
-        **FAST,
-    )
-    arts = r["artifacts"]
-    assert list(arts) == ["busy.pt", "busy.pt (fp16)", "model_fp32.onnx"]
-    half = arts["busy.pt (fp16)"]
-    assert (half["backend"], half["precision"], half["device"]) == ("pytorch", "fp16", "cuda:0")
-    assert arts["busy.pt"]["device"] == "cuda:0" and arts["model_fp32.onnx"]["device"] == "cpu"
-    assert set(r["header"]["compute"]["roofs"]) == {"cuda:0", "cpu"}
-    # fp16 of the same network: nearly every box of the fp32 run comes back
-    assert half["parity"]["matched_fraction"] > 0.9 and half["parity"]["mean_iou"] > 0.98
