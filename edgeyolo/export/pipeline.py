@@ -109,7 +109,12 @@ def _int8(
     from edgeyolo.evaluate.evaluator import evaluate_onnx
     from edgeyolo.export.calib import load_calibration
     from edgeyolo.export.graph import retarget_nms
-    from edgeyolo.export.quantize import calibrate, int8_with_budget, quantize_int8
+    from edgeyolo.export.quantize import (
+        calibrate,
+        int8_with_budget,
+        quantize_int8,
+        resolve_reduce_range,
+    )
 
     calib = load_calibration(
         Path(cfg.calib), img_size=img_size, max_images=cfg.calib_images, progress=progress
@@ -125,11 +130,7 @@ def _int8(
         },
         "quantize_heads": cfg.quantize_heads,
         "placement": cfg.int8_placement,
-        "reduce_range": (
-            cfg.int8_placement == "onnxruntime"
-            if cfg.int8_reduce_range is None
-            else cfg.int8_reduce_range
-        ),
+        "reduce_range": resolve_reduce_range(cfg.int8_placement, cfg.int8_reduce_range),
     }
     ranges = calibrate(fp32_path, calib, method=cfg.calib_method)
     if cfg.data is None:

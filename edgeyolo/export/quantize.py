@@ -65,6 +65,7 @@ __all__ = [
     "int8_with_budget",
     "layer_sensitivity",
     "quantize_int8",
+    "resolve_reduce_range",
 ]
 
 #: Op types that get Q/DQ on their inputs (module docstring: why only Conv).
@@ -121,6 +122,12 @@ def _quantized_convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == "Conv" and {*n.input[:2]} <= dq]
 
 
+def resolve_reduce_range(placement: str, reduce_range: bool | None) -> bool:
+    """7-bit weights or not: ``reduce_range`` when given, else on for the ``onnxruntime``
+    placement only (see :func:`quantize_int8`)."""
+    return placement == "onnxruntime" if reduce_range is None else reduce_range
+
+
 def quantize_int8(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -165,8 +172,7 @@ def quantize_int8(
     if placement not in PLACEMENTS:
         raise ExportError(f"unknown int8 placement {placement!r}; use {' or '.join(PLACEMENTS)}")
     ort_placement = placement == "onnxruntime"
-    if reduce_range is None:
-        reduce_range = ort_placement
+    reduce_range = resolve_reduce_range(placement, reduce_range)
     if ort_placement:
         heads = set() if quantize_heads else set(head_conv_names(model))
         nodes = [

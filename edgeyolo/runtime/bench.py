@@ -62,8 +62,8 @@ def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
     for f in found:  # each file once, in the order given
         if f.resolve() not in {g.resolve() for g in files}:
             files.append(f)
-    out = [{"path": weights, "kind": "pt", "nms": dict(_DEPLOY_DEFAULT), "img_size": None}]
-    out[0]["half"] = False
+    nms0 = dict(_DEPLOY_DEFAULT)
+    out = [{"path": weights, "kind": "pt", "nms": nms0, "img_size": None, "half": False}]
     for f in files:
         if not f.is_file():
             raise ConfigError(f"{f}: no such model file (.onnx or .engine, or an export folder)")
@@ -74,8 +74,16 @@ def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
         man = read_manifest(f.parent) if has else {}
         nms = {k: man["nms"][k] for k in _DEPLOY_DEFAULT} if "nms" in man else dict(_DEPLOY_DEFAULT)
         size = int(man["input"]["shape"][-1]) if "input" in man else None
-        out.append({"path": f, "kind": kind, "nms": nms, "img_size": size, "raw": man.get("raw")})
-        out[-1]["half"] = False
+        out.append(
+            {
+                "path": f,
+                "kind": kind,
+                "nms": nms,
+                "img_size": size,
+                "raw": man.get("raw"),
+                "half": False,
+            }
+        )
     names = [a["path"].name for a in out]
     for a in out:  # file name, or parent/name where two folders hold the same name
         dup = names.count(a["path"].name) > 1
