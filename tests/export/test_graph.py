@@ -48,11 +48,15 @@ def test_fp32_graph_reproduces_pytorch(tmp_path, mnist_images, multi_label):
     out = run(path, mnist_images)
     got = from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"])
     assert sum(len(r) for r in ref) > 40  # the check has something to bite on
+    # Detections are matched as `parity` matches them, never by row: two boxes with equal scores
+    # may come back in either order from ONNX Runtime and PyTorch (seen on an AVX-512 CPU).
     for r, g in zip(ref, got, strict=True):
         assert len(g) == len(r)
-        assert torch.equal(g.labels, r.labels)
-        assert torch.allclose(g.scores, r.scores, atol=1e-5)
-        assert torch.allclose(g.boxes, r.boxes, rtol=1e-4, atol=1e-2)  # float rounding, in px
+        assert sorted(g.labels.tolist()) == sorted(r.labels.tolist())
+        assert torch.allclose(g.scores.sort().values, r.scores.sort().values, atol=1e-5)
+        one = parity([r], [g])
+        assert one.matched == len(r)  # matched pairs have the same class
+        assert one.min_iou >= 0.999 and one.max_score_diff <= 1e-4  # float rounding only
     p = parity(ref, got)
     assert p.matched_fraction == 1.0 and p.min_iou >= 0.999 and p.max_score_diff <= 1e-4
     # onnxsim ran, shrank the graph and changed nothing on the real images

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -39,6 +40,38 @@ def same_image_set(src_yaml: Path, root: Path, n: int = 4) -> Path:
         )
     )
     return data
+
+
+#: A wrong gradient average (a sum over ranks, or one rank's gradient alone on different data)
+#: moves a weight by about the size of the update itself (share 1.0 and up); float summation order
+#: between the batch-2 and batch-4 kernels moves it by far less. The bound sits between the two, so
+#: it holds on any CPU (AVX2 or AVX-512 kernels) without per-layer tolerances.
+MAX_SHARE_OF_UPDATE = 0.1
+#: BN running variances use the unbiased batch variance, n / (n - 1) with n the per-process batch
+#: (2 vs 4), so they legitimately differ by a few percent of their move: held to 60 % of it.
+MAX_SHARE_OF_RUNNING_VAR = 0.6
+
+
+def update_bounds(
+    single: dict[str, torch.Tensor], ddp: dict[str, torch.Tensor], init: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """Per float tensor: ``max|single - ddp| / max|single - init|``, the DDP difference as a share
+    of what training moved the tensor (running variances scaled to their own bound)."""
+    shares = {}
+    for k, v in single.items():
+        if not v.is_floating_point():
+            assert torch.equal(v, ddp[k]), k  # e.g. num_batches_tracked
+            continue
+        moved = (v.double() - init[k].double()).abs().max().item()
+        diff = (v.double() - ddp[k].double()).abs().max().item()
+        if moved == 0.0:
+            shares[k] = 0.0 if diff <= 1e-7 else math.inf
+            continue
+        share = diff / moved
+        if k.endswith("running_var"):
+            share *= MAX_SHARE_OF_UPDATE / MAX_SHARE_OF_RUNNING_VAR
+        shares[k] = share
+    return shares
 
 
 def run(cmd: list[str], tmp: Path) -> subprocess.CompletedProcess:
@@ -99,22 +132,28 @@ def test_two_gloo_processes_equal_one_process_on_the_global_batch(mnist_small_ya
     )
     assert "2 processes x 2" in r.stdout  # the global batch is stated, once
     assert r.stdout.count("training yolov3-tiny") == 1
+    # Measured (2026-11-26, AVX2 and AVX-512 kernels alike): the largest share is 0.0074
+    # (backbone.stage16.0.conv.weight, behind a BN whose variance is near zero on a white canvas).
+    # The same run at lr 0 keeps the initial weights (SGD, no weight decay): what one update moved.
+    still = tmp_path / "still"
+    lr0 = [*args[: args.index("--lr")], "--lr", "0", "--lr-end", "0", "--seed", "0"]
+    run([sys.executable, "-m", "edgeyolo", "train", *lr0, "--out", str(still)], tmp_path)
     a, b = load_checkpoint(single / "last.pt"), load_checkpoint(ddp / "last.pt")
+    init = load_checkpoint(still / "last.pt")["state"]["model"]
     assert a["state"]["global_step"] == b["state"]["global_step"] == 2
-    # Tolerances, measured: BN running variances use the unbiased batch variance, n / (n - 1) with
-    # n the per-process batch (2 vs 4), so they differ by up to ~1 %; the first conv sits before a
-    # BN whose variance is near zero on a white canvas, which magnifies float-order noise between
-    # the batch-2 and batch-4 kernels (max 1.8e-3); every other weight agrees within 1e-4. A
-    # wrong gradient average or sampler split moves weights by the size of an update (1e-2..1e-1).
     for wa, wb in ((a["state"]["model"], b["state"]["model"]), (a["model"], b["model"])):
-        for k, v in wa.items():
-            if k.endswith("running_var"):
-                tol = {"rtol": 2e-2, "atol": 1e-6}
-            elif k.startswith("backbone.stage16.0.conv"):
-                tol = {"rtol": 0.0, "atol": 5e-3}
-            else:
-                tol = {"rtol": 0.0, "atol": 1e-4}
-            assert torch.allclose(v.float(), wb[k].float(), **tol), k
+        shares = update_bounds(wa, wb, init)
+        worst = max(shares, key=shares.__getitem__)
+        assert shares[worst] <= MAX_SHARE_OF_UPDATE, (worst, shares[worst])
+    # The bound bites: gradients summed over the 2 ranks instead of averaged are, for SGD, the
+    # single run at twice the learning rate.
+    summed = tmp_path / "summed"
+    lr2 = [*args[: args.index("--lr")], "--lr", "0.02", "--seed", "0"]
+    run([sys.executable, "-m", "edgeyolo", "train", *lr2, "--out", str(summed)], tmp_path)
+    wrong = update_bounds(
+        a["state"]["model"], load_checkpoint(summed / "last.pt")["state"]["model"], init
+    )
+    assert max(wrong.values()) > 5 * MAX_SHARE_OF_UPDATE
     # one writer: one metrics row per epoch, one set of checkpoints, no stray temp files
     rows = (ddp / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in rows] == [1, 2]
