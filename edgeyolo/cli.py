@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from edgeyolo.console import make_console
 from edgeyolo.errors import EdgeYoloError
 
 app = typer.Typer(
@@ -24,8 +24,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Build or convert datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 @contextmanager
@@ -302,7 +302,13 @@ def export_cmd(
     darknet: Annotated[
         bool, typer.Option("--darknet", help="Also write OUT/<arch>.weights (darknet format).")
     ] = False,
-    calib: Annotated[Path, typer.Option(help="Folder of calibration images.")] = Path("calib_data"),
+    calib: Annotated[
+        Path,
+        typer.Option(
+            help="Folder of calibration images (--int8; also the parity check's images). "
+            "A relative path is taken from the current folder."
+        ),
+    ] = Path("calib_data"),
     calib_method: Annotated[
         str, typer.Option(help="percentile, entropy or minmax.")
     ] = "percentile",
@@ -327,11 +333,20 @@ def export_cmd(
             "quantized between all ops, so ONNX Runtime's CPU kernels run int8."
         ),
     ] = "tensorrt",
+    int8_cpu_target: Annotated[
+        str,
+        typer.Option(
+            help="CPUs the onnxruntime placement's int8 graph is for: any (7-bit weights, right "
+            "on every x86 CPU) or vnni (full 8-bit weights, only for CPUs with AVX512-VNNI or "
+            "AVX-VNNI: without VNNI, ONNX Runtime's int8 kernels saturate with them). The "
+            "tensorrt placement always has 8-bit weights (recorded as cpu_target gpu)."
+        ),
+    ] = "any",
     int8_reduce_range: Annotated[
         bool | None,
         typer.Option(
-            help="7-bit int8 weights (default: on for --int8-placement onnxruntime, whose x86 "
-            "kernels can saturate without VNNI; off for tensorrt)."
+            help="7-bit int8 weights. Follows --int8-cpu-target (on only for onnxruntime + any); "
+            "a value that contradicts it is refused."
         ),
     ] = None,
     conf: Annotated[float, typer.Option(help="Score threshold inside the graph.")] = 0.25,
@@ -370,6 +385,7 @@ def export_cmd(
             quantize_heads=quantize_heads,
             int8_placement=int8_placement,
             int8_reduce_range=int8_reduce_range,
+            int8_cpu_target=int8_cpu_target,
             data=None if data is None else str(data),
             val_split=val_split,
             engine=engine,

@@ -133,9 +133,17 @@ def test_errors_are_one_line_and_exit_1(args, message, tmp_path, monkeypatch):
     assert result.output.strip().startswith("error:")
 
 
-def test_bad_label_line_is_named_or_skipped_and_counted(mnist_small_yaml, tmp_path):
+@pytest.mark.parametrize("columns", [40, 200])
+def test_bad_label_line_is_named_or_skipped_and_counted(
+    mnist_small_yaml, tmp_path, monkeypatch, columns
+):
     import shutil
 
+    from edgeyolo import cli
+
+    # messages are never wrapped, whatever the terminal's width: the path:line stays copyable
+    monkeypatch.setattr(cli.console, "width", columns)
+    monkeypatch.setattr(cli.err_console, "width", columns)
     root = tmp_path / "ds"
     shutil.copytree(mnist_small_yaml.parent, root)
     label = root / "labels" / "train" / "000002.txt"
@@ -163,10 +171,12 @@ def test_bad_label_line_is_named_or_skipped_and_counted(mnist_small_yaml, tmp_pa
     stopped = runner.invoke(app, [str(a) for a in args])
     assert stopped.exit_code == 1
     assert f"000002.txt:{bad_line}" in stopped.output
+    error_lines = [x for x in stopped.output.splitlines() if x.startswith("error:")]
+    assert len(error_lines) == 1 and str(label) in error_lines[0]  # whole, on one line
 
     skipped = _ok([*args, "--skip-bad"])
     assert "skipped 1 bad input(s) in train" in skipped.output
-    assert f"000002.txt:{bad_line}" in skipped.output
+    assert f"{label}:{bad_line}" in skipped.output  # the full path, unbroken
     assert "5 train / 2 val images" in skipped.output
 
 

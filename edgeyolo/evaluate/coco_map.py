@@ -18,6 +18,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 from rich.console import Console
 from rich.table import Table
 
+from edgeyolo.console import make_console
 from edgeyolo.data.records import ImageRecord
 from edgeyolo.errors import DataError
 
@@ -229,4 +230,4 @@ def print_map_table(result: MapResult, console: Console | None = None) -> None:
     )
     for c in result.per_class:
         table.add_row(c.name, str(c.num_images), str(c.num_gt), _fmt(c.ap50), _fmt(c.ap50_95))
-    (console or Console()).print(table)
+    (console or make_console()).print(table)

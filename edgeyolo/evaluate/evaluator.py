@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from edgeyolo.console import make_console
 from edgeyolo.data.dataset import DetectionDataset, collate
 from edgeyolo.data.records import ImageRecord, describe_problems
 from edgeyolo.evaluate.coco_map import MapResult, Prediction, compute_map
@@ -139,9 +140,7 @@ def evaluate_checkpoint(
         )
     read = read_split(spec, split, skip_bad=skip_bad)
     if read.problems:
-        from rich.console import Console
-
-        console = Console(stderr=True)
+        console = make_console(stderr=True)
         for line in describe_problems(split, read.problems):
             console.print(line, markup=False, highlight=False)
     records = read.records

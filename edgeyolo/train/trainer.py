@@ -18,6 +18,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from edgeyolo.config import ModelConfig, TrainConfig, to_dict, train_config_from_dict
+from edgeyolo.console import make_console
 from edgeyolo.data.records import ImageRecord, describe_problems
 from edgeyolo.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from edgeyolo.train.checkpoint import load_checkpoint, load_state_into, save_checkpoint
@@ -81,7 +82,7 @@ class Trainer:
         console: Console | None = None,
         progress: bool = True,
     ) -> None:
-        self.console = console or Console()
+        self.console = console or make_console()
         self.out = Path(cfg.out)
         if resume:
             cfg = self._resume_config(cfg)
