@@ -5,9 +5,12 @@ A checkpoint is a dict of plain data and tensors::
     {"format": "edgeyolo.checkpoint", "version": 1,
      "model_config": {...ModelConfig...},      # enough to rebuild the model
      "model": state_dict,                       # weights to run (the EMA when training used one)
-     "epoch": int, "best_map50": float, "metrics": {...},
+     "epoch": int, "global_step": int, "best_map50": float, "metrics": {...},
      "train": {...TrainConfig...},              # how it was trained
      "state": {raw model, ema, optimizer, scheduler, scaler, rng}}   # only what --resume needs
+
+``best.pt`` is an inference checkpoint (no ``state``: about the size of the fp32 weights), the
+file to ship and export; ``last.pt`` keeps ``state`` for ``--resume``.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ class MetricsWriter(Hook):
 
 class EvalAndCheckpoint(Hook):
     """Every ``interval`` epochs (and at the last one) evaluates on the val split; writes
-    ``last.pt`` every epoch and ``best.pt`` whenever val mAP@0.5 improves."""
+    ``last.pt`` (resumable) every epoch and ``best.pt`` (inference only) whenever val mAP@0.5
+    improves."""
 
     def __init__(self, interval: int = 1) -> None:
         self.interval = max(1, interval)
@@ -92,7 +93,7 @@ class EvalAndCheckpoint(Hook):
                 trainer.best_map50 = result.map50
             trainer.save("last.pt")
             if improved:
-                trainer.save("best.pt")
+                trainer.save("best.pt", resumable=False)  # an inference checkpoint
         else:
             trainer.save("last.pt")
 

@@ -249,10 +249,11 @@ class Trainer:
 
     def _check_free_space(self, model: torch.nn.Module) -> None:
         """Fail before training when the disk cannot hold the checkpoints: each holds the weights,
-        the EMA and Adam's two moments (~4x the parameters); best.pt, last.pt and one temp file."""
+        the EMA and Adam's two moments (~4x the parameters); best.pt holds the weights only; and
+        one temp file of last.pt's size."""
         import shutil
 
-        need = 3 * 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+        need = (4 + 1 + 4) * sum(p.numel() * p.element_size() for p in model.parameters())
         free = shutil.disk_usage(self.out).free
         if free < need:
             raise ConfigError(
@@ -379,14 +380,23 @@ class Trainer:
             iou_thres=self.cfg.iou_thres,
         )
 
-    def checkpoint_payload(self) -> dict[str, Any]:
-        return {
+    def checkpoint_payload(self, *, resumable: bool = True) -> dict[str, Any]:
+        """What a checkpoint holds. ``resumable=False`` gives an inference checkpoint (best.pt,
+        the file people ship and export): the weights to run and how they were made, about the
+        size of the fp32 weights; ``resumable=True`` (last.pt) adds the raw weights, the EMA and
+        the optimizer, schedule and scaler states that ``--resume`` needs (~4x larger)."""
+        payload = {
             "model_config": to_dict(self.model_config),
             "model": {k: v.detach().cpu() for k, v in self.eval_model.state_dict().items()},
             "epoch": self.epoch,
+            "global_step": self.global_step,
             "best_map50": self.best_map50,
             "metrics": {k: v for k, v in self.epoch_metrics.items() if isinstance(v, (int, float))},
             "train": to_dict(self.cfg),
+        }
+        if not resumable:
+            return payload
+        return payload | {
             "state": {
                 "model": self.model.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -397,8 +407,8 @@ class Trainer:
             },
         }
 
-    def save(self, name: str) -> Path:
-        return save_checkpoint(self.out / name, self.checkpoint_payload())
+    def save(self, name: str, *, resumable: bool = True) -> Path:
+        return save_checkpoint(self.out / name, self.checkpoint_payload(resumable=resumable))
 
     def train(self) -> TrainResult:
         cfg = self.cfg

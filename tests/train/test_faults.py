@@ -132,7 +132,8 @@ def _assert_run_folder_sound(out: Path) -> None:
         return
     for pt in sorted(out.glob("*.pt")):
         ckpt = load_checkpoint(pt)  # raises CheckpointError if partial or corrupt
-        assert "model" in ckpt and "state" in ckpt, pt
+        assert "model" in ckpt, pt
+        assert ("state" in ckpt) == (pt.name == "last.pt"), pt  # best.pt: inference only
     for tmp in _temp_files(out):
         # a leftover of a killed write: hidden, not ``*.pt``, so never taken for a checkpoint
         assert tmp.name.startswith(".") and not tmp.name.endswith(".pt"), tmp

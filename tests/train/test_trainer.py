@@ -88,6 +88,11 @@ def test_train_writes_checkpoints_and_metrics(mnist_small_yaml, tmp_path):
     assert len(ckpt["model_config"]["anchors"]) == 6
     model, _ = load_model(result.best)
     assert model.config.img_size == 96 and model.num_classes == 10
+    # best.pt is an inference checkpoint: the weights to run, no optimizer, EMA or raw copies
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert "state" not in load_checkpoint(result.best) and "state" in ckpt
+    assert result.best.stat().st_size <= 1.15 * weight_bytes
+    assert result.last.stat().st_size > 2 * result.best.stat().st_size  # what --resume needs
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "run").iterdir())
 
 
