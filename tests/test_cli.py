@@ -190,3 +190,22 @@ def test_export_table_says_when_there_were_no_boxes_to_compare():
     some = {"matched": 3, "ref_count": 4, "other_count": 3, "mean_iou": 0.9, "max_score_diff": 0.01}
     assert _parity_cell(some, 0.25) == "3/4 boxes, mean IoU 0.9000, max |Δscore| 0.01"
     assert _parity_cell(None, 0.25) == "-"
+
+
+def test_user_errors_end_in_one_error_line_without_a_traceback(mnist_small_yaml, tmp_path):
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(32))
+    cases = [
+        (["eval", "--weights", onnx_file, "--data", mnist_small_yaml], "exported ONNX graph"),
+        (["eval", "--weights", onnx_file, "--data", mnist_small_yaml.parent], "exported ONNX"),
+        (["train", "--data", mnist_small_yaml.parent, "--out", tmp_path / "r"], "is a folder"),
+        (["train", "--data", tmp_path / "none.yaml", "--out", tmp_path / "r"], "not found"),
+        (["info", "--model", "yolov4"], "yolov4"),
+    ]
+    for args, says in cases:
+        result = runner.invoke(app, [str(a) for a in args])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1, (args, result.output)
+        assert lines[-1].startswith("error:") and says in lines[-1], (args, result.output)
+        assert "Traceback" not in result.output
+        assert isinstance(result.exception, SystemExit), (args, result.exception)  # not a crash

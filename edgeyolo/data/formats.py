@@ -75,6 +75,14 @@ def load_data_yaml(path: str | Path) -> DatasetSpec:
     to the root. ``names`` is a list or an ``{id: name}`` dict with ids 0..C-1.
     """
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.yaml")) + sorted(
+            p.name for p in path.glob("*.yml")
+        )
+        hint = f"; it holds {', '.join(inside)}" if inside else ""
+        raise DataError(f"is a folder: give the data.yaml file of the data set{hint}", file=path)
+    if not path.is_file():
+        raise DataError("data.yaml not found", file=path)
     text = read_text(path)
     try:
         data = yaml.safe_load(text)

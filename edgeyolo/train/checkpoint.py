@@ -76,6 +76,9 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    foreign = _foreign_kind(path)
+    if foreign:
+        raise CheckpointError(f"{path}: {foreign}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -100,6 +103,28 @@ def load_checkpoint(
             f"(this edgeyolo reads version {VERSION})"
         )
     return data
+
+
+#: What a file that is not a checkpoint is, by its suffix, and what to do with it instead.
+_FOREIGN = {
+    ".onnx": "an exported ONNX graph, not a checkpoint: run it with `edgeyolo detect --model` or "
+    "score it with `edgeyolo bench --models`; --weights takes the .pt written by `edgeyolo train`",
+    ".engine": "a TensorRT engine, not a checkpoint: run it with `edgeyolo detect --model` or "
+    "`edgeyolo bench --models`; --weights takes the .pt written by `edgeyolo train`",
+    ".weights": "a darknet weights file, not a checkpoint: start training from it with "
+    "`edgeyolo train --pretrained`",
+}
+_FOREIGN[".plan"] = _FOREIGN[".engine"]
+_FOREIGN[".74"] = _FOREIGN[".weights"]  # darknet53.conv.74
+
+
+def _foreign_kind(path: Path) -> str | None:
+    """Say what ``path`` is when its suffix names another kind of model file (else ``None``)."""
+    if path.suffix.lower() in _FOREIGN:
+        with open(path, "rb") as f:
+            if f.read(2) != b"PK":  # torch.save's zip: a checkpoint renamed oddly is still read
+                return _FOREIGN[path.suffix.lower()]
+    return None
 
 
 def checkpoint_model_config(

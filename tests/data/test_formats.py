@@ -200,6 +200,12 @@ def test_missing_data_yaml(tmp_path):
     assert info.value.file == str(tmp_path / "nope.yaml")
 
 
+def test_a_folder_given_as_data_yaml_is_named_with_what_it_holds(tmp_path):
+    (tmp_path / "data.yaml").write_text("train: a\nval: a\nnames: [x]\n")
+    with pytest.raises(DataError, match=r"is a folder: give the data.yaml .* holds data.yaml"):
+        load_data_yaml(tmp_path)
+
+
 def test_read_split_checks_class_ids_against_names(sample_records, tmp_path):
     write_seed(sample_records, tmp_path / "ds" / "train.txt")
     (tmp_path / "data.yaml").write_text("path: ds\ntrain: train.txt\nval: x\nnames: [a, b]\n")

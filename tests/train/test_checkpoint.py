@@ -93,3 +93,15 @@ def test_temp_files_of_killed_writers_are_removed(tmp_path):
     save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
     assert not stale.exists() and live.exists()
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [("m.onnx", "exported ONNX graph"), ("m.engine", "TensorRT engine"), ("y.weights", "darknet")],
+)
+def test_model_files_of_other_kinds_are_named_not_unpickled(tmp_path, name, says):
+    path = tmp_path / name
+    path.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(64))
+    with pytest.raises(CheckpointError, match=says) as info:
+        load_checkpoint(path)
+    assert "pickle" not in str(info.value) and str(path) in str(info.value)
