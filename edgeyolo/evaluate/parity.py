@@ -65,22 +65,23 @@ class ParityResult:
     """Agreement of ``other`` with ``ref`` over a set of images.
 
     ``matched_fraction`` is matched pairs over ``max(ref_count, other_count)`` (1.0 only when
-    both found the same boxes and nothing else); IoU and score statistics are over matched
-    pairs (NaN when there are none).
+    both found the same boxes and nothing else; ``None`` when neither found a box: there is
+    nothing to compare, which is neither agreement nor disagreement); IoU and score statistics
+    are over matched pairs (NaN when there are none).
     """
 
     images: int
     ref_count: int
     other_count: int
     matched: int
-    matched_fraction: float
+    matched_fraction: float | None
     mean_iou: float
     min_iou: float
     max_score_diff: float
     mean_score_diff: float
     same_count_images: int
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
 
 
@@ -111,7 +112,7 @@ def parity(
         ref_count=n_ref,
         other_count=n_other,
         matched=m,
-        matched_fraction=m / denom if denom else 1.0,
+        matched_fraction=m / denom if denom else None,
         mean_iou=float(iou.mean()) if m else nan,
         min_iou=float(iou.min()) if m else nan,
         max_score_diff=float(ds.max()) if m else nan,
@@ -124,8 +125,8 @@ def parity(
 class ImageParity:
     """Agreement on one image (see :func:`parity_report` for the definitions).
 
-    ``mean_iou``/``min_iou`` are NaN when nothing matched; ``matched_fraction`` is 1.0 when both
-    sides are empty.
+    ``mean_iou``/``min_iou`` are NaN when nothing matched; ``matched_fraction`` is ``None`` when
+    both sides are empty (nothing to compare).
     """
 
     index: int
@@ -136,7 +137,7 @@ class ImageParity:
     missed: int
     extra: int
     class_disagreement: int
-    matched_fraction: float
+    matched_fraction: float | None
     mean_iou: float
     min_iou: float
 
@@ -249,15 +250,15 @@ def parity_report(
                 missed=len(ref) - m,
                 extra=len(other) - m,
                 class_disagreement=_class_disagreements(ref, other, pairs, iou_thres),
-                matched_fraction=m / denom if denom else 1.0,
+                matched_fraction=m / denom if denom else None,
                 mean_iou=float(ious.mean()) if m else nan,
                 min_iou=float(ious.min()) if m else nan,
             )
         )
     iou = torch.cat(all_iou).numpy() if all_iou else np.zeros(0)
-    ranked = sorted(
-        (p for p in per_image if p.ref_count or p.other_count),
-        key=lambda p: (p.matched_fraction, -1.0 if math.isnan(p.mean_iou) else p.mean_iou),
+    ranked = sorted(  # an image with boxes on either side has a matched fraction
+        (p for p in per_image if p.matched_fraction is not None),
+        key=lambda p: (p.matched_fraction or 0.0, -1.0 if math.isnan(p.mean_iou) else p.mean_iou),
     )
     return ParityReport(
         summary=summary,

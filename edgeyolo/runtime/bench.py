@@ -15,6 +15,10 @@ export folders whose manifest lists them):
 - **compute**: the model's GFLOP per image, each artifact's achieved GFLOP/s at batch 1, and the
   fp32 matmul roof of each device that ran one (:mod:`edgeyolo.runtime.roofline`), so a user sees
   whether a runtime is near what the machine can do.
+- **stability**: whether other work disturbed the timing (:func:`edgeyolo.runtime.latency.
+  judge_stability`): the CPU's fp32 roof measured before the timed runs against the one measured
+  after them, each latency series' p99/p50, and the 1-minute load average before and after. A
+  disturbed run is marked in every output, and its speed ratios are flagged as unreliable.
 
 The result is a JSON-ready dict (:func:`run_bench`); :mod:`edgeyolo.runtime.bench_report` writes
 it as JSON, Markdown and a PNG plot and prints it as a rich table.
@@ -25,7 +29,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +69,7 @@ def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
             files.append(f)
     nms0 = dict(_DEPLOY_DEFAULT)
     out = [{"path": weights, "kind": "pt", "nms": nms0, "img_size": None, "half": False}]
+    out[0]["cpu_target"] = None
     for f in files:
         if not f.is_file():
             raise ConfigError(f"{f}: no such model file (.onnx or .engine, or an export folder)")
@@ -74,6 +80,7 @@ def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
         man = read_manifest(f.parent) if has else {}
         nms = {k: man["nms"][k] for k in _DEPLOY_DEFAULT} if "nms" in man else dict(_DEPLOY_DEFAULT)
         size = int(man["input"]["shape"][-1]) if "input" in man else None
+        entry = next((e for e in man.get("artifacts", []) if e.get("file") == f.name), {})
         out.append(
             {
                 "path": f,
@@ -82,6 +89,7 @@ def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
                 "img_size": size,
                 "raw": man.get("raw"),
                 "half": False,
+                "cpu_target": entry.get("cpu_target"),
             }
         )
     names = [a["path"].name for a in out]
@@ -186,6 +194,7 @@ def _entry(a: dict[str, Any], t: dict[str, Any]) -> dict[str, Any]:
         "threads": t["threads"],
         "skipped": t["skipped"],
         "nms": a["nms"],
+        "cpu_target": a["cpu_target"],
     }
 
 
@@ -285,6 +294,111 @@ def _compute(
     return {"gflop_per_image": {str(k): v for k, v in gflop.items()}, "roofs": roofs}
 
 
+def _cpu_roof(
+    threads: int | None, isolate: bool, when: str, not_available: list[str]
+) -> float | None:
+    """The CPU's fp32 roof in GFLOP/s, measured as :func:`_compute` does; ``None`` (and a line in
+    ``not_available``) where it cannot be."""
+    from edgeyolo.runtime.latency import one_line
+    from edgeyolo.runtime.roofline import matmul_roof, matmul_roof_isolated
+
+    measure = matmul_roof_isolated if isolate else matmul_roof
+    try:
+        return measure(device="cpu", threads=threads).gflops_per_s
+    except Exception as e:
+        not_available.append(
+            f"fp32 roof on cpu {when} the timed runs: not measured ({one_line(e)})"
+        )
+        return None
+
+
+def _stability(
+    out: dict[str, dict[str, Any]],
+    before: tuple[float | None, float | None],
+    compute: dict[str, Any],
+    measure_after: Callable[[], float | None],
+) -> dict[str, Any]:
+    """Judge the run (:func:`~edgeyolo.runtime.latency.judge_stability`) and mark each artifact:
+    ``disturbed`` (its own series is noisy, or the machine was busy) and ``disturbed_reasons``.
+
+    Args:
+        before: ``(fp32 roof on the CPU, load average)`` read just before the first timed run.
+        compute: :func:`_compute`'s block; its CPU roof is the one after the runs where a
+            backend ran on the CPU (``measure_after`` measures it otherwise).
+    """
+    from edgeyolo.runtime.latency import (
+        available_cores,
+        judge_stability,
+        load_average,
+        noisy_series,
+    )
+
+    roof_after = compute["roofs"].get("cpu", {}).get("gflops_per_s")
+    if before[0] is not None and all(a["device"] != "cpu" for a in out.values()):
+        roof_after = measure_after()  # every backend ran on a GPU: _compute measured no CPU roof
+    noisy = {k: noisy_series(a["batches"]) for k, a in out.items()}
+    verdict = judge_stability(
+        roof_before=before[0],
+        roof_after=roof_after,
+        load_before=before[1],
+        load_after=load_average(),
+        cores=available_cores(),
+        noisy={k: v for k, v in noisy.items() if v},
+    )
+    for k, a in out.items():
+        why = noisy[k] + (
+            ["the machine was busy (see stability)"] if verdict["machine_busy"] else []
+        )
+        a.update(disturbed=bool(why), disturbed_reasons=why)
+    return verdict
+
+
+def _cpu_target_notes(arts: Sequence[dict[str, Any]]) -> list[str]:
+    """A note per int8 graph made for VNNI (``cpu_target: vnni``) benched on a CPU without it."""
+    from edgeyolo.cpuinfo import cpu_summary, has_vnni
+
+    vnni = [a["key"] for a in arts if a.get("cpu_target") == "vnni"]
+    if not vnni or has_vnni():
+        return []
+    return [
+        f"{key}: an int8 graph for another CPU (cpu_target vnni: full 8-bit weights, for "
+        f"AVX512-VNNI or AVX-VNNI); this CPU ({cpu_summary()}) has neither, so its int8 "
+        "kernels may saturate and its mAP and parity here understate the graph (for this CPU "
+        "export with --int8-cpu-target any)"
+        for key in vnni
+    ]
+
+
+@contextmanager
+def _task(prog: Any, label: str) -> Iterator[None]:
+    """A spinner line ``label`` on ``prog`` (a rich Progress, or None) while the block runs."""
+    task = prog.add_task(label, total=None) if prog else None
+    try:
+        yield
+    finally:
+        if prog:
+            prog.remove_task(task)
+
+
+def _header(
+    command: str | None, settings: dict[str, Any], compute: dict[str, Any]
+) -> dict[str, Any]:
+    """The report's header: schema, date, command, machine and versions, settings, compute."""
+    return {
+        "schema": SCHEMA,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command or " ".join(sys.argv),
+        **environment(),
+        "settings": settings,
+        "compute": compute,
+        "thresholds": {
+            "map": dict(COCO_NMS),
+            "parity": "each export's deployment NMS (manifest.json), the reference at the same; "
+            "matching greedy by reference score, same class, IoU >= 0.5",
+        },
+    }
+
+
 def _isolation(isolate: bool, threads: int | None) -> str:
     where = "each backend timed in its own process (spawn)" if isolate else "one process"
     if threads:
@@ -334,8 +448,10 @@ def run_bench(
 
     Returns:
         JSON-ready: ``header`` (machine, versions, command, date, settings), ``reference`` (the
-        checkpoint's key), ``artifacts`` (key → figures, reference first), ``not_available``
-        and ``failed`` (one line per model or fact).
+        checkpoint's key), ``artifacts`` (key → figures, reference first), ``stability``
+        (whether other work disturbed the timing, and why: :func:`_stability`), ``notes``
+        (facts that qualify a figure), ``not_available`` and ``failed`` (one line per model or
+        fact).
     """
     import cv2
 
@@ -343,7 +459,7 @@ def run_bench(
     from edgeyolo.device import select_device
     from edgeyolo.export.tensorrt import tensorrt_version
     from edgeyolo.runtime.backends import open_backend
-    from edgeyolo.runtime.latency import time_model, time_model_isolated
+    from edgeyolo.runtime.latency import load_average, time_model, time_model_isolated
 
     weights = Path(weights)
     if weights.suffix != ".pt" or not weights.is_file():
@@ -392,60 +508,44 @@ def run_bench(
     out: dict[str, dict[str, Any]] = {}
     batches: dict[int, np.ndarray] = {}
     with _progress(progress) as prog:
+        with _task(prog, "measuring the fp32 roof"):
+            before = (_cpu_roof(threads, isolate, "before", not_available), load_average())
         for a in arts:  # all timing first, before this process loads any model for scoring
             size = a["img_size"] = a["img_size"] or ref_size
             if size not in batches:
                 batches[size] = _letterboxed(records, size, sizes[-1])
-            task = prog.add_task(f"timing {a['key']}", total=None) if prog else None
-            t = timer(
-                a["path"], images=batches[size], frame=frame, batch_sizes=sizes, warmup=warmup,
-                runs=runs, device=device, threads=threads, nms=a["nms"], half=a["half"],
-            )  # fmt: skip
-            if prog:
-                prog.remove_task(task)
+            with _task(prog, f"timing {a['key']}"):
+                t = timer(
+                    a["path"], images=batches[size], frame=frame, batch_sizes=sizes,
+                    warmup=warmup, runs=runs, device=device, threads=threads, nms=a["nms"],
+                    half=a["half"],
+                )  # fmt: skip
             if t["ok"]:
                 out[a["key"]] = {**_entry(a, t), "img_size": size}
             else:
                 skip(a, t["error"], not_available if t["unavailable"] else failed)
         if arts[0]["key"] not in out:
             raise ConfigError(f"the reference {weights} could not be timed: {failed[0]}")
-        task = prog.add_task("measuring the fp32 roof", total=None) if prog else None
-        compute = _compute(out, net, threads, isolate, not_available)
-        if prog:
-            prog.remove_task(task)
+        with _task(prog, "measuring the fp32 roof"):
+            compute = _compute(out, net, threads, isolate, not_available)
+            stability = _stability(
+                out, before, compute, lambda: _cpu_roof(threads, isolate, "after", not_available)
+            )
         for a in arts:
             if a["key"] in out:
                 out[a["key"]].update(_score(a, records, ctx, prog))
-    header = {
-        "schema": SCHEMA,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command or " ".join(sys.argv),
-        **environment(),
-        "settings": {
-            "weights": str(weights),
-            "data": str(data),
-            "split": split,
-            "images": len(records),
-            "img_size": ref_size,
-            "batch_sizes": sizes,
-            "warmup": warmup,
-            "runs": runs,
-            "device": device,
-            "threads": threads,
-            "isolate": isolate,
-            "isolation": _isolation(isolate, threads),
-        },  # fmt: skip
-        "compute": compute,
-        "thresholds": {
-            "map": dict(COCO_NMS),
-            "parity": "each export's deployment NMS (manifest.json), the reference at the same; "
-            "matching greedy by reference score, same class, IoU >= 0.5",
-        },
-    }
+    settings = {
+        "weights": str(weights), "data": str(data), "split": split, "images": len(records),
+        "img_size": ref_size, "batch_sizes": sizes, "warmup": warmup, "runs": runs,
+        "device": device, "threads": threads, "isolate": isolate,
+        "isolation": _isolation(isolate, threads),
+    }  # fmt: skip
     return {
-        "header": header,
+        "header": _header(command, settings, compute),
         "reference": arts[0]["key"],
         "artifacts": out,
+        "stability": stability,
+        "notes": _cpu_target_notes([a for a in arts if a["key"] in out]),
         "not_available": not_available,
         "failed": failed,
     }

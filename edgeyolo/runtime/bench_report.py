@@ -2,6 +2,11 @@
 
 Ratios are against the reference (the PyTorch checkpoint): ``× PyTorch`` is the artifact's batch-1
 median latency over the checkpoint's, so 0.5 means twice as fast.
+
+A run that other work disturbed (``result["stability"]``, see
+:func:`edgeyolo.runtime.latency.judge_stability`) gets a ``DISTURBED:`` line above every table,
+and ``!`` beside each figure that is suspect: the latencies and throughput of a disturbed
+artifact, and every speed ratio (``× PyTorch``, share of the roof) that involves one.
 """
 
 from __future__ import annotations
@@ -12,23 +17,38 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["environment", "plot_report", "print_report", "to_markdown", "write_report"]
+__all__ = [
+    "environment",
+    "plot_figure",
+    "plot_report",
+    "print_report",
+    "to_markdown",
+    "write_report",
+]
 
 _log = logging.getLogger(__name__)
 _STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
+#: Beside a figure timed while the machine was disturbed.
+MARK = "!"
+#: The mAP axis of bench.png spans at least this much (within 0..1): a span of a few hundredths
+#: around 0 magnifies nothing into noise.
+_MAP_MIN_SPAN = 0.1
 
 
 def environment() -> dict[str, Any]:
-    """``{"machine": {cpu, cores, gpu, platform}, "versions": {package: version or None}}``."""
+    """``{"machine": {cpu, cpu_flags, cores, gpu, platform}, "versions": {package: version or
+    None}}``; ``cpu_flags`` names the vector extensions that change float results, int8 kernels
+    and speed (:func:`edgeyolo.cpuinfo.cpu_summary`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
 
     from edgeyolo import __version__
+    from edgeyolo.cpuinfo import cpu_summary
     from edgeyolo.export.tensorrt import tensorrt_version
 
     cpu = platform.processor() or platform.machine()
@@ -47,7 +67,8 @@ def environment() -> dict[str, Any]:
         except PackageNotFoundError:
             versions[pkg] = None
     versions["tensorrt"] = tensorrt_version()
-    machine = {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform()}
+    machine = {"cpu": cpu, "cpu_flags": cpu_summary(), "cores": os.cpu_count(), "gpu": gpu}
+    machine["platform"] = platform.platform()
     return {"machine": machine, "versions": versions}
 
 
@@ -70,8 +91,22 @@ def _f(v: float | None, fmt: str = ".4f") -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
+def _marked(text: str, suspect: bool) -> str:
+    """``text`` with :data:`MARK` appended when ``suspect`` (never on a missing figure)."""
+    return text + MARK if suspect and text != "–" else text
+
+
+def _matched(p: dict[str, Any]) -> str:
+    """``pairs/max(boxes)``; ``nothing to compare`` when neither side found a box."""
+    if not p:
+        return "ref"
+    denom = max(p["ref_count"], p["other_count"])
+    return f"{p['matched']}/{denom}" if denom else "nothing to compare"
+
+
 def _rows(result: dict[str, Any]) -> list[dict[str, str]]:
-    """One row of display strings per artifact, the reference first."""
+    """One row of display strings per artifact, the reference first; :data:`MARK` beside a
+    suspect figure (its artifact, or for a ratio the reference too, timed while disturbed)."""
     arts = result["artifacts"]
     ref = arts.get(result["reference"], {})
     ref_p50 = (ref.get("latency_ms") or {}).get("p50")
@@ -81,23 +116,25 @@ def _rows(result: dict[str, Any]) -> list[dict[str, str]]:
         big = a["batches"][max(a["batches"], key=int)]
         p = a.get("parity") or {}
         c = a.get("compute") or {}
-        denom = max(p.get("ref_count", 0), p.get("other_count", 0))
+        bad = bool(a.get("disturbed"))
+        ratio_bad = key != result["reference"] and (bad or bool(ref.get("disturbed")))
+        roof = 100 * c["roof_fraction"] if "roof_fraction" in c else None
         rows.append(
             {
                 "model": key,
                 "backend": a["backend"],
                 "precision": a["precision"],
-                "p50 ms": _f(lat["p50"], ".2f"),
-                "p99 ms": _f(lat["p99"], ".2f"),
-                "× PyTorch": _f(lat["p50"] / ref_p50 if ref_p50 else None, ".2f"),
-                "img/s": f"{big['throughput_ips']:.1f} @{big['batch']}",
-                "GFLOP/s": _f(c.get("gflops_per_s"), ".0f"),
-                "% fp32 roof": _f(
-                    100 * c["roof_fraction"] if "roof_fraction" in c else None, ".0f"
+                "p50 ms": _marked(_f(lat["p50"], ".2f"), bad),
+                "p99 ms": _marked(_f(lat["p99"], ".2f"), bad),
+                "× PyTorch": _marked(
+                    _f(lat["p50"] / ref_p50 if ref_p50 else None, ".2f"), ratio_bad
                 ),
+                "img/s": _marked(f"{big['throughput_ips']:.1f} @{big['batch']}", bad),
+                "GFLOP/s": _marked(_f(c.get("gflops_per_s"), ".0f"), bad),
+                "% fp32 roof": _marked(_f(roof, ".0f"), bad),
                 "mAP@0.5": _f(a.get("map50")),
                 "mAP@.5:.95": _f(a.get("map50_95")),
-                "matched": f"{p['matched']}/{denom}" if p else "ref",
+                "matched": _matched(p),
                 "mean IoU": _f(p.get("mean_iou")),
                 "p5 IoU": _f(p.get("p5_iou")),
                 "score MAE": _f(p.get("score_mae"), ".2g"),
@@ -110,13 +147,46 @@ def _rows(result: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _notes(result: dict[str, Any]) -> list[str]:
-    out = [f"not available — {n}" for n in result.get("not_available", [])]
+    out = list(result.get("notes", []))
+    out += [f"not available — {n}" for n in result.get("not_available", [])]
     out += [f"FAILED — {n}" for n in result.get("failed", [])]
     for key, a in result["artifacts"].items():
         out += [f"{key}: {s} (not timed)" for s in a.get("skipped", [])]
         if not str(a.get("map_setting", "COCO")).startswith("COCO"):
             out.append(f"{key}: mAP at {a['map_setting']}")
     return out
+
+
+def disturbed_line(result: dict[str, Any]) -> str | None:
+    """``DISTURBED: <reasons> ...`` for a run other work disturbed, else ``None``."""
+    st = result.get("stability") or {}
+    if not st.get("disturbed"):
+        return None
+    return (
+        f"DISTURBED: {'; '.join(st['reasons'])}. Figures marked {MARK} were timed while other "
+        "work competed for the machine, and the speed ratios are unreliable: rerun on a quiet "
+        "machine."
+    )
+
+
+def _stability_line(st: dict[str, Any] | None) -> list[str]:
+    """The three signals and their thresholds, quiet or not."""
+    if not st:
+        return []
+    t = st["thresholds"]
+
+    def pair(a: float | None, b: float | None, fmt: str) -> str:
+        return f"{_f(a, fmt)} before / {_f(b, fmt)} after"
+
+    drift = "" if st["roof_drift"] is None else f", drift {st['roof_drift']:.0%}"
+    return [
+        f"- stability: {'DISTURBED' if st['disturbed'] else 'no disturbance seen'}; fp32 roof "
+        f"on cpu {pair(st['roof_before_gflops'], st['roof_after_gflops'], '.0f')} GFLOP/s"
+        f"{drift} (limit {t['roof_drift']:.0%}); 1-minute load "
+        f"{pair(st['loadavg_before'], st['loadavg_after'], '.1f')} on {st['cores']} cores "
+        f"(limit {t['loadavg_per_core']:g} per core); each series' p99 within "
+        f"{t['p99_over_p50']:g}× its p50 (or {t['p99_minus_p50_ms']:g} ms)"
+    ]
 
 
 def _compute_lines(c: dict[str, Any] | None, result: dict[str, Any]) -> list[str]:
@@ -139,6 +209,8 @@ def _compute_lines(c: dict[str, Any] | None, result: dict[str, Any]) -> list[str
                 f"{floor / p50:.2f}× its p50, the best ratio an fp32 backend using direct or GEMM "
                 "convolutions can reach there"
             )
+            if ref.get("disturbed"):
+                line += f" ({MARK} unreliable: the reference was timed while disturbed)"
         out.append(line)
     return out
 
@@ -153,7 +225,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
         f"`{h['command']}`",
         "",
-        f"- machine: {m['cpu']} ({m['cores']} cores), GPU: {m['gpu'] or 'none'}, {m['platform']}",
+        f"- machine: {m['cpu']} ({m['cores']} cores; {m.get('cpu_flags', 'flags not recorded')}),"
+        f" GPU: {m['gpu'] or 'none'}, {m['platform']}",
         "- versions: " + ", ".join(f"{k} {x or 'not installed'}" for k, x in v.items()),
         f"- data: {s['data']} split `{s['split']}`, {s['images']} images, input {s['img_size']} px",
         f"- timing: batch sizes {s['batch_sizes']}, {s['warmup']} warm-up + {s['runs']} timed "
@@ -161,7 +234,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"- mAP at COCO settings ({_nms(h['thresholds']['map'])}) unless noted; parity: "
         f"{h['thresholds']['parity']}",
         *_compute_lines(h.get("compute"), result),
+        *_stability_line(result.get("stability")),
         "",
+        *([f"**{dl}**", ""] if (dl := disturbed_line(result)) else []),
         "| " + " | ".join(rows[0]) + " |",
         "|" + "---|" * len(rows[0]),
         *("| " + " | ".join(r.values()) + " |" for r in rows),
@@ -169,7 +244,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         "Latency at batch 1 (p50, p99); `× PyTorch`: p50 over the checkpoint's p50; img/s at the "
         "largest batch timed; GFLOP/s: the model's FLOPs per image over batch-1 p50, and its "
         "share of the device's fp32 matmul roof (int8/fp16 may exceed it); matched: matched "
-        "pairs / max(reference boxes, boxes).",
+        "pairs / max(reference boxes, boxes) (nothing to compare: neither found a box); "
+        f"{MARK}: timed while the machine was disturbed (see stability).",
         "",
         "## Stages (batch 1, mean ms)",
         "",
@@ -185,7 +261,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         (k, w)
         for k, a in result["artifacts"].items()
         for w in (a.get("parity") or {}).get("worst_images", [])[:3]
-        if w["matched_fraction"] < 1.0
+        if w["matched_fraction"] is not None and w["matched_fraction"] < 1.0
     ]
     if worst:
         lines += ["", "## Worst images (lowest matched fraction, then mean IoU; up to 3)", ""]
@@ -203,50 +279,164 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_report(result: dict[str, Any], path: str | Path) -> Path:
-    """PNG: batch-1 p50 latency vs mAP@0.5 per artifact, and each artifact's matched-IoU
-    histogram against the reference. Needs matplotlib (Agg backend)."""
-    import matplotlib
+def _map_limits(values: list[float]) -> tuple[float, float]:
+    """mAP axis limits: the values' range, at least :data:`_MAP_MIN_SPAN` wide and kept inside
+    0..1, plus 5 % margins."""
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    if hi - lo < _MAP_MIN_SPAN:
+        mid = (lo + hi) / 2
+        lo, hi = mid - _MAP_MIN_SPAN / 2, mid + _MAP_MIN_SPAN / 2
+        shift = max(-lo, 0.0) - max(hi - 1.0, 0.0)
+        lo, hi = lo + shift, hi + shift
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for key, a in result["artifacts"].items():
+def _label_slots(n: int) -> Iterator[tuple[int, float]]:
+    """``(side, dy)`` offsets in points for a label: right then left of its point, above then
+    below it, one text line further out each ring (``n + 2`` rings: more than ``n`` labels fill)."""
+    for ring in range(n + 2):
+        for dy in (4.0 + 12 * ring, -14.0 - 12 * ring):
+            for side in (1, -1):
+                yield side, dy
+
+
+def _label(ax: Any, point: tuple[str, float, float, Any], slot: tuple[int, float]) -> Any:
+    """One point's name in its colour at offset ``slot``, a thin line back to the point."""
+    name, x, y, color = point
+    side, dy = slot
+    return ax.annotate(
+        name, (x, y), textcoords="offset points", xytext=(8 * side, dy), fontsize=8,
+        color=color, ha="left" if side > 0 else "right", va="bottom",
+        arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6, "shrinkA": 0, "shrinkB": 4},
+    )  # fmt: skip
+
+
+def _text_box(ann: Any, renderer: Any) -> Any:
+    """The display box of an annotation's text alone (not its line)."""
+    from matplotlib.text import Text
+
+    ann.update_positions(renderer)
+    return Text.get_window_extent(ann, renderer)
+
+
+def _place_labels(
+    ax: Any, points: list[tuple[str, float, float, Any]], renderer: Any, obstacles: list[Any]
+) -> list[Any]:
+    """Name each ``(name, x, y, colour)`` point with an annotation whose text box overlaps no
+    other label and none of ``obstacles`` (display boxes): the first such slot of
+    :func:`_label_slots` inside the axes, else the first free one outside them. Returns the
+    annotations, in ``points`` order."""
+    frame = ax.get_window_extent(renderer)
+    boxes = list(obstacles)
+    placed: list[Any] = []
+    for point in points:
+        fallback = None
+        for slot in _label_slots(len(points)):
+            ann = _label(ax, point, slot)
+            box = _text_box(ann, renderer)
+            if not any(box.overlaps(b) for b in boxes):
+                if frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 <= frame.y1:
+                    break
+                fallback = fallback or slot
+            ann.remove()
+        else:  # no free slot inside the axes (more slots than labels: one outside is free)
+            ann = _label(ax, point, fallback or slot)
+            box = _text_box(ann, renderer)
+        placed.append(ann)
+        boxes.append(box)
+    return placed
+
+
+def _latency_panel(ax: Any, result: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """Latency (x) against mAP@0.5 (y) per artifact, and the fp32 floor. Returns the points to
+    name ``(name, x, y, colour)`` and the texts their names must not cover."""
+    points = []
+    for i, (key, a) in enumerate(result["artifacts"].items()):
         x, y = a["latency_ms"]["p50"], a.get("map50")
         if y is not None and not math.isnan(y):
-            ax1.scatter([x], [y], s=40)
-            ax1.annotate(key, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        hist = (a.get("parity") or {}).get("iou_histogram")
-        if hist and sum(hist["counts"]):
-            ax2.stairs(hist["counts"], hist["edges"], label=key, linewidth=1.5)
+            dot = ax.scatter([x], [y], s=40, marker="osD^vP"[i % 6], zorder=3)
+            name = key + (f" {MARK}" if a.get("disturbed") else "")
+            points.append((name, x, y, dot.get_facecolor()[0]))
+    texts = []
     ref = result["artifacts"].get(result["reference"], {})
+    right = max([p[1] for p in points] or [1.0])
     if "floor_ms" in (ref.get("compute") or {}):
         floor, dev = ref["compute"]["floor_ms"], ref["device"]
         roof = result["header"]["compute"]["roofs"][dev]["gflops_per_s"]
-        ax1.axvline(floor, color="grey", linestyle="--", linewidth=1)
-        ax1.annotate(
+        ax.axvline(floor, color="grey", linestyle="--", linewidth=1)
+        texts.append(ax.annotate(
             f"fastest fp32 at {roof:.0f} GFLOP/s ({dev})", (floor, 0.02), rotation=90,
             xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
             fontsize=7, color="grey",
-        )  # fmt: skip
-        ax1.set_xlim(left=0)
-    ax1.set(xlabel="latency p50, batch 1 (ms)", ylabel="mAP@0.5", title="latency vs accuracy")
-    ax1.grid(alpha=0.3)
-    ax2.set(
-        xlabel="1 − IoU with the PyTorch box (≤1e-6 in the first bin)",
-        ylabel="matched pairs",
-        title="distribution of matched-box IoU",
-    )
-    ax2.set_xscale("log")
-    ax2.grid(alpha=0.3)
-    if ax2.get_legend_handles_labels()[0]:
-        ax2.legend(fontsize=8)
-    fig.suptitle(f"edgeyolo bench — {result['header']['machine']['cpu']}", fontsize=10)
+        ))  # fmt: skip
+        right = max(right, floor)
+    ax.set_xlim(0, right * 1.3)
+    ys = [p[2] for p in points]
+    ax.set_ylim(*_map_limits(ys))
+    if ys and max(ys) < 0.01:
+        texts.append(ax.text(
+            0.5, 0.92, "every mAP@0.5 < 0.01: an undertrained model?", transform=ax.transAxes,
+            ha="center", va="top", fontsize=9, color="firebrick",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9},
+        ))  # fmt: skip
+    ax.set(xlabel="latency p50, batch 1 (ms)", ylabel="mAP@0.5", title="latency vs accuracy")
+    ax.grid(alpha=0.3)
+    return points, texts
+
+
+def _iou_panel(ax: Any, result: dict[str, Any]) -> None:
+    """Each artifact's histogram of ``1 - IoU`` over matched pairs (log x); a centred note
+    instead where no artifact has a matched pair."""
+    compared = {k: a["parity"] for k, a in result["artifacts"].items() if a.get("parity")}
+    drawn = [k for k, p in compared.items() if sum(p["iou_histogram"]["counts"])]
+    ax.set_title("distribution of matched-box IoU")
+    if not drawn:
+        what = "no matched boxes" if compared else "no exported model benched"
+        ax.text(0.5, 0.5, f"{what}: nothing to compare", transform=ax.transAxes, ha="center",
+                va="center", fontsize=11, color="dimgrey")  # fmt: skip
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    for k in drawn:
+        h = compared[k]["iou_histogram"]
+        ax.stairs(h["counts"], h["edges"], label=k, linewidth=1.5)
+    ax.set_xscale("log")
+    ax.set(xlabel="1 − IoU with the PyTorch box (≤1e-6 in the first bin)", ylabel="matched pairs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    empty = [k for k in compared if k not in drawn]
+    if empty:
+        ax.text(0.02, 0.97, "no matched boxes: " + ", ".join(empty), transform=ax.transAxes,
+                va="top", fontsize=8, color="dimgrey")  # fmt: skip
+
+
+def plot_figure(result: dict[str, Any]) -> Any:
+    """The ``matplotlib.figure.Figure`` of bench.png (no pyplot state): batch-1 p50 latency vs
+    mAP@0.5 per artifact, and each artifact's matched-IoU histogram against the reference."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.8))
+    canvas = FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    points, texts = _latency_panel(ax1, result)
+    _iou_panel(ax2, result)
+    title = f"edgeyolo bench — {result['header']['machine']['cpu']}"
+    disturbed = (result.get("stability") or {}).get("disturbed")
+    if disturbed:
+        title += f" — DISTURBED: latencies marked {MARK} are unreliable (see bench.md)"
+    fig.suptitle(title, fontsize=10, color="firebrick" if disturbed else "black")
     fig.tight_layout()
+    renderer = canvas.get_renderer()  # after the layout: the final positions
+    _place_labels(ax1, points, renderer, [t.get_window_extent(renderer) for t in texts])
+    return fig
+
+
+def plot_report(result: dict[str, Any], path: str | Path) -> Path:
+    """Write :func:`plot_figure` as a PNG at ``path``. Needs matplotlib."""
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_figure(result).savefig(path, dpi=120)
     return path
 
 
@@ -296,13 +486,17 @@ def _fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
 def print_report(result: dict[str, Any], console: Any = None) -> None:
     """The summary as a rich table, then the notes (what was not benched, and why)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
     s = result["header"]["settings"]
+    dl = disturbed_line(result)
+    if dl:
+        console.print(dl, style="bold red", highlight=False, soft_wrap=True, markup=False)
     table = Table(
         title=f"edgeyolo bench: {s['images']} {s['split']} images, {s['img_size']} px",
-        caption=s["isolation"],
+        caption=s["isolation"] + (f"; {MARK}: timed while disturbed" if dl else ""),
     )
     rows = [
         {
@@ -328,4 +522,4 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
         table.add_row(*(r[c] for c in cols))
     console.print(table)
     for n in _notes(result):
-        console.print(f"[yellow]note:[/] {n}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(n)}", highlight=False, soft_wrap=True)

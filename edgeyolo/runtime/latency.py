@@ -11,10 +11,16 @@ Stage times (host→device copy, compute, device→host copy, postprocess) come 
 itself (``backend.last_times`` after each ``infer``: CUDA events on a GPU, perf_counter on a
 CPU); they are averaged over the timed runs. Preprocessing (letterbox of one camera frame) is
 timed here, on the CPU, because it is the same code for every backend.
+
+A latency measured while other work held the cores is not the model's latency: on a busy machine
+the bench once put a checkpoint at 691 ms that takes 39 ms on a quiet one. :func:`judge_stability`
+decides, from three signals with the thresholds below, whether a run was *disturbed*; the report
+then says so instead of quoting ratios as if clean.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,9 +30,17 @@ from typing import Any, Protocol
 import numpy as np
 
 __all__ = [
+    "LOAD_PER_CORE_MAX",
+    "ROOF_DRIFT_MAX",
+    "SPREAD_MAX",
+    "SPREAD_MIN_MS",
     "BackendTiming",
     "LatencyStats",
     "TimedBackend",
+    "available_cores",
+    "judge_stability",
+    "load_average",
+    "noisy_series",
     "preprocess_frame",
     "time_backend",
     "time_model",
@@ -37,6 +51,25 @@ __all__ = [
 
 Timer = Callable[[], float]
 """A clock in seconds (``time.perf_counter``)."""
+
+#: Largest change of the fp32 matmul roof between the measurement before the timed runs and the
+#: one after, relative to the larger of the two, for a quiet run. The roof is the *fastest* of 5
+#: calls per size, so a short hiccup does not move it; a change beyond 10 % means other work held
+#: the cores for seconds, through every call of one measurement but not the other.
+ROOF_DRIFT_MAX = 0.10
+#: Largest p99 / p50 of one latency series (one artifact, one batch size) for a quiet run. Quiet
+#: CPU series keep their p99 within 1.03-1.32× of p50 (bench/results/bench_cpu, 100 runs each); a
+#: call that lost its core to another process for a scheduler slice or more takes a multiple of
+#: its median, so 2× leaves room for the quiet tail and still catches a preempted one.
+SPREAD_MAX = 2.0
+#: ...and the p99 must also exceed p50 by this many ms: below it, a sub-millisecond (GPU) series
+#: is spread by Python and timer jitter, which no other process causes.
+SPREAD_MIN_MS = 1.0
+#: Largest 1-minute load average per core available to the bench, read before and after the
+#: timed runs. Above 1.0, runnable threads outnumber the cores, so some wait for one. The bench's
+#: own intra-op threads count in the reading after the runs, but there are at most as many as
+#: cores, so a reading above the core count still means other work competed.
+LOAD_PER_CORE_MAX = 1.0
 
 
 class TimedBackend(Protocol):
@@ -267,6 +300,112 @@ def time_model_isolated(path: str | Path, **kwargs: Any) -> dict[str, Any]:
             "error": f"timing process failed: {one_line(e)}",
             "unavailable": False,
         }
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (``os.getloadavg()[0]``), ``None`` where the OS has none."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def noisy_series(batches: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Why each of an artifact's latency series is too spread to trust (empty when none is).
+
+    Args:
+        batches: batch size (``"1"``, ``"8"``, ...) → statistics holding at least ``p50`` and
+            ``p99`` in ms (:class:`LatencyStats` fields).
+
+    A series is noisy when ``p99 > SPREAD_MAX * p50`` and ``p99 - p50 > SPREAD_MIN_MS``.
+    """
+    out = []
+    for b, s in sorted(batches.items(), key=lambda kv: int(kv[0])):
+        p50, p99 = float(s["p50"]), float(s["p99"])
+        if p50 > 0 and p99 > SPREAD_MAX * p50 and p99 - p50 > SPREAD_MIN_MS:
+            out.append(
+                f"batch {b}: p99 {p99:.1f} ms is {p99 / p50:.1f}× its p50 {p50:.1f} ms "
+                f"(> {SPREAD_MAX:g}×)"
+            )
+    return out
+
+
+def judge_stability(
+    *,
+    roof_before: float | None,
+    roof_after: float | None,
+    load_before: float | None,
+    load_after: float | None,
+    cores: int,
+    noisy: Mapping[str, Sequence[str]],
+) -> dict[str, Any]:
+    """Whether a bench run was disturbed by other work on the machine, and why (pure).
+
+    Args:
+        roof_before, roof_after: the CPU's fp32 matmul roof in GFLOP/s measured just before the
+            first and just after the last timed run (``None``: not measured).
+        load_before, load_after: the 1-minute load average at the same moments (``None``:
+            unknown on this OS).
+        cores: the CPUs available to the bench.
+        noisy: artifact → its :func:`noisy_series` reasons.
+
+    Returns:
+        JSON-ready ``{"disturbed", "machine_busy", "reasons": [str], "roof_before_gflops",
+        "roof_after_gflops", "roof_drift", "loadavg_before", "loadavg_after", "cores",
+        "thresholds"}``. ``disturbed``: any signal crossed its threshold (:data:`ROOF_DRIFT_MAX`,
+        :data:`LOAD_PER_CORE_MAX`, :data:`SPREAD_MAX`); ``machine_busy``: the roof or the load
+        did, so every timing of the run is suspect, not only the noisy series. A signal not
+        measured is not judged.
+    """
+    if cores < 1:
+        raise ValueError(f"need cores >= 1, got {cores}")
+    reasons: list[str] = []
+    drift = None
+    if (
+        roof_before is not None
+        and roof_after is not None
+        and (0 < min(roof_before, roof_after) <= max(roof_before, roof_after) < float("inf"))
+    ):
+        drift = abs(roof_after - roof_before) / max(roof_before, roof_after)
+        if drift > ROOF_DRIFT_MAX:
+            moved = "fell" if roof_after < roof_before else "rose"
+            reasons.append(
+                f"the fp32 roof {moved} {drift:.0%} between before and after the timed runs "
+                f"({roof_before:.0f} → {roof_after:.0f} GFLOP/s; > {ROOF_DRIFT_MAX:.0%})"
+            )
+    for when, load in (("before", load_before), ("after", load_after)):
+        if load is not None and load > LOAD_PER_CORE_MAX * cores:
+            reasons.append(
+                f"1-minute load average {load:.1f} {when} the timed runs, over the {cores} "
+                "cores the bench can use"
+            )
+    machine_reasons = len(reasons)
+    reasons += [f"{key}: {why}" for key, whys in noisy.items() for why in whys]
+    return {
+        "disturbed": bool(reasons),
+        "machine_busy": machine_reasons > 0,
+        "reasons": reasons,
+        "roof_before_gflops": roof_before,
+        "roof_after_gflops": roof_after,
+        "roof_drift": drift,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "cores": cores,
+        "thresholds": {
+            "roof_drift": ROOF_DRIFT_MAX,
+            "p99_over_p50": SPREAD_MAX,
+            "p99_minus_p50_ms": SPREAD_MIN_MS,
+            "loadavg_per_core": LOAD_PER_CORE_MAX,
+        },
+    }
 
 
 def one_line(e: BaseException) -> str:

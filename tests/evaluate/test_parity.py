@@ -46,11 +46,26 @@ def test_one_to_one_and_empty_images():
     one = dets([[0, 0, 10, 10]], [0.9], [1])
     assert parity([one], [twice]).matched == 1
     empty = Detections.empty()
-    p = parity([empty], [empty])
-    assert p.matched_fraction == 1.0 and math.isnan(p.mean_iou)
     assert parity([one], [empty]).matched_fraction == 0.0
     with pytest.raises(ValueError, match="2 reference images but 1"):
         parity([one, one], [one])
+
+
+def test_no_box_on_either_side_is_nothing_to_compare_not_agreement():
+    """Neither side found a box: the fraction is None (JSON null), not a perfect 1.0."""
+    import json
+
+    from edgeyolo.evaluate.parity import parity_report
+
+    empty = Detections.empty()
+    p = parity([empty, empty], [empty, empty])
+    assert p.matched_fraction is None and p.matched == 0 and math.isnan(p.mean_iou)
+    r = parity_report([empty, A], [empty, A])
+    assert r.images[0].matched_fraction is None and r.images[1].matched_fraction == 1.0
+    assert r.summary.matched_fraction == 1.0  # boxes on one image: the totals compare them
+    assert [w.index for w in r.worst] == [1]
+    d = json.loads(json.dumps(parity_report([empty], [empty]).to_dict(per_image=True)))
+    assert d["matched_fraction"] is None and d["images"][0]["matched_fraction"] is None
 
 
 def test_report_counts_missed_extra_and_class_disagreement():

@@ -3,14 +3,19 @@ about what could not be benched."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from edgeyolo.cli import app
+from edgeyolo.cpuinfo import cpu_summary
 from edgeyolo.export.tensorrt import tensorrt_version
 from edgeyolo.runtime.bench import print_report, run_bench, to_markdown, write_report
 
@@ -56,12 +61,21 @@ def test_bench_json_has_the_stable_keys(result):
     assert p["ref_count"] > 20 and p["matched_fraction"] > 0.95 and p["p5_iou"] > 0.999
     assert sum(p["iou_histogram"]["counts"]) == p["matched"]
     assert arts["model_fp16.onnx"]["precision"] == "fp16"
+    st = result["stability"]  # quiet or not (a test machine may be busy): the block is there
+    assert {"disturbed", "reasons", "roof_before_gflops", "roof_after_gflops"} <= set(st)
+    assert {"loadavg_before", "loadavg_after", "cores", "thresholds"} <= set(st)
+    assert st["roof_after_gflops"] == result["header"]["compute"]["roofs"]["cpu"]["gflops_per_s"]
+    assert st["roof_before_gflops"] > 0 and st["disturbed"] == bool(st["reasons"])
+    for a in arts.values():
+        assert isinstance(a["disturbed"], bool) and a["disturbed"] == bool(a["disturbed_reasons"])
+    assert result["notes"] == []  # no int8 graph here
 
 
 def test_bench_header_says_how_it_was_measured(result, mnist_small_yaml):
     h = result["header"]
     assert {"date", "command", "machine", "versions", "settings", "thresholds"} <= set(h)
     assert {"cpu", "cores", "gpu"} <= set(h["machine"])
+    assert h["machine"]["cpu_flags"] == cpu_summary()  # e.g. "x86_64 avx2 avx512f avx512_vnni"
     assert {"torch", "onnxruntime", "tensorrt"} <= set(h["versions"])
     s = h["settings"]
     assert (s["batch_sizes"], s["runs"], s["isolate"], s["images"]) == ([1, 2], 3, False, 2)
@@ -183,7 +197,8 @@ def test_unavailable_and_broken_models_are_reported_not_guessed(
         **FAST,
     )
     assert list(r["artifacts"]) == ["busy.pt"]
-    assert len(r["failed"]) == 1 and r["failed"][0].startswith("broken.onnx: ExportError")
+    assert len(r["failed"]) == 1  # ModelFileError: an ExportError for an unreadable file
+    assert r["failed"][0].startswith(("broken.onnx: ExportError", "broken.onnx: ModelFileError"))
     if tensorrt_version() is None:
         assert r["not_available"] == ["model_fp32.engine: TensorRT not installed: not benched"]
         assert "not benched" in to_markdown(r)
@@ -255,3 +270,203 @@ def test_the_checkpoint_in_fp16_is_benched_against_its_fp32_self(
     assert p["ref_count"] > 20 and p["matched_fraction"] > 0.9 and p["mean_iou"] > 0.98
     assert arts["busy.pt"]["parity"] is None and r["failed"] == []
     assert "| busy.pt (fp16) | pytorch | fp16 |" in to_markdown(r)
+
+
+def _spin_forever_ish(seconds: float) -> list[subprocess.Popen]:
+    """One more CPU-bound process than this process may use, each spinning for at most
+    ``seconds`` (the caller kills them sooner)."""
+    from edgeyolo.runtime.latency import available_cores
+
+    loop = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(available_cores() + 1)]
+
+
+def _stop(hogs: list[subprocess.Popen]) -> None:
+    for p in hogs:
+        p.kill()
+        p.wait()
+
+
+def test_a_bench_beside_cpu_hogs_is_reported_disturbed(
+    exported, busy_checkpoint, mnist_small_yaml, monkeypatch, tmp_path
+):
+    """Spinning processes start right after the first roof is read (another job starting on a
+    shared machine mid-bench) and stop after the second: the report must say so."""
+    from edgeyolo.runtime import roofline
+
+    real = roofline.matmul_roof
+    hogs: list[subprocess.Popen] = []
+    calls = []
+
+    def roof_then_hog(**kw):
+        roof = real(**kw)
+        calls.append(kw["device"])
+        if len(calls) == 1:
+            hogs.extend(_spin_forever_ish(120))
+            time.sleep(1.0)  # let them reach full speed before the first timed call
+        else:
+            _stop(hogs)
+        return roof
+
+    monkeypatch.setattr(roofline, "matmul_roof", roof_then_hog)
+    try:
+        r = run_bench(
+            busy_checkpoint,
+            [exported / "model_fp32.onnx"],
+            mnist_small_yaml,
+            batch_sizes=(1,),
+            isolate=False,
+            device="cpu",
+            torch_half=False,
+            **FAST,
+        )
+    finally:
+        _stop(hogs)
+    assert calls == ["cpu", "cpu"]  # the roof before and after the timing, nothing more
+    st = r["stability"]
+    assert st["disturbed"] and st["reasons"], st
+    assert st["roof_before_gflops"] > 0 and st["roof_after_gflops"] > 0
+    assert any(a["disturbed"] and a["disturbed_reasons"] for a in r["artifacts"].values())
+    paths = write_report(r, tmp_path)
+    assert json.loads(paths["json"].read_text())["stability"]["disturbed"] is True
+    md = paths["md"].read_text()
+    assert "**DISTURBED: " in md and "!" in md.split("**DISTURBED: ")[1]
+    console = Console(record=True, width=60)
+    print_report(r, console)
+    assert console.export_text().startswith("DISTURBED: ")
+
+
+def _undertrained(result):
+    """``result`` as an undertrained model's bench: every mAP 0, no box on either side."""
+    z = copy.deepcopy(result)
+    for a in z["artifacts"].values():
+        a["map50"] = a["map50_95"] = 0.0
+        if a["parity"]:
+            a["parity"].update(matched=0, ref_count=0, other_count=0, matched_fraction=None)
+            a["parity"].update(mean_iou=None, p5_iou=None, score_mae=None, worst_images=[])
+            a["parity"]["iou_histogram"]["counts"] = [0] * len(
+                a["parity"]["iou_histogram"]["counts"]
+            )
+    return z
+
+
+def test_no_box_on_either_side_reads_nothing_to_compare(result):
+    z = _undertrained(result)
+    md = to_markdown(z)
+    assert "| model_fp32.onnx | onnxruntime | fp32 |" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| model_fp32.onnx | onnxruntime"))
+    assert "| nothing to compare |" in row and "nan" not in row.lower()
+    console = Console(record=True, width=200)
+    print_report(z, console)
+    assert console.export_text().count("nothing to compare") == 2  # the two graphs
+
+
+def _label_boxes(fig, keys):
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    labels = [t for t in fig.axes[0].texts if t.get_text().split(" ")[0] in keys]
+    return [Text.get_window_extent(t) for t in labels]
+
+
+def test_plot_of_an_undertrained_model_has_a_sane_axis_and_says_nothing_to_compare(result):
+    pytest.importorskip("matplotlib")
+    from edgeyolo.runtime.bench_report import plot_figure
+
+    fig = plot_figure(_undertrained(result))
+    ax1, ax2 = fig.axes
+    lo, hi = ax1.get_ylim()
+    assert -0.01 < lo < 0.0 and hi - lo >= 0.1  # not -0.04..0.04: mAP cannot be negative
+    assert any("undertrained" in t.get_text() for t in ax1.texts)
+    assert [t.get_text() for t in ax2.texts] == ["no matched boxes: nothing to compare"]
+    assert ax2.get_xscale() == "linear" and len(ax2.get_xticks()) == 0 and not ax2.lines
+    boxes = _label_boxes(fig, result["artifacts"])
+    assert len(boxes) == 3  # the checkpoint and the two graphs, each named once
+
+
+def test_plot_labels_of_coinciding_points_never_overlap(result):
+    """Four graphs at the same latency and mAP: each name gets its own place."""
+    pytest.importorskip("matplotlib")
+    from edgeyolo.runtime.bench_report import plot_figure
+
+    z = copy.deepcopy(result)
+    onnx = z["artifacts"]["model_fp32.onnx"]
+    for i in range(2, 5):
+        z["artifacts"][f"copy{i}.onnx"] = copy.deepcopy(onnx)
+    for k, a in z["artifacts"].items():  # a trained-looking set of mAPs
+        a["map50"] = 0.97 if k != "busy.pt" else 0.968
+    fig = plot_figure(z)
+    boxes = _label_boxes(fig, z["artifacts"])
+    assert len(boxes) == len(z["artifacts"]) == 6
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1 :])
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo < 0.968 and 0.97 < hi <= 1.01 and hi - lo >= 0.1
+    ax2 = fig.axes[1]
+    assert ax2.get_xscale() == "log" and not ax2.texts  # every graph has matched pairs
+    assert {t.get_text() for t in ax2.get_legend().get_texts()} == set(z["artifacts"]) - {"busy.pt"}
+
+
+def test_a_disturbed_series_marks_its_figures_and_the_ratios_that_use_it(result):
+    z = copy.deepcopy(result)
+    why = "batch 1: p99 25.0 ms is 2.5× its p50 10.0 ms (> 2×)"
+    z["stability"].update(disturbed=True, machine_busy=False, reasons=[f"model_fp16.onnx: {why}"])
+    for k, a in z["artifacts"].items():
+        bad = k == "model_fp16.onnx"
+        a.update(disturbed=bad, disturbed_reasons=[why] if bad else [])
+    md = to_markdown(z)
+    table = md.split("**DISTURBED: model_fp16.onnx: batch 1: p99 25.0 ms")[1].split("\n\n")[1]
+    rows = {ln.split(" | ")[0][2:]: ln.split(" | ") for ln in table.splitlines()}
+    # model, backend, precision, p50, p99, × PyTorch
+    assert not rows["busy.pt"][3].endswith("!") and rows["busy.pt"][5] == "1.00"
+    assert not rows["model_fp32.onnx"][3].endswith("!")
+    assert not rows["model_fp32.onnx"][5].endswith("!")
+    assert all(c.endswith("!") for c in rows["model_fp16.onnx"][3:6])
+    z["artifacts"]["busy.pt"]["disturbed"] = True  # the reference: every ratio is suspect
+    rows = [ln.split(" | ") for ln in to_markdown(z).splitlines() if ln.startswith("| model_fp32")]
+    assert rows[0][5].endswith("!")
+    for width in (60, 200):
+        console = Console(record=True, width=width)
+        print_report(z, console)
+        text = console.export_text()
+        assert text.startswith("DISTURBED: model_fp16.onnx: batch 1") and "unreliable" in text
+
+
+def test_an_int8_graph_for_vnni_on_a_cpu_without_it_gets_a_note(
+    exported, busy_checkpoint, mnist_small_yaml, monkeypatch, tmp_path
+):
+    from edgeyolo import cpuinfo
+    from edgeyolo.runtime.bench import _cpu_target_notes
+
+    folder = tmp_path / "export"
+    shutil.copytree(exported, folder)
+    shutil.copy(folder / "model_fp32.onnx", folder / "model_int8.onnx")
+    man = json.loads((folder / "manifest.json").read_text())
+    fp32 = next(a for a in man["artifacts"] if a["file"] == "model_fp32.onnx")
+    entry = {**fp32, "file": "model_int8.onnx", "precision": "int8", "cpu_target": "vnni"}
+    man["artifacts"].append(entry)
+    (folder / "manifest.json").write_text(json.dumps(man))
+    monkeypatch.setattr(cpuinfo, "has_vnni", lambda flags=None: False)
+    r = run_bench(
+        busy_checkpoint,
+        [folder / "model_int8.onnx"],
+        mnist_small_yaml,
+        batch_sizes=(1,),
+        isolate=False,
+        device="cpu",
+        torch_half=False,
+        **FAST,
+    )
+    a = r["artifacts"]["model_int8.onnx"]
+    assert (a["precision"], a["cpu_target"]) == ("int8", "vnni")
+    assert len(r["notes"]) == 1
+    note = r["notes"][0]
+    assert note.startswith("model_int8.onnx: an int8 graph for another CPU (cpu_target vnni")
+    assert f"this CPU ({cpu_summary()}) has neither" in note and "may saturate" in note
+    assert f"- {note}" in to_markdown(r)
+    console = Console(record=True, width=60)
+    print_report(r, console)
+    assert "note: model_int8.onnx: an int8 graph for another CPU" in console.export_text()
+    assert _cpu_target_notes([{"key": "x.onnx", "cpu_target": "any"}]) == []
+    monkeypatch.setattr(cpuinfo, "has_vnni", lambda flags=None: True)
+    assert _cpu_target_notes([{"key": "x.onnx", "cpu_target": "vnni"}]) == []

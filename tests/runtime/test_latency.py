@@ -105,3 +105,76 @@ def test_preprocess_is_the_shared_letterbox_in_chw_0_to_1():
     assert x[0, 0, 0, 0] == pytest.approx(114 / 255)  # the letterbox's padding row
     s = time_preprocess(frame, 64, warmup=1, runs=3)
     assert s.n == 3 and s.min > 0
+
+
+QUIET = {
+    "roof_before": 100.0,
+    "roof_after": 95.0,  # 5 % lower: within ROOF_DRIFT_MAX
+    "load_before": 1.5,
+    "load_after": 2.0,  # = the cores: not above them
+    "cores": 2,
+    "noisy": {},
+}
+
+
+def test_a_run_within_every_threshold_is_not_disturbed():
+    from edgeyolo.runtime.latency import judge_stability
+
+    v = judge_stability(**QUIET)
+    assert (v["disturbed"], v["machine_busy"], v["reasons"]) == (False, False, [])
+    assert v["roof_drift"] == pytest.approx(0.05)
+    assert (v["roof_before_gflops"], v["roof_after_gflops"]) == (100.0, 95.0)
+    assert (v["loadavg_before"], v["loadavg_after"], v["cores"]) == (1.5, 2.0, 2)
+    assert v["thresholds"]["roof_drift"] == 0.10 and v["thresholds"]["p99_over_p50"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"roof_after": 85.0}, "the fp32 roof fell 15% between before and after"),
+        ({"roof_before": 50.0}, "the fp32 roof rose 47% between before and after"),
+        ({"load_before": 2.5}, "1-minute load average 2.5 before the timed runs, over the 2 cores"),
+        ({"load_after": 6.0, "cores": 4}, "1-minute load average 6.0 after the timed runs, over"),
+    ],
+)
+def test_a_busy_machine_is_disturbed_and_every_timing_suspect(change, says):
+    from edgeyolo.runtime.latency import judge_stability
+
+    v = judge_stability(**{**QUIET, **change})
+    assert v["disturbed"] and v["machine_busy"]
+    assert len(v["reasons"]) == 1 and v["reasons"][0].startswith(says)
+
+
+def test_a_noisy_series_disturbs_the_run_but_not_the_machine():
+    from edgeyolo.runtime.latency import judge_stability, noisy_series
+
+    batches = {
+        "1": {"p50": 10.0, "p99": 25.0},  # 2.5x, 15 ms over: a preempted call
+        "8": {"p50": 80.0, "p99": 150.0},  # 1.9x: a quiet tail
+        "2": {"p50": 0.2, "p99": 1.0},  # 5x but 0.8 ms over: sub-ms jitter, not other work
+    }
+    why = noisy_series(batches)
+    assert why == ["batch 1: p99 25.0 ms is 2.5× its p50 10.0 ms (> 2×)"]
+    assert noisy_series({"1": {"p50": 10.0, "p99": 20.0}}) == []  # exactly 2x is not beyond
+    v = judge_stability(**{**QUIET, "noisy": {"model.onnx": why}})
+    assert v["disturbed"] and not v["machine_busy"]
+    assert v["reasons"] == [f"model.onnx: {why[0]}"]
+
+
+def test_signals_not_measured_are_not_judged():
+    from edgeyolo.runtime.latency import judge_stability
+
+    v = judge_stability(
+        roof_before=None, roof_after=10.0, load_before=None, load_after=None, cores=1, noisy={}
+    )
+    assert not v["disturbed"] and v["roof_drift"] is None
+    with pytest.raises(ValueError, match="cores >= 1"):
+        judge_stability(**{**QUIET, "cores": 0})
+
+
+def test_load_and_cores_are_read_from_the_os():
+    from edgeyolo.runtime.latency import available_cores, load_average
+
+    assert available_cores() >= 1
+    load = load_average()
+    assert load is None or load >= 0.0
