@@ -126,10 +126,15 @@ def main() -> None:
             rows[key] = {"map50": m.map50, "map50_95": m.map50_95, "parity": par}
             if prec == "int8":
                 gates[method] = {**art["gate"], "kept_fp32": art["kept_fp32"]}
+            matched = par["matched_fraction"]
             print(
                 f"{key:18s} mAP@0.5 {m.map50:.4f}  mAP@0.5:0.95 {m.map50_95:.4f}  "
-                f"matched {par['matched_fraction']:.3f}  mean IoU {par['mean_iou']:.4f}  "
-                f"max|Δscore| {par['max_score_diff']:.3g}",
+                + (
+                    "no boxes on either side: nothing to compare"
+                    if matched is None
+                    else f"matched {matched:.3f}  mean IoU {par['mean_iou']:.4f}  "
+                    f"max|Δscore| {par['max_score_diff']:.3g}"
+                ),
                 flush=True,
             )
 
