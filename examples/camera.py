@@ -14,7 +14,7 @@ from edgeyolo import Detector
 GREEN, RED, FONT = (0, 200, 0), (0, 0, 255), cv2.FONT_HERSHEY_SIMPLEX
 model, source = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "0"
 cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
-with Detector(model, conf_thres=0.25) as det:
+with Detector(model) as det:  # the thresholds the model was exported with
     t_last = time.perf_counter()
     while True:
         ok, frame = cap.read()  # BGR, any size
