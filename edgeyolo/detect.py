@@ -8,14 +8,19 @@ all fit it.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,32 +30,106 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from edgeyolo.errors import DataError, EdgeYoloError
+from edgeyolo.data.records import Problem, describe_problems
+from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
 from edgeyolo.visualize import draw_detections
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov"})
 _DEFAULT_FPS = 30.0
+#: Pillow modes with more than 8 bits per sample: decoded by OpenCV, which scales them to 8 bits
+#: (Pillow's conversion to RGB would clip them).
+_WIDE_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 Frame = tuple[str, np.ndarray, int | None]
 """``(name, uint8[H, W, 3] RGB, frame index or None for still images)``."""
 
 
+def _identify(path: Path) -> str | None:
+    """Why ``path`` is not an image, from its header alone (cheap), or ``None`` if it looks
+    like one. Damage further in (a truncated JPEG) shows when it is decoded."""
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018 (the header is parsed by open; size proves it)
+    except FileNotFoundError:
+        return "image not found"
+    except UnidentifiedImageError:
+        if path.stat().st_size == 0:
+            return "cannot read image: the file is empty"
+        return "cannot read image: not an image file (no image format matches its first bytes)"
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"cannot read image: {' '.join(str(e).split()) or type(e).__name__}"
+    return None
+
+
 def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError("cannot read this image (corrupt or not an image)", file=path)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """Decode ``path`` as ``uint8[H, W, 3]`` RGB, upright by its EXIF orientation.
+
+    Pillow decodes fully and, with ``ImageFile.LOAD_TRUNCATED_IMAGES`` off (its default), raises
+    on a truncated file, where OpenCV's imread prints libjpeg's "Premature end of JPEG file" on
+    stderr and returns the image with its missing rows grey. It is also how the training and
+    evaluation data are read (:func:`edgeyolo.data.dataset.read_rgb`).
+
+    Raises:
+        DataError: naming the file and Pillow's reason (e.g. "image file is truncated").
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in _WIDE_MODES:
+                wide = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+                if wide is None:
+                    raise OSError(f"OpenCV cannot decode this {im.mode} image")
+                return cv2.cvtColor(wide, cv2.COLOR_BGR2RGB)
+            upright = ImageOps.exif_transpose(im)
+            return np.array(upright.convert("RGB"))  # writable, unlike np.asarray's view
+    except FileNotFoundError as e:
+        raise DataError("image not found (removed while running?)", file=path) from e
+    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image: {e}", file=path) from e
+    except (OSError, SyntaxError, ValueError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(f"cannot read image: {reason}", file=path) from e
+
+
+@contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV's log silenced for a block: a failed open prints "[ WARN:0@...] can't open camera
+    by index" (OpenCV) or "moov atom not found" (FFmpeg) lines on stderr, where our own one-line
+    error says it better. FFmpeg's level comes from ``OPENCV_FFMPEG_LOGLEVEL`` when OpenCV opens
+    a file; a value the user set is left alone."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    unset = "OPENCV_FFMPEG_LOGLEVEL" not in os.environ
+    if unset:
+        os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "8"  # AV_LOG_FATAL
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+        if unset:
+            os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
 
 
 def _open_capture(target: str | int) -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(target)
-    if not cap.isOpened():
-        cap.release()
-        what = f"camera {target}" if isinstance(target, int) else "video"
-        raise DataError(f"cannot open {what}", file=None if isinstance(target, int) else target)
-    return cap
+    with _quiet_opencv():
+        cap = cv2.VideoCapture(target)
+        opened = cap.isOpened()
+    if opened:
+        return cap
+    cap.release()
+    if isinstance(target, int):
+        raise DataError(
+            f"cannot open camera {target}: no such camera, or it is busy or not permitted "
+            "(on Linux `ls /dev/video*` lists cameras; close other programs using it); "
+            "or give a video file, an image or a folder"
+        )
+    raise DataError(
+        "cannot open this video: it is damaged, not a video, or in a codec this OpenCV build "
+        "cannot decode; re-encode it (e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`) or give images",
+        file=target,
+    )
 
 
 @dataclass
@@ -62,18 +141,44 @@ class _Source:
     camera: int | None = None
     total: int | None = None
     fps: float = _DEFAULT_FPS
+    #: Images found unreadable before decoding (by :meth:`scan`), by path.
+    bad: dict[Path, str] = field(default_factory=dict)
+    #: The camera's capture, opened by :func:`_resolve` so that a missing camera is found early.
+    cap: cv2.VideoCapture | None = None
+    #: Frames read from a video that ended before the frame count its header gives.
+    short_read: int | None = None
 
     @property
     def stem(self) -> str:
         return f"camera{self.camera}" if self.kind == "camera" else self.files[0].stem
 
-    def frames(self) -> Iterator[Frame]:
+    def scan(self) -> list[Problem]:
+        """Find the image files that are not images at all (header only); see :func:`_identify`."""
+        for path in self.files if self.kind == "images" else []:
+            reason = _identify(path)
+            if reason is not None:
+                self.bad[path] = reason
+        return [Problem(str(p), None, r) for p, r in self.bad.items()]
+
+    def items(self, *, skip_bad: bool) -> Iterator[Frame | Problem]:
+        """Frames in order; with ``skip_bad``, a :class:`Problem` in place of each bad image."""
         if self.kind == "images":
             for path in self.files:
-                yield path.name, _read_image(path), None
+                try:
+                    if path in self.bad:
+                        raise DataError(self.bad[path], file=path)
+                    yield path.name, _read_image(path), None
+                except DataError as e:
+                    if not skip_bad:
+                        raise DataError(f"{e.reason}; {_FIX}", file=path) from e
+                    yield Problem(str(path), None, e.reason)
             return
-        target: str | int = str(self.files[0]) if self.kind == "video" else int(self.camera or 0)
-        cap = _open_capture(target)
+        yield from self.stream()
+
+    def stream(self) -> Iterator[Frame]:
+        """The frames of a video or camera; its capture is released when this ends or closes."""
+        cap = self.cap or _open_capture(str(self.files[0]))
+        self.cap = None
         try:
             fps = cap.get(cv2.CAP_PROP_FPS)
             if fps > 0:
@@ -86,13 +191,32 @@ class _Source:
                     break
                 yield name, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), index
                 index += 1
+            if self.kind == "video" and self.total is not None and 0 < index < self.total:
+                self.short_read = index
+            if index == 0:
+                what = f"camera {self.camera}" if self.kind == "camera" else "this video"
+                raise DataError(
+                    f"{what} opened, but not one frame could be read from it (damaged, empty, "
+                    "or a codec this OpenCV build cannot decode)",
+                    file=None if self.kind == "camera" else self.files[0],
+                )
         finally:
             cap.release()
+
+    def close(self) -> None:
+        """Release a capture that was opened and never read."""
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+_FIX = "remove or replace it, or pass --skip-bad to skip damaged images"
 
 
 def _resolve(source: str | Path) -> _Source:
     if isinstance(source, str) and source.isdigit() and not Path(source).exists():
-        return _Source("camera", [], camera=int(source))
+        index = int(source)
+        return _Source("camera", [], camera=index, cap=_open_capture(index))
     path = Path(source)
     if not path.exists():
         raise DataError("no such file or directory", file=path)
@@ -101,7 +225,11 @@ def _resolve(source: str | Path) -> _Source:
             p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not files:
-            raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) here", file=path)
+            raise DataError(
+                f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder (subfolders are "
+                "not searched); give the folder that holds the images, a video or a camera index",
+                file=path,
+            )
         return _Source("images", files, total=len(files))
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
@@ -130,11 +258,17 @@ def iter_sources(source: str | Path) -> Iterator[Frame]:
         camera), ``index`` the frame number in a video or camera stream, ``None`` for images.
 
     Raises:
-        DataError: the path is missing, is of an unsupported type, a folder holds no image, an
-            image cannot be decoded (raised when it is reached), or a video or camera cannot be
-            opened. Path problems are raised by this call, not at the first frame.
+        DataError: the path is missing, is of an unsupported type, a folder holds no image, a
+            video or camera cannot be opened (raised by this call), an image cannot be decoded
+            (e.g. a truncated JPEG) or a video gives no frame (raised when it is reached).
     """
-    return _resolve(source).frames()
+    return _frames(_resolve(source))
+
+
+def _frames(src: _Source) -> Iterator[Frame]:
+    for item in src.items(skip_bad=False):
+        if not isinstance(item, Problem):  # skip_bad=False raises instead of giving one
+            yield item
 
 
 def _record(
@@ -178,6 +312,8 @@ def run_detect(
     out: str | Path | None,
     save_json: bool = False,
     show_progress: bool = True,
+    skip_bad: bool = False,
+    console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``predict`` on every frame of ``source``, draw and save the results.
 
@@ -189,29 +325,74 @@ def run_detect(
             stream to ``out/<stem>.mp4`` (mp4v, at the source fps). ``None`` writes nothing.
         save_json: also write the returned list to ``out/detections.json``.
         show_progress: show a rich progress line with the frame count and FPS.
+        skip_bad: skip images that cannot be read (not an image, truncated, damaged) instead of
+            stopping; each is named in a warning and has a record in the result.
+        console: where the progress line and warnings go (default: a new rich Console).
 
     Returns:
         One record per frame: ``{"image": name, "detections": [{"label": name, "bbox": [x1, y1,
         x2, y2] (2 decimals), "score": (4 decimals)}, ...]}``, with ``"frame": index`` added for
-        video and camera frames. Ctrl+C (``KeyboardInterrupt``) ends the run early: the capture and
+        video and camera frames; a skipped image has ``{"image": name, "skipped": reason}``
+        instead, in its place. Ctrl+C (``KeyboardInterrupt``) ends the run early: the capture and
         writer are released and the frames done so far are saved and returned.
 
     Raises:
-        DataError: see :func:`iter_sources`.
+        DataError: see :func:`iter_sources`; without ``skip_bad``, files that are not images
+            are all named before any frame is processed, and an image that fails to decode
+            (truncated) stops the run at that image (``detections.json`` is then not written).
+            With ``skip_bad``, when no image at all can be read.
+        ConfigError: ``save_json`` without ``out``, or ``out`` cannot be written.
         EdgeYoloError: the output video cannot be written.
-        ValueError: ``save_json`` without ``out``.
     """
     if save_json and out is None:
-        raise ValueError("save_json needs an output folder (out)")
+        raise ConfigError("save_json needs an output folder (out)")
+    console = console or Console()
     src = _resolve(source)
-    out_dir = None if out is None else Path(out)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _check_images(src, source, skip_bad=skip_bad, console=console)
+        sink = _Sink(None if out is None else Path(out), src)
+        return _run(src, predict, names, sink, save_json, show_progress, skip_bad, console)
+    finally:
+        src.close()
 
+
+def _check_images(src: _Source, source: str | Path, *, skip_bad: bool, console: Console) -> None:
+    """Name the files of ``src`` that are not images: an error, or (``skip_bad``) a warning."""
+    problems = src.scan()
+    if not problems:
+        return
+    if not skip_bad:
+        if len(problems) == 1:
+            raise DataError(f"{problems[0].reason}; {_FIX}", file=problems[0].file)
+        listed = "; ".join(f"{p.file}: {p.reason}" for p in problems)
+        raise DataError(
+            f"{len(problems)} of {len(src.files)} images cannot be read ({listed}); remove or "
+            "replace them, or pass --skip-bad to skip damaged images",
+            file=source,
+        )
+    if len(problems) == len(src.files):
+        raise DataError(f"none of its {len(problems)} image(s) can be read", file=source)
+    lines = describe_problems(str(source), problems, limit=len(problems))
+    _warn(console, "\n".join(lines))
+
+
+def _warn(console: Console, text: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _run(
+    src: _Source,
+    predict: Predictor,
+    names: Sequence[str],
+    sink: _Sink,
+    save_json: bool,
+    show_progress: bool,
+    skip_bad: bool,
+    console: Console,
+) -> list[dict[str, Any]]:
+    """The frame loop of :func:`run_detect`."""
     results: list[dict[str, Any]] = []
-    writer: cv2.VideoWriter | None = None
-    written: set[str] = set()
-    frames = src.frames()
+    items = src.items(skip_bad=skip_bad)
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]detect[/bold] {task.fields[name]}"),
@@ -219,38 +400,96 @@ def run_detect(
         MofNCompleteColumn(),
         TextColumn("{task.fields[fps]:.1f} FPS"),
         TimeElapsedColumn(),
+        console=console,
         disable=not show_progress,
         transient=False,
     )
+    done, frames = False, 0
     try:
         with progress:
             task = progress.add_task("detect", total=src.total, name="", fps=0.0)
             start = time.perf_counter()
-            for name, frame, index in frames:
+            for item in items:
+                if isinstance(item, Problem):
+                    if Path(item.file) not in src.bad:  # those were named before the run
+                        _warn(console, f"skipped {item}")
+                    results.append({"image": Path(item.file).name, "skipped": item.reason})
+                    progress.update(task, advance=1)
+                    continue
+                name, frame, index = item
                 prediction = _as_arrays(predict(frame))
                 results.append(_record(name, index, prediction, names))
-                if out_dir is not None:
-                    drawn = draw_detections(frame, *prediction, names, bgr=False)
-                    drawn = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
-                    if index is None:
-                        stem = Path(name).stem if Path(name).stem not in written else name
-                        written.add(stem)
-                        cv2.imwrite(str(out_dir / f"{stem}.jpg"), drawn)
-                    else:
-                        if writer is None:
-                            writer = _open_writer(out_dir / f"{src.stem}.mp4", src.fps, drawn)
-                        writer.write(drawn)
-                elapsed = time.perf_counter() - start
-                progress.update(task, advance=1, name=name, fps=len(results) / max(elapsed, 1e-9))
+                sink.frame(name, frame, index, prediction, names)
+                frames += 1
+                fps = frames / max(time.perf_counter() - start, 1e-9)
+                progress.update(task, advance=1, name=name, fps=fps)
+        done = True
     except KeyboardInterrupt:
-        progress.console.print(f"[yellow]interrupted after {len(results)} frames[/yellow]")
+        progress.console.print(f"[yellow]interrupted after {frames} frames[/yellow]")
+        done = True
     finally:
-        frames.close()  # releases a video or camera capture
-        if writer is not None:
-            writer.release()
-        if save_json and out_dir is not None:
-            (out_dir / "detections.json").write_text(json.dumps(results, indent=1))
+        items.close()  # releases a video or camera capture
+        sink.close()
+    if src.short_read is not None:
+        _warn(
+            console,
+            f"{src.files[0]}: the video ended after {src.short_read} of the {src.total} frames its "
+            "header announces (damaged or truncated file?)",
+        )
+    if done and save_json:
+        sink.json(results)
     return results
+
+
+class _Sink:
+    """Where :func:`run_detect` writes: annotated images, one video, ``detections.json``."""
+
+    def __init__(self, out: Path | None, src: _Source) -> None:
+        self.out, self.src = out, src
+        self.writer: cv2.VideoWriter | None = None
+        self.written: set[str] = set()
+        if out is not None:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"--out {out}: cannot create this folder ({e})") from e
+
+    def frame(
+        self,
+        name: str,
+        frame: np.ndarray,
+        index: int | None,
+        prediction: tuple[np.ndarray, np.ndarray, np.ndarray],
+        names: Sequence[str],
+    ) -> None:
+        if self.out is None:
+            return
+        drawn = draw_detections(frame, *prediction, names, bgr=False)
+        drawn = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+        if index is not None:
+            if self.writer is None:
+                path = self.out / f"{self.src.stem}.mp4"
+                self.writer = _open_writer(path, self.src.fps, drawn)
+            self.writer.write(drawn)
+            return
+        stem = Path(name).stem if Path(name).stem not in self.written else name
+        self.written.add(stem)
+        path = self.out / f"{stem}.jpg"
+        if not cv2.imwrite(str(path), drawn):
+            raise ConfigError(f"{path}: cannot write the annotated image (disk full? permissions?)")
+
+    def json(self, results: list[dict[str, Any]]) -> None:
+        assert self.out is not None  # run_detect checked
+        path = self.out / "detections.json"
+        try:
+            path.write_text(json.dumps(results, indent=1))
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot write ({e})") from e
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
 
 
 def _open_writer(path: Path, fps: float, first: np.ndarray) -> cv2.VideoWriter:

@@ -72,3 +72,19 @@ class EngineBuildError(ExportError):
 
 class EngineMismatchError(EdgeYoloError):
     """An engine built for another TensorRT version or GPU than the one running it."""
+
+
+class ModelFileError(ExportError):
+    """A model file (``.pt``, ``.onnx``, ``.engine``) that is missing, damaged or not ours.
+
+    A subclass of :class:`ExportError` because exported graphs and engines are what
+    ``edgeyolo export`` writes: code that caught ``ExportError`` for a missing or unreadable ONNX
+    file still catches this.
+    """
+
+
+class RuntimeBackendError(EdgeYoloError):
+    """A backend (ONNX Runtime, TensorRT, CUDA) failed to open or run a model that loaded.
+
+    The message names the model, the backend and the batch it was given, and what to try.
+    """

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edgeyolo.detect import iter_sources, run_detect
-from edgeyolo.errors import DataError
+from edgeyolo.errors import ConfigError, DataError
+from tests.export.conftest import busy_checkpoint  # noqa: F401 (a session fixture)
 
 NAMES = ("zero", "one", "two")
 BOX = np.array([[4.123, 5.0, 30.0, 40.556]])
@@ -129,7 +130,7 @@ def test_no_output_folder_writes_nothing(folder: Path, tmp_path: Path) -> None:
     results = run_detect(folder, fake_predict, NAMES, out=None, show_progress=False)
     assert len(results) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
-    with pytest.raises(ValueError, match="out"):
+    with pytest.raises(ConfigError, match="out"):
         run_detect(folder, fake_predict, NAMES, out=None, save_json=True, show_progress=False)
 
 
@@ -155,6 +156,261 @@ def test_unopenable_video_and_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
         iter_sources(tmp_path / "empty")
+    with pytest.raises(DataError, match="cannot open camera 99"):
+        iter_sources("99")
     (tmp_path / "x.csv").write_text("1,2")
     with pytest.raises(DataError, match="unsupported"):
         iter_sources(tmp_path / "x.csv")
+
+
+# ------------------------------------------------------------------ damaged inputs
+
+
+def _truncated_jpeg(path: Path) -> Path:
+    """A real JPEG cut in the middle of its image data (libjpeg: "Premature end of JPEG file")."""
+    y, x = np.mgrid[0:96, 0:128]
+    image = np.stack([x * 2, y * 2, x + y], axis=-1).astype(np.uint8)
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _counting(calls: list[int]):
+    def predict(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        calls.append(1)
+        return fake_predict(image)
+
+    return predict
+
+
+def test_truncated_jpeg_stops_the_run_at_that_file(
+    folder: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    _truncated_jpeg(folder / "e_cut.jpg")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"e_cut\.jpg: cannot read image: .*truncated.*--skip-bad"):
+        run_detect(folder, fake_predict, NAMES, out=out, save_json=True, show_progress=False)
+    assert not (out / "detections.json").exists()  # no result file that looks complete
+    with pytest.raises(DataError, match=r"e_cut\.jpg: cannot read image: .*truncated"):
+        list(iter_sources(folder / "e_cut.jpg"))
+    assert "Premature end of JPEG file" not in capfd.readouterr().err
+
+
+def test_files_that_are_not_images_stop_the_run_before_anything_is_written(
+    folder: Path, tmp_path: Path
+) -> None:
+    (folder / "fake.jpg").write_text("this is a text file")
+    calls: list[int] = []
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"fake\.jpg: cannot read image: not an image file"):
+        run_detect(folder, _counting(calls), NAMES, out=out, save_json=True, show_progress=False)
+    assert calls == [] and not out.exists()
+    (folder / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        run_detect(folder, _counting(calls), NAMES, out=out, show_progress=False)
+    message = str(info.value)
+    assert message.startswith(f"{folder}: 2 of 6 images cannot be read")
+    assert "empty.png: cannot read image: the file is empty" in message
+    assert "fake.jpg: cannot read image: not an image file" in message
+    assert "--skip-bad" in message and calls == []
+
+
+def test_skip_bad_names_counts_and_records_every_skipped_file(
+    folder: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    _truncated_jpeg(folder / "e_cut.jpg")  # found when decoded
+    (folder / "fake.jpg").write_text("this is a text file")  # found before the run
+    text = io.StringIO()
+    calls: list[int] = []
+    out = tmp_path / "out"
+    results = run_detect(
+        folder,
+        _counting(calls),
+        NAMES,
+        out=out,
+        save_json=True,
+        show_progress=False,
+        skip_bad=True,
+        console=Console(file=text, width=60),
+    )
+    assert [r["image"] for r in results] == [
+        "a.png",
+        "b.png",
+        "c.png",
+        "d.jpg",
+        "e_cut.jpg",
+        "fake.jpg",
+    ]
+    skipped = {r["image"]: r["skipped"] for r in results if "skipped" in r}
+    assert set(skipped) == {"e_cut.jpg", "fake.jpg"} and len(calls) == 4
+    assert "truncated" in skipped["e_cut.jpg"] and "not an image" in skipped["fake.jpg"]
+    assert json.loads((out / "detections.json").read_text()) == results
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    said = " ".join(text.getvalue().split())
+    assert f"warning: skipped 1 bad input(s) in {folder}: {folder / 'fake.jpg'}: cannot" in said
+    assert f"warning: skipped {folder / 'e_cut.jpg'}: cannot read image" in said
+    assert said.count("fake.jpg") == 1  # named once, before the run
+    assert "Premature end of JPEG file" not in capfd.readouterr().err
+
+
+def test_skip_bad_with_no_readable_image_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_text("not an image")
+    with pytest.raises(DataError, match="none of its 1 image"):
+        run_detect(tmp_path, fake_predict, NAMES, out=None, show_progress=False, skip_bad=True)
+
+
+def test_images_are_read_upright_and_16_bit_images_scaled(tmp_path: Path) -> None:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.new("RGB", (80, 40), (255, 0, 0)).save(tmp_path / "rotated.jpg", exif=exif)
+    cv2.imwrite(str(tmp_path / "wide.png"), np.full((8, 8), 32768, np.uint16))
+    frames = {name: frame for name, frame, _ in iter_sources(tmp_path)}
+    assert frames["rotated.jpg"].shape == (80, 40, 3)  # as OpenCV and viewers show it
+    assert (frames["wide.png"] == 128).all()  # 32768 / 256, not clipped to 255
+
+
+def test_a_video_that_ends_early_is_reported(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    writer = cv2.VideoWriter(str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(10):
+        writer.write(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = (tmp_path / "v.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) * 6 // 10])
+    text = io.StringIO()
+    console = Console(file=text, width=60)
+    results = run_detect(tmp_path / "cut.avi", fake_predict, NAMES, out=None, console=console)
+    assert 0 < len(results) < 10
+    said = " ".join(text.getvalue().split())
+    assert f"the video ended after {len(results)} of the 10 frames its header announces" in said
+
+
+# ------------------------------------------------------------- errors through the CLI
+
+
+def _cli(args: list[object], columns: int):
+    from typer.testing import CliRunner
+
+    from edgeyolo.cli import app
+
+    runner = CliRunner()
+    return runner.invoke(
+        app, [str(a) for a in args], env={"COLUMNS": str(columns)}, terminal_width=columns
+    )
+
+
+def _one_error_line(result, says: str) -> None:
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1, result.output
+    assert len(errors) == 1 and says in errors[0], result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a crash
+
+
+def _bad_sources(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """Source argument and what the error must say, per case."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.mp4").write_bytes(b"garbage" * 50)
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "fake.jpg").write_text("text")
+    return {
+        "video": (str(tmp_path / "bad.mp4"), "bad.mp4: cannot open this video"),
+        "camera": ("99", "cannot open camera 99"),
+        "empty folder": (str(tmp_path / "empty"), "empty: no images"),
+        "not an image": (str(tmp_path / "pics"), "fake.jpg: cannot read image: not an image"),
+    }
+
+
+@pytest.mark.parametrize("columns", [60, 200])
+@pytest.mark.parametrize("case", ["video", "camera", "empty folder", "not an image"])
+def test_detect_cli_names_a_bad_source_in_one_line(
+    busy_checkpoint: Path,  # noqa: F811
+    tmp_path: Path,
+    case: str,
+    columns: int,
+) -> None:
+    source, says = _bad_sources(tmp_path)[case]
+    args = ["detect", source, "--model", busy_checkpoint, "--device", "cpu"]
+    _one_error_line(_cli([*args, "--out", tmp_path / "o"], columns), says)
+
+
+def _corrupt_onnx(tmp_path: Path, *, manifest: bool) -> Path:
+    from edgeyolo.export.manifest import write_manifest
+
+    folder = tmp_path / ("with_manifest" if manifest else "bare")
+    folder.mkdir()
+    path = folder / "model_fp32.onnx"
+    path.write_bytes(b"\x08\x07\x12\x04half" + bytes(range(256)) * 4)
+    if manifest:
+        nms = {"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 100}
+        data = {"input": {"shape": ["batch", 3, 64, 64]}, "outputs": [], "classes": ["a"]}
+        write_manifest(folder, {**data, "nms": nms, "artifacts": []})
+    return path
+
+
+@pytest.mark.parametrize("columns", [60, 200])
+def test_detect_cli_names_a_bad_model_in_one_line(tmp_path: Path, columns: int) -> None:
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), _image(10))
+    cases = [
+        (_corrupt_onnx(tmp_path, manifest=False), "model_fp32.onnx: "),
+        (_corrupt_onnx(tmp_path, manifest=True), "ONNX Runtime cannot load this graph"),
+        (tmp_path / "nope.onnx", "nope.onnx: no such model file"),
+        (tmp_path / "nope.engine", "nope.engine: no such model file"),
+    ]
+    for model, says in cases:
+        result = _cli(["detect", image, "--model", model, "--out", tmp_path / "o"], columns)
+        _one_error_line(result, says)
+        assert "edgeyolo export" in result.output or "no such" in result.output  # what to do
+
+
+def test_detect_cli_skip_bad_reports_and_counts(
+    busy_checkpoint: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(src / f"{i}.png"), _image(60 * i))
+    _truncated_jpeg(src / "cut.jpg")
+    (src / "fake.jpg").write_text("text")
+    out = tmp_path / "out"
+    args = ["detect", src, "--model", busy_checkpoint, "--device", "cpu", "--out", out, "--json"]
+    stopped = _cli(args, 60)
+    _one_error_line(stopped, "fake.jpg: cannot read image: not an image file")
+    assert "--skip-bad" in stopped.output and not out.exists()
+    result = _cli([*args, "--skip-bad"], 60)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "fake.jpg" in said and f"skipped {src / 'cut.jpg'}" in said
+    assert "2 frame(s)" in said and "2 skipped (unreadable, named above)" in said
+    assert "pytorch on cpu, conf 0.25, IoU 0.45, max_det 100" in said
+    records = json.loads((out / "detections.json").read_text())
+    assert [r.get("skipped", "")[:19] for r in records] == [
+        "",
+        "",
+        "cannot read image: ",
+        "cannot read image: ",
+    ]
+
+
+def test_detect_and_the_threshold_rules_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, edgeyolo.detect, edgeyolo.runtime.thresholds, edgeyolo.runtime.onnxruntime\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
+    assert done.returncode == 0, done.stderr

@@ -17,8 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeyolo.errors import ConfigError
+from edgeyolo.errors import ConfigError, ModelFileError
 from edgeyolo.postprocess import Detections, from_outputs
+from edgeyolo.runtime.thresholds import (
+    NmsPlan,
+    NmsSettings,
+    graph_nms,
+    manifest_nms,
+    plan_nms,
+    read_graph,
+)
 
 __all__ = [
     "Backend",
@@ -26,6 +34,7 @@ __all__ = [
     "TensorRTBackendAdapter",
     "TorchBackend",
     "artifacts_in",
+    "limit_detections",
     "open_backend",
 ]
 
@@ -42,6 +51,9 @@ class Backend:
     class_names: tuple[str, ...] = ()
     #: Where the network runs (``cpu``, ``cuda:0``); set by each backend once it is open.
     where: str = "cpu"
+    #: The NMS settings its output obeys (``None``: unknown, e.g. an engine whose manifest has
+    #: no ``nms`` section).
+    nms: NmsSettings | None = None
 
     def __init__(self) -> None:
         self.last_times: dict[str, float] = {}
@@ -95,6 +107,7 @@ class TorchBackend(Backend):
         self.img_size = img_size or self.model.config.img_size
         self.class_names = tuple(self.model.config.class_names)
         self.max_batch = 1 << 16
+        self.nms = NmsSettings(conf_thres, iou_thres, max_det).check()
         self.kw = {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det}
         self.threads = threads
 
@@ -135,38 +148,107 @@ def _manifest_for(path: Path) -> dict[str, Any] | None:
     return read_manifest(path.parent) if (path.parent / MANIFEST_NAME).is_file() else None
 
 
+def _manifest_input(manifest: dict[str, Any], path: Path) -> tuple[int, tuple[str, ...], int]:
+    """``(img_size, class names, max batch)`` from the manifest beside ``path``."""
+    try:
+        size = int(manifest["input"]["shape"][-1])
+        names = tuple(str(n) for n in manifest["classes"])
+        return size, names, int(manifest["input"].get("max_batch", 1))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise ModelFileError(
+            f"{path.parent / 'manifest.json'}: no valid input.shape / classes / input.max_batch "
+            f"({type(e).__name__}: {e}); restore the manifest `edgeyolo export` wrote"
+        ) from e
+
+
 def _entry(manifest: dict[str, Any] | None, path: Path) -> dict[str, Any]:
     for a in (manifest or {}).get("artifacts", []):
-        if a["file"] == path.name:
+        if a.get("file") == path.name:
             return a
     return {}
 
 
 class OnnxRuntimeBackend(Backend):
-    """An exported graph (decode + NMS inside) through ONNX Runtime; CUDA provider when asked."""
+    """An exported graph (decode + NMS inside) through ONNX Runtime; CUDA provider when asked.
+
+    Args:
+        path: the ``.onnx`` file (its ``manifest.json``, when beside it, gives class names,
+            precision and maximum batch).
+        device: ``cpu`` or ``cuda[:N]`` (the CUDA provider, when this onnxruntime has it).
+        threads: intra-op threads.
+        conf_thres, iou_thres, max_det: NMS settings; ``None`` keeps the graph's own. A lower
+            score threshold, another IoU threshold or more detections run a copy of the graph
+            re-targeted to them (:mod:`edgeyolo.runtime.thresholds`); a higher score threshold
+            or fewer detections filter its output.
+
+    Raises:
+        ModelFileError: the file is not an edgeyolo graph, or cannot be read.
+        ConfigError: the graph ends at raw head maps, or a threshold is out of range.
+    """
 
     name = "onnxruntime"
 
     def __init__(
-        self, path: str | Path, *, device: str = "cpu", threads: int | None = None
+        self,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        conf_thres: float | None = None,
+        iou_thres: float | None = None,
+        max_det: int | None = None,
     ) -> None:
         super().__init__()
         from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 
         self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: no such ONNX file; run `edgeyolo export` first")
         manifest = _manifest_for(self.path)
         self.precision = _entry(manifest, self.path).get("precision", "fp32")
         if manifest is not None and manifest.get("raw"):
             raise ConfigError(f"{self.path} ends at raw head maps (--raw); export without --raw")
+        self.plan = self._plan(manifest, conf_thres, iou_thres, max_det)
+        self.nms = self.plan.want
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = OnnxRuntimeSession(self.path, threads=threads, providers=providers)
+        self.session = OnnxRuntimeSession(
+            self._source(), threads=threads, providers=providers, name=str(self.path)
+        )
         self.manifest = manifest
         if manifest is not None:
-            self.img_size = int(manifest["input"]["shape"][-1])
-            self.class_names = tuple(manifest["classes"])
-            self.max_batch = int(manifest["input"].get("max_batch", 1))
+            self.img_size, self.class_names, self.max_batch = _manifest_input(manifest, self.path)
+
+    def _plan(
+        self,
+        manifest: dict[str, Any] | None,
+        conf: float | None,
+        iou: float | None,
+        max_det: int | None,
+    ) -> NmsPlan:
+        """The graph's own settings (the manifest's when nothing is asked, else the graph's
+        initializers, which are the truth) against the requested ones."""
+        self._graph = None
+        baked = manifest_nms(manifest) if (conf, iou, max_det) == (None, None, None) else None
+        if baked is None:
+            self._graph = read_graph(self.path)
+            baked = graph_nms(self._graph, where=self.path)
+        return plan_nms(baked, conf_thres=conf, iou_thres=iou, max_det=max_det)
+
+    def _source(self) -> Path | bytes:
+        """The file itself, or the bytes of a copy re-targeted to the requested settings."""
+        if not self.plan.retarget:
+            self._graph = None
+            return self.path
+        from edgeyolo.export.graph import retarget_nms
+
+        w = self.plan.want
+        model = retarget_nms(
+            self._graph, conf_thres=w.conf_thres, iou_thres=w.iou_thres, max_det=w.max_det
+        )
+        self._graph = None
+        return model.SerializeToString()
 
     def __enter__(self) -> OnnxRuntimeBackend:
         self.session.__enter__()
@@ -176,8 +258,9 @@ class OnnxRuntimeBackend(Backend):
         active = self.session.session.get_providers()[0]
         self.where = "cuda:0" if active == "CUDAExecutionProvider" else "cpu"
         if "num_dets" not in self.session.output_names:
-            raise ConfigError(
-                f"{self.path}: outputs {self.session.output_names} are not an edgeyolo export's"
+            raise ModelFileError(
+                f"{self.path}: outputs {self.session.output_names} are not an edgeyolo export's "
+                "(num_dets, boxes, scores, classes); export the checkpoint with `edgeyolo export`"
             )
         return self
 
@@ -189,6 +272,8 @@ class OnnxRuntimeBackend(Backend):
         out = self.session.run(images)
         t1 = time.perf_counter()
         dets = from_outputs(out)
+        if self.plan.limit:
+            dets = limit_detections(dets, self.plan.want)
         t2 = time.perf_counter()
         self.last_times = {
             "compute": (t1 - t0) * 1e3,
@@ -199,28 +284,68 @@ class OnnxRuntimeBackend(Backend):
 
 
 class TensorRTBackendAdapter(Backend):
-    """A TensorRT engine through pycuda (:class:`edgeyolo.runtime.tensorrt.TensorRTBackend`)."""
+    """A TensorRT engine through pycuda (:class:`edgeyolo.runtime.tensorrt.TensorRTBackend`).
+
+    Args:
+        path: the engine; its ``manifest.json`` must be beside it.
+        device: ``cuda`` or ``cuda:N``.
+        conf_thres, max_det: a higher score threshold or fewer detections than the engine's
+            own filter its output; ``None`` keeps the engine's.
+        iou_thres: must be the engine's own (or ``None``).
+
+    Raises:
+        ModelFileError: no manifest beside the engine.
+        ConfigError: a lower score threshold, another IoU threshold or more detections than
+            the engine was built with (the message says how to rebuild), or a threshold asked
+            of an engine whose manifest does not record its NMS settings.
+    """
 
     name = "tensorrt"
 
-    def __init__(self, path: str | Path, *, device: str = "cuda") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "cuda",
+        conf_thres: float | None = None,
+        iou_thres: float | None = None,
+        max_det: int | None = None,
+    ) -> None:
         super().__init__()
         from edgeyolo.runtime.tensorrt import TensorRTBackend
 
         self.path = Path(path)
         manifest = _manifest_for(self.path)
         if manifest is None:
-            raise ConfigError(
+            raise ModelFileError(
                 f"{self.path}: no manifest.json beside the engine; engines are only run with the "
                 "manifest `edgeyolo export --engine` writes (it says what the engine was built for)"
             )
-        index = int(device.split(":")[1]) if ":" in device else 0
+        entry = _entry(manifest, self.path)
+        baked = manifest_nms(entry) or manifest_nms(manifest)
+        asked = (conf_thres, iou_thres, max_det) != (None, None, None)
+        if baked is None and asked:
+            raise ConfigError(
+                f"{self.path}: its manifest records no NMS settings, so the thresholds built into "
+                "the engine are unknown and --conf/--iou cannot be honoured; rebuild it with "
+                "`edgeyolo export --weights CHECKPOINT --engine --conf C --iou I`, or leave them "
+                "out"
+            )
+        self.plan: NmsPlan | None = None
+        if baked is not None:
+            self.plan = plan_nms(
+                baked,
+                conf_thres=conf_thres,
+                iou_thres=iou_thres,
+                max_det=max_det,
+                engine=self.path,
+            )
+            self.nms = self.plan.want
+        index = _cuda_index(device, what=str(self.path))
         self.trt = TensorRTBackend(self.path, manifest=manifest, device=index)
         self.where = f"cuda:{index}"
-        self.precision = _entry(manifest, self.path).get("precision", "fp32")
-        self.img_size = int(manifest["input"]["shape"][-1])
-        self.class_names = tuple(manifest["classes"])
-        self.max_batch = int(manifest["input"].get("max_batch", 1))
+        self.precision = entry.get("precision", "fp32")
+        self.img_size, self.class_names, self.max_batch = _manifest_input(manifest, self.path)
 
     def __enter__(self) -> TensorRTBackendAdapter:
         self.trt.__enter__()
@@ -234,6 +359,8 @@ class TensorRTBackendAdapter(Backend):
         out = self.trt.run(images)
         t0 = time.perf_counter()
         dets = from_outputs(out)
+        if self.plan is not None and self.plan.limit:
+            dets = limit_detections(dets, self.plan.want)
         t1 = time.perf_counter()
         st = self.trt.last_times
         self.last_times = {"postprocess": (t1 - t0) * 1e3}
@@ -242,6 +369,44 @@ class TensorRTBackendAdapter(Backend):
                 h2d=st.h2d_ms, compute=st.compute_ms, d2h=st.d2h_ms, bytes_d2h=float(st.bytes_d2h)
             )
         return dets
+
+
+def limit_detections(dets: list[Detections], nms: NmsSettings) -> list[Detections]:
+    """Each image's detections with a score above ``nms.conf_thres`` (compared in the scores'
+    float32, as the graph compares), at most the ``nms.max_det`` first (they come sorted by
+    score). Exact for outputs of a looser NMS: see :mod:`edgeyolo.runtime.thresholds`."""
+    out = []
+    for d in dets:
+        keep = (d.scores > nms.conf_thres).nonzero().flatten()[: nms.max_det]
+        out.append(Detections(boxes=d.boxes[keep], scores=d.scores[keep], labels=d.labels[keep]))
+    return out
+
+
+def _cuda_index(device: str, *, what: str) -> int:
+    """The CUDA device index of ``auto``, ``cuda``, ``cuda:N`` or ``N`` (TensorRT runs on CUDA)."""
+    spec = device.strip().lower()
+    if spec in ("", "auto", "cuda"):
+        return 0
+    if spec.isdigit():
+        return int(spec)
+    if spec.startswith("cuda:") and spec[5:].isdigit():
+        return int(spec[5:])
+    if spec == "cpu":
+        raise ConfigError(
+            f"{what}: a TensorRT engine runs on a CUDA GPU, not --device cpu; use --device cuda, "
+            "or run the .onnx beside it on the CPU"
+        )
+    raise ConfigError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N")
+
+
+def _check_device(device: str) -> str:
+    """``device`` lower-cased when it is ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``N``."""
+    spec = device.strip().lower()
+    if spec in ("auto", "cpu", "cuda") or spec.isdigit():
+        return spec
+    if spec.startswith("cuda:") and spec[5:].isdigit():
+        return spec
+    raise ConfigError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N")
 
 
 def open_backend(
@@ -256,13 +421,25 @@ def open_backend(
     img_size: int | None = None,
 ) -> Backend:
     """The backend for ``path``: ``.pt`` → PyTorch, ``.onnx`` → ONNX Runtime, ``.engine`` /
-    ``.plan`` → TensorRT. Thresholds and ``img_size`` apply to PyTorch; exported graphs carry
-    theirs."""
+    ``.plan`` → TensorRT.
+
+    ``conf_thres``, ``iou_thres``, ``max_det``: ``None`` is the model's own (an exported graph's
+    baked values; 0.25, 0.45 and 100 for a checkpoint); what a backend does with other values is
+    described by :mod:`edgeyolo.runtime.thresholds`. The settings the output obeys are the
+    backend's :attr:`Backend.nms`. ``img_size`` and ``half`` apply to checkpoints only.
+
+    Raises:
+        ModelFileError: ``path`` is missing, damaged or not an edgeyolo model.
+        ConfigError: an unknown suffix or device, ``img_size`` for an exported model, a threshold
+            out of range, or thresholds a TensorRT engine cannot honour.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
+    device = _check_device(device)
     if not path.is_file():
         what = "checkpoint" if suffix == ".pt" else "model file (.pt checkpoint, .onnx or .engine)"
-        raise ConfigError(f"{path}: no such {what}")
+        hint = "" if path.is_absolute() else f" (relative to the working folder {Path.cwd()})"
+        raise ModelFileError(f"{path}: no such {what}{hint}")
     if suffix == ".pt":
         return TorchBackend(
             path,
@@ -276,12 +453,13 @@ def open_backend(
         )
     if img_size is not None:
         raise ConfigError(f"{path}: the input size of an exported model is fixed; drop --img-size")
+    nms = {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det}
     if suffix == ".onnx":
         return OnnxRuntimeBackend(
-            path, device="cpu" if device == "auto" else device, threads=threads
+            path, device="cpu" if device == "auto" else device, threads=threads, **nms
         )
     if suffix in ENGINE_SUFFIXES:
-        return TensorRTBackendAdapter(path, device="cuda" if device == "auto" else device)
+        return TensorRTBackendAdapter(path, device="cuda" if device == "auto" else device, **nms)
     raise ConfigError(f"{path}: unknown model type {suffix!r}; use a .pt, .onnx or .engine file")
 
 
@@ -298,5 +476,8 @@ def artifacts_in(folder: str | Path) -> list[Path]:
     )
     missing = [a["file"] for a in arts if not (folder / a["file"]).is_file()]
     if missing:
-        raise ConfigError(f"{folder}: manifest lists {', '.join(missing)} but the file is missing")
+        raise ModelFileError(
+            f"{folder}: manifest lists {', '.join(missing)} but the file is missing; copy the "
+            "whole export folder, or export again"
+        )
     return [folder / a["file"] for a in arts]

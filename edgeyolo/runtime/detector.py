@@ -16,8 +16,10 @@ import cv2
 import numpy as np
 
 from edgeyolo.data.transforms import letterbox
+from edgeyolo.errors import DataError
 from edgeyolo.predict import to_frame
 from edgeyolo.runtime.backends import Backend, open_backend
+from edgeyolo.runtime.thresholds import NmsSettings
 
 __all__ = ["Detector", "FrameDetections"]
 
@@ -48,13 +50,19 @@ class Detector:
     Args:
         model: a ``.pt`` checkpoint, an exported ``.onnx`` or a TensorRT ``.engine``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        conf_thres: score threshold. Exported graphs have theirs built in (manifest
-            ``nms.conf_thres``); a higher value here filters further, a lower one cannot recover
-            what the graph dropped.
-        iou_thres, max_det: NMS settings for ``.pt`` checkpoints (exported graphs carry theirs).
+        conf_thres, iou_thres, max_det: score threshold, NMS IoU threshold, detections kept per
+            frame. ``None`` (default) is the model's own: an exported graph's built-in values
+            (manifest ``nms``), 0.25, 0.45 and 100 for a checkpoint. An ``.onnx`` honours any
+            value (its NMS is re-targeted or its output filtered); a TensorRT engine honours a
+            higher score threshold and fewer detections, and refuses the rest with its built-in
+            values and how to rebuild. :attr:`nms` holds the settings in force.
         bgr: frames come in OpenCV's BGR order (``False``: RGB).
         threads: CPU threads for the backend (PyTorch, ONNX Runtime).
         img_size: input size of a ``.pt`` checkpoint (default: its own); exported models are fixed.
+
+    Raises:
+        ModelFileError: the model file is missing, damaged or not an edgeyolo model.
+        ConfigError: an unknown device or suffix, or thresholds the model cannot honour.
     """
 
     def __init__(
@@ -62,9 +70,9 @@ class Detector:
         model: str | Path,
         *,
         device: str = "auto",
-        conf_thres: float = 0.25,
-        iou_thres: float = 0.45,
-        max_det: int = 100,
+        conf_thres: float | None = None,
+        iou_thres: float | None = None,
+        max_det: int | None = None,
         bgr: bool = True,
         threads: int | None = None,
         img_size: int | None = None,
@@ -79,7 +87,6 @@ class Detector:
             max_det=max_det,
         )
         self.backend.__enter__()
-        self.conf_thres = conf_thres
         self.bgr = bgr
         self.img_size = self.backend.img_size
         self.names = self.backend.class_names
@@ -95,6 +102,16 @@ class Detector:
     ) -> None:
         self.close()
 
+    @property
+    def nms(self) -> NmsSettings | None:
+        """The NMS settings the detections obey (``None``: an engine that does not say)."""
+        return self.backend.nms
+
+    @property
+    def conf_thres(self) -> float | None:
+        """The score threshold in force: a detection's score is above it."""
+        return None if self.nms is None else self.nms.conf_thres
+
     def close(self) -> None:
         """Release the backend (GPU buffers, sessions)."""
         self.backend.__exit__(None, None, None)
@@ -104,23 +121,39 @@ class Detector:
         return self.batch([frame])[0]
 
     def batch(self, frames: list[np.ndarray]) -> list[FrameDetections]:
-        """Detect in several frames at once (at most the backend's ``max_batch``)."""
-        images, params = [], []
-        for f in frames:
-            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-                raise ValueError(f"a frame must be (H, W, 3) uint8, got {f.shape} {f.dtype}")
+        """Detect in several frames at once (at most the backend's ``max_batch``).
+
+        Raises:
+            DataError: a frame is not an ``(H, W, 3)`` uint8 array.
+        """
+        if not frames:
+            return []
+        images, params, shapes = [], [], []
+        for i, f in enumerate(frames):
+            f = np.asarray(f)
+            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8 or min(f.shape[:2]) < 1:
+                raise DataError(
+                    f"frame {i} is {f.dtype} {f.shape}; a frame must be (H, W, 3) uint8 "
+                    "(OpenCV's BGR, or RGB with bgr=False): convert grey or RGBA frames with "
+                    "cv2.cvtColor first"
+                )
             rgb = cv2.cvtColor(f, cv2.COLOR_BGR2RGB) if self.bgr else f
             img, p = letterbox(rgb, self.img_size)
             images.append(img)
             params.append(p)
+            shapes.append(f.shape)
         x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         out = []
-        for det, p, f in zip(self.backend.infer(x), params, frames, strict=True):
-            boxes, scores, ids = to_frame(det, p, width=f.shape[1], height=f.shape[0])
-            keep = scores > self.conf_thres
-            boxes, scores, ids = boxes[keep], scores[keep], ids[keep]
-            out.append(FrameDetections(boxes, scores, ids, tuple(self.names[i] for i in ids)))
+        for det, p, (h, w, _) in zip(self.backend.infer(x), params, shapes, strict=True):
+            boxes, scores, ids = to_frame(det, p, width=w, height=h)
+            out.append(FrameDetections(boxes, scores, ids, self._labels(ids)))
         return out
+
+    def _labels(self, ids: np.ndarray) -> tuple[str, ...]:
+        """Class names of ``ids``; the id itself where the model names no such class (an
+        ``.onnx`` without its manifest has no names)."""
+        n = len(self.names)
+        return tuple(self.names[i] if 0 <= i < n else str(int(i)) for i in ids)
 
     def predict_rgb(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``detect`` command's predictor protocol: RGB frame → (boxes, scores, class ids)."""

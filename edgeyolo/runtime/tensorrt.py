@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from edgeyolo.errors import ConfigError, EngineMismatchError, ExportError, TensorRTNotAvailableError
+from edgeyolo.errors import (
+    ConfigError,
+    EngineMismatchError,
+    ExportError,
+    ModelFileError,
+    RuntimeBackendError,
+    TensorRTNotAvailableError,
+)
 from edgeyolo.export.manifest import MANIFEST_NAME, read_manifest
 from edgeyolo.export.tensorrt import check_engine_compat, gpu_identity, import_tensorrt
 
@@ -145,7 +152,9 @@ class TensorRTBackend:
             raise RuntimeError("this TensorRTBackend is already open; it is not re-entrant")
         path = self.engine_path
         if not path.is_file():
-            raise ExportError(f"{path}: no such engine file; build it: `edgeyolo export --engine`")
+            raise ModelFileError(
+                f"{path}: no such engine file; build it: `edgeyolo export --engine`"
+            )
         trt = import_tensorrt()
         cuda = _import_pycuda()
         blob = path.read_bytes()
@@ -213,7 +222,10 @@ class TensorRTBackend:
             cuda.memcpy_htod_async(inp.device, inp.host[: x.size], stream)
             ev.h2d.record(stream)
             if not context.execute_async_v3(stream.handle):
-                raise RuntimeError(f"TensorRT could not enqueue {self.engine_path} (log above)")
+                raise RuntimeBackendError(
+                    f"TensorRT could not enqueue {self.engine_path} for batch {batch} (its log "
+                    "above says why); check GPU memory with `nvidia-smi`"
+                )
             ev.compute.record(stream)
             shapes: dict[str, tuple[int, ...]] = {}
             out: _Tensor
@@ -283,17 +295,27 @@ class TensorRTBackend:
         self._engine = engine
         context = engine.create_execution_context()
         if context is None:
-            raise RuntimeError(f"TensorRT could not create an execution context for {engine}")
+            raise RuntimeBackendError(
+                f"TensorRT could not create an execution context for {self.engine_path} (most "
+                "often: not enough free GPU memory for its activations; see `nvidia-smi`, or "
+                "rebuild with a smaller --batch)"
+            )
         self._context = context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1:
-            raise ExportError(f"{self.engine_path}: expected one input tensor, found {inputs}")
+            raise ModelFileError(
+                f"{self.engine_path}: expected one input tensor, found {inputs}; not an edgeyolo "
+                f"engine: {_REBUILD}"
+            )
         self.input_name = inputs[0]
         self.output_names = [n for n in names if n != self.input_name]
         dims = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))
         if len(dims) != 4 or dims[1] != 3 or dims[2] != dims[3] or dims[2] < 1:
-            raise ExportError(f"{self.engine_path}: input shape {dims} is not [B, 3, S, S]")
+            raise ModelFileError(
+                f"{self.engine_path}: input shape {dims} is not [B, 3, S, S]; not an edgeyolo "
+                f"engine: {_REBUILD}"
+            )
         self.img_size = dims[2]
         if dims[0] < 0:  # dynamic batch: the profile is the truth, not the manifest's max_batch
             low, _, high = engine.get_tensor_profile_shape(self.input_name, 0)
@@ -302,11 +324,15 @@ class TensorRTBackend:
             self.min_batch = self.max_batch = dims[0]
         full = (self.max_batch, *dims[1:])
         if not context.set_input_shape(self.input_name, full):
-            raise ExportError(f"{self.engine_path}: TensorRT refused input shape {full}")
+            raise ModelFileError(
+                f"{self.engine_path}: TensorRT refused input shape {full}; {_REBUILD}"
+            )
         for name in [self.input_name, *self.output_names]:
             shape = tuple(int(d) for d in context.get_tensor_shape(name))
             if min(shape) < 0:
-                raise ExportError(f"{self.engine_path}: tensor {name} has no fixed shape {shape}")
+                raise ModelFileError(
+                    f"{self.engine_path}: tensor {name} has no fixed shape {shape}; {_REBUILD}"
+                )
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             host: np.ndarray = cuda.pagelocked_empty(int(np.prod(shape)), dtype)
             tensor = _Tensor(name, dtype, host, cuda.mem_alloc(max(host.nbytes, 1)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -528,3 +529,90 @@ def test_engine_matches_onnxruntime(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert matched(got, want, i) == want["num_dets"][i, 0]
     np.testing.assert_array_equal(again["num_dets"], got["num_dets"][:1])
     assert matched(again, {k: v[:1] for k, v in got.items()}, 0) == got["num_dets"][0, 0]
+
+
+# ------------------------------------------------- thresholds of an engine (adapter, on fakes)
+
+
+def write_adapter_export(folder: Path, nms: dict[str, Any] | None) -> Path:
+    """:func:`write_export` plus what the adapter reads: input shape, classes, ``nms``."""
+    engine = write_export(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["input"]["shape"] = ["batch", 3, SIZE, SIZE]
+    manifest["classes"] = [f"c{i}" for i in range(K)]
+    if nms is not None:
+        manifest["nms"] = nms
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return engine
+
+
+BAKED = {"conf_thres": 0.3, "iou_thres": 0.45, "max_det": K}
+
+
+@pytest.mark.parametrize(
+    ("asked", "match"),
+    [
+        ({"conf_thres": 0.1}, r"conf 0\.1 is below the engine's 0\.3"),
+        ({"iou_thres": 0.6}, r"IoU 0\.6 is not the engine's 0\.45"),
+        ({"max_det": K + 1}, rf"max_det {K + 1} is above the engine's {K}"),
+    ],
+)
+def test_engine_refuses_what_its_built_in_nms_cannot_give(
+    tmp_path: Path, fakes: Fakes, asked: dict[str, Any], match: str
+) -> None:
+    from edgeyolo.runtime.backends import open_backend
+
+    engine = write_adapter_export(tmp_path, BAKED)
+    with pytest.raises(ConfigError, match=match) as info:
+        open_backend(engine, **asked)
+    message = str(info.value)
+    assert f"built in with conf 0.3, IoU 0.45, max_det {K}" in message
+    assert "edgeyolo export --weights CHECKPOINT --engine --conf" in message  # how to rebuild
+    assert fakes.log == []  # refused before any CUDA work
+
+
+def test_engine_filters_a_higher_conf_and_fewer_detections(tmp_path: Path, fakes: Fakes) -> None:
+    """The fake engine's scores for image i are row 0 of its channel 0; image 3 has 4 valid."""
+    from edgeyolo.runtime.backends import open_backend
+
+    engine = write_adapter_export(tmp_path, BAKED)
+    x = np.zeros((4, 3, SIZE, SIZE), np.float32)
+    x[3, 0, 0, :K] = [0.9, 0.7, 0.5, 0.35, 0.0]
+    with open_backend(engine) as own:
+        assert str(own.nms) == f"conf 0.3, IoU 0.45, max_det {K}" and not own.plan.limit
+        assert own.infer(x)[3].scores.tolist() == pytest.approx([0.9, 0.7, 0.5, 0.35])
+    with open_backend(engine, conf_thres=0.6, iou_thres=0.45) as high:
+        assert high.plan.limit and high.nms.conf_thres == 0.6
+        assert high.infer(x)[3].scores.tolist() == pytest.approx([0.9, 0.7])
+    with open_backend(engine, max_det=3) as few:
+        got = few.infer(x)[3]
+    assert got.scores.tolist() == pytest.approx([0.9, 0.7, 0.5])
+    assert got.labels.tolist() == [0, 1, 2]
+
+
+def test_engine_without_recorded_nms_refuses_thresholds(tmp_path: Path, fakes: Fakes) -> None:
+    from edgeyolo.runtime.backends import open_backend
+
+    engine = write_adapter_export(tmp_path, None)
+    with pytest.raises(ConfigError, match="records no NMS settings"):
+        open_backend(engine, conf_thres=0.5)
+    with open_backend(engine) as b:  # nothing asked: runs, thresholds unknown
+        assert b.nms is None and len(b.infer(np.zeros((1, 3, SIZE, SIZE), np.float32))) == 1
+    with pytest.raises(ConfigError, match="runs on a CUDA GPU, not --device cpu"):
+        open_backend(engine, device="cpu")
+
+
+def test_detect_cli_refuses_a_lower_conf_for_an_engine_in_one_line(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    from typer.testing import CliRunner
+
+    from edgeyolo.cli import app
+
+    engine = write_adapter_export(tmp_path / "export", BAKED)
+    args = ["detect", str(tmp_path), "--model", str(engine), "--conf", "0.05"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "60"})
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert "conf 0.05 is below the engine's 0.3" in errors[0]
+    assert "--engine --conf 0.05 --iou 0.45" in errors[0] and "Traceback" not in result.output

@@ -1,0 +1,184 @@
+"""NMS thresholds of an exported model against the ones a user asks for.
+
+An exported graph carries its NMS settings as initializers of its tail (score threshold, IoU
+threshold, detections kept); a TensorRT engine has them compiled in, as its manifest's ``nms``
+section records. A user's ``--conf``/``--iou`` must not be silently ignored, so this module says,
+for each request, what happens:
+
+- the same settings as the model's own: nothing to do;
+- a higher score threshold, or fewer detections: exact as a filter on the model's output (greedy
+  NMS never lets a lower-scoring box suppress a higher one, and the outputs are sorted by score),
+  so both kinds of model apply them after the fact;
+- a lower score threshold, another IoU threshold, or more detections: an ONNX graph is re-targeted
+  (:func:`edgeyolo.export.graph.retarget_nms` rewrites the tail's initializers in a copy; the
+  network, fp32/fp16/int8, runs exactly as exported); a TensorRT engine cannot be changed, so the
+  request is refused with the engine's own values and the command that rebuilds it.
+
+onnx is imported inside functions only; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeyolo.errors import ConfigError, ModelFileError
+
+__all__ = ["NmsPlan", "NmsSettings", "graph_nms", "plan_nms", "read_graph"]
+
+
+@dataclass(frozen=True)
+class NmsSettings:
+    """Score threshold (a detection needs a score strictly above it), NMS IoU threshold, and
+    the number of detections kept per image."""
+
+    conf_thres: float
+    iou_thres: float
+    max_det: int
+
+    def __str__(self) -> str:
+        return f"conf {self.conf_thres:.4g}, IoU {self.iou_thres:.4g}, max_det {self.max_det}"
+
+    def check(self) -> NmsSettings:
+        """``self``, or :class:`ConfigError` when a value is out of range."""
+        if not 0.0 <= self.conf_thres < 1.0:
+            raise ConfigError(f"conf threshold (--conf) must be in [0, 1), got {self.conf_thres}")
+        if not 0.0 < self.iou_thres <= 1.0:
+            raise ConfigError(f"IoU threshold (--iou) must be in (0, 1], got {self.iou_thres}")
+        if self.max_det < 1:
+            raise ConfigError(f"max_det must be at least 1, got {self.max_det}")
+        return self
+
+
+@dataclass(frozen=True)
+class NmsPlan:
+    """What to do so that a model's output obeys ``want``.
+
+    Attributes:
+        want: the settings the output will obey.
+        baked: the model's own settings.
+        retarget: the ONNX graph must be re-targeted to ``want`` (never set for engines).
+        limit: the output must be filtered to ``want`` (score above ``want.conf_thres``, first
+            ``want.max_det``); ``False`` when the model's own output already obeys it.
+    """
+
+    want: NmsSettings
+    baked: NmsSettings
+    retarget: bool
+    limit: bool
+
+
+def _f32(v: float) -> np.float32:
+    return np.float32(v)
+
+
+def _short(v: float) -> float:
+    """The shortest decimal that reads back as the same float32 (0.3, not 0.30000001192)."""
+    return float(np.format_float_positional(np.float32(v), trim="-"))
+
+
+def _wanted(
+    baked: NmsSettings, conf: float | None, iou: float | None, max_det: int | None
+) -> NmsSettings:
+    return NmsSettings(
+        baked.conf_thres if conf is None else float(conf),
+        baked.iou_thres if iou is None else float(iou),
+        baked.max_det if max_det is None else int(max_det),
+    ).check()
+
+
+def plan_nms(
+    baked: NmsSettings,
+    *,
+    conf_thres: float | None,
+    iou_thres: float | None,
+    max_det: int | None,
+    engine: Path | None = None,
+) -> NmsPlan:
+    """How a model with ``baked`` settings can honour the requested ones (``None``: its own).
+
+    Args:
+        baked: the model's own settings (compared in float32, as the graph stores them).
+        conf_thres, iou_thres, max_det: the request; ``None`` keeps the model's value.
+        engine: the TensorRT engine's path when the model is one (it cannot be re-targeted).
+
+    Raises:
+        ConfigError: a value is out of range, or ``engine`` is given and the request needs a
+            lower score threshold, another IoU threshold or more detections than it was built
+            with; the message gives the engine's values and the command that rebuilds it.
+    """
+    want = _wanted(baked, conf_thres, iou_thres, max_det)
+    lower = _f32(want.conf_thres) < _f32(baked.conf_thres)
+    other_iou = _f32(want.iou_thres) != _f32(baked.iou_thres)
+    more = want.max_det > baked.max_det
+    if not (lower or other_iou or more):
+        higher = _f32(want.conf_thres) > _f32(baked.conf_thres)
+        return NmsPlan(want, baked, retarget=False, limit=higher or want.max_det < baked.max_det)
+    if engine is None:
+        return NmsPlan(want, baked, retarget=True, limit=False)
+    asked = []
+    if lower:
+        asked.append(f"conf {want.conf_thres:g} is below the engine's {baked.conf_thres:.4g}")
+    if other_iou:
+        asked.append(f"IoU {want.iou_thres:g} is not the engine's {baked.iou_thres:.4g}")
+    if more:
+        asked.append(f"max_det {want.max_det} is above the engine's {baked.max_det}")
+    raise ConfigError(
+        f"{engine}: its NMS was built in with {baked} and cannot be changed ({'; '.join(asked)}); "
+        "a higher conf or a smaller max_det is applied as a filter, anything else needs a "
+        f"rebuild: `edgeyolo export --weights CHECKPOINT --engine --conf {want.conf_thres:g} "
+        f"--iou {want.iou_thres:g}`, or run the .onnx beside the engine, which is re-targeted"
+    )
+
+
+def read_graph(path: Path) -> Any:  # -> onnx.ModelProto
+    """``onnx.load(path)``, or :class:`ModelFileError` saying the file is not readable ONNX."""
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # protobuf's DecodeError, onnx's own errors, OSError
+        text = " ".join(str(e).split()) or type(e).__name__
+        raise ModelFileError(
+            f"{path}: cannot be read as an ONNX model ({text}); the file is damaged or not "
+            "ONNX: copy it again, or export it again with `edgeyolo export`"
+        ) from e
+
+
+def graph_nms(model: Any, *, where: str | Path) -> NmsSettings:
+    """The NMS settings held by an exported graph's tail (see :mod:`edgeyolo.export.graph`).
+
+    Args:
+        model (onnx.ModelProto): an edgeyolo deploy graph, of any precision.
+        where: the file it came from, for messages.
+
+    Raises:
+        ModelFileError: the graph has no NonMaxSuppression node with constant thresholds.
+    """
+    from onnx import numpy_helper
+
+    nodes = [n for n in model.graph.node if n.op_type == "NonMaxSuppression"]
+    inits = {i.name: i for i in model.graph.initializer}
+    if len(nodes) != 1 or len(nodes[0].input) < 5 or not set(nodes[0].input[2:5]) <= set(inits):
+        raise ModelFileError(
+            f"{where}: not an edgeyolo deploy graph (it needs one NonMaxSuppression node whose "
+            "thresholds are initializers); export the checkpoint with `edgeyolo export`"
+        )
+    value = [numpy_helper.to_array(inits[n]).reshape(-1)[0] for n in nodes[0].input[2:5]]
+    # float32 thresholds as the shortest decimals that read back as them (0.3, not 0.30000001)
+    conf, iou = (_short(v) for v in (value[2], value[1]))
+    return NmsSettings(conf_thres=conf, iou_thres=iou, max_det=int(value[0]))
+
+
+def manifest_nms(manifest: dict[str, Any] | None) -> NmsSettings | None:
+    """The ``nms`` section of an export manifest, or ``None`` where it has none."""
+    nms = (manifest or {}).get("nms")
+    if not isinstance(nms, dict):
+        return None
+    try:
+        return NmsSettings(float(nms["conf_thres"]), float(nms["iou_thres"]), int(nms["max_det"]))
+    except (KeyError, TypeError, ValueError):
+        return None
