@@ -241,6 +241,7 @@ class ExportConfig:
     quantize_heads: bool = False
     int8_placement: str = "tensorrt"
     int8_reduce_range: bool | None = None
+    int8_cpu_target: str = "any"
     darknet: bool = False
     data: str | None = None
     val_split: str = "val"
@@ -277,6 +278,48 @@ class ExportConfig:
             )
         if self.int8_max_drop < 0:
             raise ConfigError(f"--int8-max-drop must be >= 0 points, got {self.int8_max_drop}")
+        if self.val_split not in ("train", "val", "test"):
+            raise ConfigError(f"--val-split must be train, val or test, got {self.val_split!r}")
+        self._check_int8_target()
+
+    def _check_int8_target(self) -> None:
+        """``--int8-cpu-target`` is valid for the placement; ``--int8-reduce-range`` agrees."""
+        if self.int8_cpu_target not in ("any", "vnni"):
+            raise ConfigError(
+                f"unknown --int8-cpu-target {self.int8_cpu_target!r}; use any or vnni"
+            )
+        if self.int8_cpu_target == "vnni" and self.int8_placement != "onnxruntime":
+            raise ConfigError(
+                "--int8-cpu-target vnni is for --int8-placement onnxruntime (ONNX Runtime's CPU "
+                "kernels); the tensorrt placement targets a GPU and always has full-range weights"
+            )
+        want = self.reduce_range_for(self.int8_placement, self.int8_cpu_target)
+        if self.int8_reduce_range is not None and self.int8_reduce_range != want:
+            flag = "--int8-reduce-range" if self.int8_reduce_range else "--no-int8-reduce-range"
+            target = (
+                f"--int8-cpu-target {self.int8_cpu_target}"
+                if self.int8_placement == "onnxruntime"
+                else "--int8-placement tensorrt"
+            )
+            raise ConfigError(
+                f"{flag} contradicts {target}, which means {'7' if want else '8'}-bit weights; "
+                "the weight range follows the target: drop the flag, or use --int8-placement "
+                "onnxruntime with --int8-cpu-target any (7-bit, every x86 CPU) or vnni (8-bit, "
+                "CPUs with AVX512-VNNI or AVX-VNNI)"
+            )
+
+    @staticmethod
+    def reduce_range_for(placement: str, cpu_target: str = "any") -> bool:
+        """The one rule for int8 weights: 7-bit exactly for the ``onnxruntime`` placement with
+        CPU target ``any`` (ONNX Runtime's u8s8 kernels saturate with 8-bit weights on x86 CPUs
+        without VNNI); 8-bit for target ``vnni`` and for the ``tensorrt`` placement."""
+        return placement == "onnxruntime" and cpu_target == "any"
+
+    @property
+    def int8_target(self) -> str:
+        """What the int8 graph is made for: ``any`` or ``vnni`` (x86 CPUs, ``onnxruntime``
+        placement) or ``gpu`` (``tensorrt`` placement; on a CPU it is a float simulation)."""
+        return self.int8_cpu_target if self.int8_placement == "onnxruntime" else "gpu"
 
     @property
     def precisions(self) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ __all__ = [
     "find_images",
     "load_calibration",
     "preprocess",
+    "where_calib",
 ]
 
 #: File suffixes (lower case) taken as calibration images.
@@ -108,19 +109,34 @@ def find_images(folder: Path) -> list[Path]:
         CalibrationError: ``folder`` does not exist, is not a folder, or holds no image.
     """
     folder = Path(folder)
-    hint = (
-        "put a few hundred representative frames (jpg/png/bmp, no labels needed) there, "
-        f"or point --calib at such a folder; see {_README}"
-    )
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
-        raise CalibrationError(f"calibration folder {folder} {what}: {hint}")
+        raise CalibrationError(f"calibration folder {where_calib(folder)} {what}: {_hint()}")
     files = sorted(
         p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
     if not files:
-        raise CalibrationError(f"calibration folder {folder} holds no image: {hint}")
+        raise CalibrationError(
+            f"calibration folder {where_calib(folder)} holds no image: {_hint()}"
+        )
     return files
+
+
+def where_calib(folder: Path) -> str:
+    """``folder`` as an absolute path, and for a relative one what it was resolved against, e.g.
+    ``/home/me/calib_data (--calib calib_data, relative to the current folder /home/me)``."""
+    folder = Path(folder)
+    resolved = folder.resolve()
+    if folder.is_absolute():
+        return str(resolved)
+    return f"{resolved} (--calib {folder}, relative to the current folder {Path.cwd()})"
+
+
+def _hint() -> str:
+    return (
+        "put a few hundred representative frames (jpg/png/bmp, no labels needed) there, "
+        f"or pass --calib PATH with a folder of such images; see {_README}"
+    )
 
 
 def preprocess(image_rgb: np.ndarray, img_size: int) -> np.ndarray:

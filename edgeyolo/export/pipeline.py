@@ -3,37 +3,68 @@
 Every variant is checked against the PyTorch model it came from on real letterboxed images
 (box parity, recorded in the manifest); the fp32 graph must reproduce it exactly, the others
 are reported, and INT8 is additionally held to an mAP budget when a validation set is given.
+
+An export is all or nothing. Everything that can be checked without the model (calibration
+folder, ``--data``, TensorRT) is checked first; every file is then built in a hidden staging
+folder beside ``--out`` (same file system) and moved into place only when all of them are done,
+``manifest.json`` last. A failure at any step leaves ``--out`` exactly as it was (absent, or
+holding the previous export untouched) and removes the staging folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from edgeyolo.config import ExportConfig
-from edgeyolo.errors import ExportError
+from edgeyolo.errors import ConfigError, ExportError
 from edgeyolo.export.graph import INPUT_NAME, OUTPUT_NAMES
-from edgeyolo.export.manifest import sha256_file, write_manifest
+from edgeyolo.export.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
 
-__all__ = ["export_model", "parity_against_torch"]
+if TYPE_CHECKING:
+    from onnxruntime.quantization import TensorsData
+
+    from edgeyolo.data.records import ImageRecord
+    from edgeyolo.export.calib import CalibSet
+    from edgeyolo.export.onnx_export import SimplifyReport
+    from edgeyolo.export.quantize import GateReport
+
+__all__ = ["STAGING_MARK", "export_model", "parity_against_torch"]
 
 #: fp32 must reproduce PyTorch: every box matched, IoU and score within float rounding.
 FP32_MIN_IOU = 0.999
 FP32_MAX_SCORE_DIFF = 1e-4
 _EVAL_CONF, _EVAL_MAX_DET = 0.001, 300
+#: Part of the name of the staging folder (``.<out name>.partial-<random>`` beside ``--out``).
+STAGING_MARK = ".partial-"
+_TIMING_CACHE = "timing.cache"
 
 
-def _versions() -> dict[str, str | None]:
+def _environment() -> dict[str, Any]:
+    """Package versions (with onnxsim) and the exporting machine's CPU."""
     import onnxsim
 
+    from edgeyolo import cpuinfo
     from edgeyolo.runtime.bench_report import environment
 
-    return {**environment()["versions"], "onnxsim": str(onnxsim.__version__)}
+    env = environment()
+    return {
+        "versions": {**env["versions"], "onnxsim": str(onnxsim.__version__)},
+        "exported_on": {
+            "cpu": env["machine"]["cpu"],
+            "cpu_flags": cpuinfo.cpu_summary(),
+            "vnni": cpuinfo.has_vnni(),
+        },
+    }
 
 
 def parity_against_torch(
@@ -59,20 +90,62 @@ def parity_against_torch(
     return parity(ref, got).to_dict()
 
 
+def _preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
+    """The checks that need no model, before any long step: nothing is written here.
+
+    Raises:
+        ExportError: ``--out`` is a file; TensorRT is missing (``--engine``); the calibration
+            folder is missing or holds no image (``--int8``; the message names the absolute path).
+        DataError: ``--data`` cannot be read.
+    """
+    from edgeyolo import cpuinfo
+
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a folder (it is made if missing)")
+    if cfg.engine:
+        from edgeyolo.export.tensorrt import import_tensorrt
+
+        import_tensorrt()
+    if cfg.int8:
+        from edgeyolo.export.calib import find_images
+
+        find_images(Path(cfg.calib))
+        if cfg.int8_target == "vnni" and not cpuinfo.has_vnni():
+            log(
+                f"note: --int8-cpu-target vnni, but this CPU ({cpuinfo.cpu_summary()}) has no "
+                "AVX512-VNNI or AVX-VNNI: ONNX Runtime here cannot run the int8 graph as its "
+                "target will (full-range weights may saturate here), so the int8 gate's score "
+                "and parity below may be wrong; check the graph on a VNNI CPU"
+            )
+    if cfg.data is not None:
+        from edgeyolo.data.formats import load_data_yaml
+
+        load_data_yaml(cfg.data)
+        if not cfg.int8:
+            log("note: --data is only used by the int8 accuracy gate; ignored without --int8")
+
+
 def _check_images(cfg: ExportConfig, img_size: int, log: Callable[[str], None]) -> np.ndarray:
     """Up to 8 real letterboxed images for onnxsim's check and the parity checks."""
-    from edgeyolo.export.calib import find_images, load_calibration
+    from edgeyolo.errors import CalibrationError
+    from edgeyolo.export.calib import find_images, load_calibration, where_calib
 
     folder = Path(cfg.calib)
-    if folder.is_dir() and find_images(folder):
-        return load_calibration(folder, img_size=img_size, max_images=8, progress=False).images
-    log(f"note: no images in {folder}; checking the export on random noise only")
+    with contextlib.suppress(CalibrationError):
+        if find_images(folder):
+            return load_calibration(folder, img_size=img_size, max_images=8, progress=False).images
+    # Only reached without --int8: _preflight has checked the calibration folder for int8.
+    log(
+        f"note: no images in {where_calib(folder)}, so the export is checked on random noise "
+        "only; pass --calib PATH (a folder of real frames) to check it on real images"
+    )
     return np.random.default_rng(0).random((2, 3, img_size, img_size), dtype=np.float32)
 
 
-def _val_records(cfg: ExportConfig, names: tuple[str, ...]):
+def _val_records(cfg: ExportConfig, names: tuple[str, ...]) -> list[ImageRecord]:
+    """The ``--val-split`` records of ``--data``, checked against the checkpoint's classes."""
     from edgeyolo.data.formats import load_data_yaml, read_split
-    from edgeyolo.errors import ConfigError
 
     spec = load_data_yaml(cfg.data)
     if tuple(spec.names) != tuple(names):
@@ -80,7 +153,10 @@ def _val_records(cfg: ExportConfig, names: tuple[str, ...]):
             f"{cfg.data} has classes {list(spec.names)} but the checkpoint was trained on "
             f"{list(names)}; give the data set the model was trained on"
         )
-    return read_split(spec, cfg.val_split).records
+    records = read_split(spec, cfg.val_split).records
+    if not records:
+        raise ConfigError(f"the {cfg.val_split} split of {cfg.data} holds no image to score")
+    return records
 
 
 def _onnx_entry(path: Path, precision: str, **extra: Any) -> dict[str, Any]:
@@ -98,29 +174,21 @@ def _int8(
     cfg: ExportConfig,
     net: torch.nn.Module,
     fp32_path: Path,
-    out: Path,
+    records: list[ImageRecord] | None,
     img_size: int,
     log: Callable[[str], None],
     progress: bool,
 ) -> tuple[Path, dict[str, Any]]:
-    """Calibrate, quantize, and (with ``--data``) hold the result to the mAP budget."""
-    import onnx
-
-    from edgeyolo.evaluate.evaluator import evaluate_onnx
+    """Calibrate, quantize, and (with ``records`` from ``--data``) hold it to the mAP budget."""
+    from edgeyolo import cpuinfo
     from edgeyolo.export.calib import load_calibration
-    from edgeyolo.export.graph import retarget_nms
-    from edgeyolo.export.quantize import (
-        calibrate,
-        int8_with_budget,
-        quantize_int8,
-        resolve_reduce_range,
-    )
+    from edgeyolo.export.quantize import calibrate, quantize_int8, resolve_reduce_range
 
     calib = load_calibration(
         Path(cfg.calib), img_size=img_size, max_images=cfg.calib_images, progress=progress
     )
     log(f"calibrating on {len(calib.files)} images from {calib.folder} ({cfg.calib_method})")
-    int8_path = out / "model_int8.onnx"
+    int8_path = fp32_path.with_name("model_int8.onnx")
     info: dict[str, Any] = {
         "calibration": {
             "method": cfg.calib_method,
@@ -130,10 +198,14 @@ def _int8(
         },
         "quantize_heads": cfg.quantize_heads,
         "placement": cfg.int8_placement,
-        "reduce_range": resolve_reduce_range(cfg.int8_placement, cfg.int8_reduce_range),
+        "cpu_target": cfg.int8_target,
+        "checked_as_target_runs": cfg.int8_target != "vnni" or cpuinfo.has_vnni(),
+        "reduce_range": resolve_reduce_range(
+            cfg.int8_placement, cfg.int8_reduce_range, cfg.int8_cpu_target
+        ),
     }
     ranges = calibrate(fp32_path, calib, method=cfg.calib_method)
-    if cfg.data is None:
+    if records is None:
         log("note: no --data given, so INT8 is not checked against an mAP budget")
         result = quantize_int8(
             fp32_path,
@@ -146,8 +218,30 @@ def _int8(
         info["kept_fp32"] = list(result.excluded)
         info["gate"] = None
         return int8_path, info
+    report = _gate(cfg, net, fp32_path, int8_path, calib, ranges, records, img_size, info, log)
+    info["kept_fp32"] = list(report.excluded)
+    info["gate"] = {"data": str(cfg.data), "split": cfg.val_split, **report.to_dict()}
+    return int8_path, info
 
-    records = _val_records(cfg, tuple(net.config.class_names))
+
+def _gate(
+    cfg: ExportConfig,
+    net: torch.nn.Module,
+    fp32_path: Path,
+    int8_path: Path,
+    calib: CalibSet,
+    ranges: TensorsData,
+    records: list[ImageRecord],
+    img_size: int,
+    info: dict[str, Any],
+    log: Callable[[str], None],
+) -> GateReport:
+    """The int8 accuracy gate (:func:`edgeyolo.export.quantize.int8_with_budget`) on ``records``."""
+    import onnx
+
+    from edgeyolo.evaluate.evaluator import evaluate_onnx
+    from edgeyolo.export.graph import retarget_nms
+    from edgeyolo.export.quantize import int8_with_budget
 
     def score(path: Path) -> float:
         # COCO's evaluation setting, not the deployment thresholds: only the NMS tail's
@@ -168,7 +262,7 @@ def _int8(
             "tell a good int8 graph from a broken one; train longer (or check --data) before "
             "trusting int8"
         )
-    report = int8_with_budget(
+    return int8_with_budget(
         fp32_path,
         int8_path,
         calib=calib,
@@ -182,33 +276,39 @@ def _int8(
         reduce_range=info["reduce_range"],
         log=log,
     )
-    info["kept_fp32"] = list(report.excluded)
-    info["gate"] = {"data": str(cfg.data), "split": cfg.val_split, **report.to_dict()}
-    return int8_path, info
 
 
-def export_model(
-    cfg: ExportConfig, *, progress: bool = True, log: Callable[[str], None] = print
-) -> dict[str, Any]:
-    """Run the whole export; returns the manifest (also written to ``cfg.out/manifest.json``)."""
+def _check_fp32(p: dict[str, Any], n_images: int) -> None:
+    """Raise unless the fp32 graph reproduced PyTorch (see :data:`FP32_MIN_IOU`)."""
+    exact = p["matched_fraction"] in (None, 1.0) and (  # None: no box on either side
+        p["matched"] == 0
+        or (p["min_iou"] >= FP32_MIN_IOU and p["max_score_diff"] <= FP32_MAX_SCORE_DIFF)
+    )
+    if not exact:
+        raise ExportError(
+            f"the fp32 graph does not reproduce the PyTorch model on {n_images} images "
+            f"({p}); please report this with the checkpoint"
+        )
+
+
+def _build_onnx(
+    cfg: ExportConfig,
+    net: torch.nn.Module,
+    stage: Path,
+    img_size: int,
+    records: list[ImageRecord] | None,
+    log: Callable[[str], None],
+    progress: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any], SimplifyReport | None, int]:
+    """Write the ONNX variants into ``stage``; returns (artifacts, parity checks, onnxsim
+    report, number of check images)."""
     from edgeyolo.export.onnx_export import build_fp32, to_fp16
-    from edgeyolo.train.checkpoint import load_model
 
-    if cfg.engine:  # fail before any long step when TensorRT is missing
-        from edgeyolo.export.tensorrt import import_tensorrt
-
-        import_tensorrt()
-    net, _ckpt = load_model(cfg.weights, device=torch.device("cpu"))
-    net.eval()
-    img_size = cfg.img_size or net.config.img_size
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     images = _check_images(cfg, img_size, log)
-
     name = "model_raw.onnx" if cfg.raw else "model_fp32.onnx"
     fp32_path, sim = build_fp32(
         net,
-        out / name,
+        stage / name,
         img_size=img_size,
         conf_thres=cfg.conf_thres,
         iou_thres=cfg.iou_thres,
@@ -220,91 +320,111 @@ def export_model(
         check_images=images,
     )
     log(
-        f"wrote {fp32_path}"
+        f"made {name}"
         + (f" (onnxsim: {sim.nodes_before} → {sim.nodes_after} nodes)" if sim else "")
     )
     checks: dict[str, Any] = {}
-    artifacts = []
     if not cfg.raw:
-        p = parity_against_torch(net, fp32_path, images, cfg=cfg)
-        checks["fp32"] = p
-        exact = p["matched_fraction"] == 1.0 and (
-            p["matched"] == 0
-            or (p["min_iou"] >= FP32_MIN_IOU and p["max_score_diff"] <= FP32_MAX_SCORE_DIFF)
-        )
-        if not exact:
-            raise ExportError(
-                f"the fp32 graph does not reproduce the PyTorch model on {len(images)} images "
-                f"({p}); please report this with the checkpoint"
-            )
-    artifacts.append(_onnx_entry(fp32_path, "fp32"))
-
+        checks["fp32"] = parity_against_torch(net, fp32_path, images, cfg=cfg)
+        _check_fp32(checks["fp32"], len(images))
+    artifacts = [_onnx_entry(fp32_path, "fp32")]
     if cfg.fp16:
-        path = to_fp16(fp32_path, out / name.replace("fp32", "fp16").replace("raw", "raw_fp16"))
+        path = to_fp16(fp32_path, stage / name.replace("fp32", "fp16").replace("raw", "raw_fp16"))
         if not cfg.raw:
             checks["fp16"] = parity_against_torch(net, path, images, cfg=cfg)
         artifacts.append(_onnx_entry(path, "fp16"))
-        log(f"wrote {path}")
+        log(f"made {path.name}")
     if cfg.int8:
-        path, info = _int8(cfg, net, fp32_path, out, img_size, log, progress)
+        path, info = _int8(cfg, net, fp32_path, records, img_size, log, progress)
         checks["int8"] = parity_against_torch(net, path, images, cfg=cfg)
         artifacts.append(_onnx_entry(path, "int8", **info))
-        log(f"wrote {path}")
+        log(f"made {path.name} (int8 for {cfg.int8_target}, placement {cfg.int8_placement})")
+    return artifacts, checks, sim, len(images)
 
-    if cfg.darknet:
-        from edgeyolo.models.darknet_weights import write_darknet
 
-        dn = out / f"{net.config.arch}.weights"
-        state = _ckpt.get("state") or {}
-        seen = int(state.get("global_step", 0)) * int((_ckpt.get("train") or {}).get("batch", 1))
-        floats = write_darknet(dn, net, seen=seen)
-        artifacts.append(
+def _build_darknet(
+    net: torch.nn.Module, ckpt: dict[str, Any], stage: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """``stage/<arch>.weights`` in darknet format; returns its manifest entry."""
+    from edgeyolo.models.darknet_weights import write_darknet
+
+    dn = stage / f"{net.config.arch}.weights"
+    state = ckpt.get("state") or {}
+    seen = int(state.get("global_step", 0)) * int((ckpt.get("train") or {}).get("batch", 1))
+    floats = write_darknet(dn, net, seen=seen)
+    log(f"made {dn.name} ({floats:,} floats, darknet format)")
+    return {
+        "kind": "darknet",
+        "precision": "fp32",
+        "file": dn.name,
+        "sha256": sha256_file(dn),
+        "bytes": dn.stat().st_size,
+        "floats": floats,
+    }
+
+
+def _build_engines(
+    cfg: ExportConfig,
+    onnx_artifacts: list[dict[str, Any]],
+    stage: Path,
+    out: Path,
+    img_size: int,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """One TensorRT engine per ONNX file in ``stage``; the default timing cache starts from
+    ``out``'s (if any) and is staged with the rest."""
+    from edgeyolo.export.tensorrt import build_engine
+
+    if cfg.timing_cache:
+        cache = Path(cfg.timing_cache)
+    else:
+        cache = stage / _TIMING_CACHE
+        if (out / _TIMING_CACHE).is_file():
+            shutil.copy2(out / _TIMING_CACHE, cache)
+    entries = []
+    for a in onnx_artifacts:
+        onnx_path = stage / a["file"]
+        engine = build_engine(
+            onnx_path,
+            onnx_path.with_suffix(".engine"),
+            precision=a["precision"],
+            input_name=INPUT_NAME,
+            img_size=img_size,
+            min_batch=1,
+            opt_batch=max(1, cfg.batch // 2) if cfg.batch > 2 else cfg.batch,
+            max_batch=cfg.batch,
+            workspace_gib=cfg.workspace_gib,
+            timing_cache=cache,
+            log=log,
+        )
+        entries.append(
             {
-                "kind": "darknet",
-                "precision": "fp32",
-                "file": dn.name,
-                "sha256": sha256_file(dn),
-                "bytes": dn.stat().st_size,
-                "floats": floats,
+                "kind": "engine",
+                "precision": a["precision"],
+                "file": engine.path.name,
+                "sha256": sha256_file(engine.path),
+                "bytes": engine.path.stat().st_size,
+                "onnx_sha256": a["sha256"],
+                **engine.to_dict(),
             }
         )
-        log(f"wrote {dn} ({floats:,} floats, darknet format)")
+    return entries
 
-    if cfg.engine:
-        from edgeyolo.export.tensorrt import build_engine
 
-        cache = Path(cfg.timing_cache) if cfg.timing_cache else out / "timing.cache"
-        for a in [x for x in artifacts if x["kind"] == "onnx"]:
-            onnx_path = out / a["file"]
-            engine = build_engine(
-                onnx_path,
-                onnx_path.with_suffix(".engine"),
-                precision=a["precision"],
-                input_name=INPUT_NAME,
-                img_size=img_size,
-                min_batch=1,
-                opt_batch=max(1, cfg.batch // 2) if cfg.batch > 2 else cfg.batch,
-                max_batch=cfg.batch,
-                workspace_gib=cfg.workspace_gib,
-                timing_cache=cache,
-                log=log,
-            )
-            artifacts.append(
-                {
-                    "kind": "engine",
-                    "precision": a["precision"],
-                    "file": engine.path.name,
-                    "sha256": sha256_file(engine.path),
-                    "bytes": engine.path.stat().st_size,
-                    "onnx_sha256": a["sha256"],
-                    **engine.to_dict(),
-                }
-            )
-
-    manifest = {
+def _manifest(
+    cfg: ExportConfig,
+    net: torch.nn.Module,
+    img_size: int,
+    sim: SimplifyReport | None,
+    n_images: int,
+    checks: dict[str, Any],
+    artifacts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The manifest (without its schema, which :func:`write_manifest` adds)."""
+    return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {"weights": str(cfg.weights), "sha256": sha256_file(cfg.weights)},
-        "versions": _versions(),
+        **_environment(),
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch", 3, img_size, img_size],
@@ -332,9 +452,92 @@ def export_model(
         },
         "opset": cfg.opset,
         "simplify": sim.to_dict() if sim else None,
-        "checks": {"images": len(images), "parity_vs_torch": checks},
+        "checks": {"images": n_images, "parity_vs_torch": checks},
         "artifacts": artifacts,
     }
-    path = write_manifest(out, manifest)
-    log(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``out`` (``out`` itself when its parent is read-only), on
+    the same file system so the final moves are renames. On an exception the folder, and any
+    parent of ``out`` made for it, are removed; on success only what is left in it."""
+    out = Path(os.path.abspath(out))
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # deepest first
+    stage = out.parent / f".{out.name}{STAGING_MARK}{uuid.uuid4().hex[:8]}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            stage.mkdir()
+        except PermissionError:
+            if not out.is_dir():
+                raise
+            stage = out / f".{out.name}{STAGING_MARK}{uuid.uuid4().hex[:8]}"
+            stage.mkdir()
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _listed_files(out: Path) -> set[str]:
+    """Files the manifest already in ``out`` lists (none when there is no readable one)."""
+    try:
+        old = read_manifest(out)
+    except ExportError:
+        return set()
+    names = {str(a.get("file", "")) for a in old["artifacts"] if isinstance(a, dict)}
+    return {n for n in names if n and Path(n).name == n}
+
+
+def _commit(stage: Path, out: Path, files: list[str]) -> None:
+    """Move ``files`` and the manifest (last) from ``stage`` into ``out``; then delete the files
+    the previous manifest listed and this one does not (e.g. an int8 graph of an older export)."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage.rename(out)  # one rename: out appears complete or not at all
+        return
+    old = _listed_files(out)
+    for name in files:
+        os.replace(stage / name, out / name)
+    os.replace(stage / MANIFEST_NAME, out / MANIFEST_NAME)
+    for name in sorted(old - set(files)):
+        (out / name).unlink(missing_ok=True)
+
+
+def export_model(
+    cfg: ExportConfig, *, progress: bool = True, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run the whole export; returns the manifest (also written to ``cfg.out/manifest.json``).
+
+    All or nothing (module docstring): on any error ``cfg.out`` is left as it was.
+    """
+    from edgeyolo.train.checkpoint import load_model
+
+    _preflight(cfg, log)
+    net, ckpt = load_model(cfg.weights, device=torch.device("cpu"))
+    net.eval()
+    records = _val_records(cfg, tuple(net.config.class_names)) if cfg.int8 and cfg.data else None
+    img_size = cfg.img_size or net.config.img_size
+    out = Path(cfg.out)
+    with _staging(out) as stage:
+        artifacts, checks, sim, n_images = _build_onnx(
+            cfg, net, stage, img_size, records, log, progress
+        )
+        if cfg.darknet:
+            artifacts.append(_build_darknet(net, ckpt, stage, log))
+        if cfg.engine:
+            onnx_artifacts = [a for a in artifacts if a["kind"] == "onnx"]
+            artifacts += _build_engines(cfg, onnx_artifacts, stage, out, img_size, log)
+        manifest = _manifest(cfg, net, img_size, sim, n_images, checks, artifacts)
+        write_manifest(stage, manifest)
+        files = [a["file"] for a in artifacts]
+        if not cfg.timing_cache and (stage / _TIMING_CACHE).is_file():
+            files.append(_TIMING_CACHE)
+        _commit(stage, out, files)
+    log(f"wrote {', '.join([*files, MANIFEST_NAME])} to {out}")
     return manifest

@@ -122,10 +122,18 @@ def _quantized_convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == "Conv" and {*n.input[:2]} <= dq]
 
 
-def resolve_reduce_range(placement: str, reduce_range: bool | None) -> bool:
-    """7-bit weights or not: ``reduce_range`` when given, else on for the ``onnxruntime``
-    placement only (see :func:`quantize_int8`)."""
-    return placement == "onnxruntime" if reduce_range is None else reduce_range
+def resolve_reduce_range(
+    placement: str, reduce_range: bool | None, cpu_target: str = "any"
+) -> bool:
+    """7-bit weights or not: ``reduce_range`` when given, else the rule of
+    :meth:`edgeyolo.config.ExportConfig.reduce_range_for` (on for the ``onnxruntime`` placement
+    with CPU target ``any``, off for target ``vnni`` and for ``tensorrt``; see
+    :func:`quantize_int8`)."""
+    from edgeyolo.config import ExportConfig
+
+    if reduce_range is not None:
+        return reduce_range
+    return ExportConfig.reduce_range_for(placement, cpu_target)
 
 
 def quantize_int8(
@@ -148,11 +156,13 @@ def quantize_int8(
     convolutions, measured faster than fp32 on CPU where the TensorRT placement is slower).
 
     ``reduce_range``: 7-bit weights (ONNX Runtime's option). ``None``: on for the ``onnxruntime``
-    placement, off for ``tensorrt``. On x86 CPUs without VNNI, ONNX Runtime's int8 convolution
+    placement, off for ``tensorrt`` (CPU target ``any``; ``edgeyolo export`` passes the value
+    its ``--int8-cpu-target`` implies). On x86 CPUs without VNNI, ONNX Runtime's int8 convolution
     multiplies u8 activations by s8 weights with ``vpmaddubsw``, which saturates the int16 sum of
     two products; with full-range weights and near-white images the first conv's output collapsed
-    (mAP@0.5 0.00; ``bench/RESULTS.md``), with 7-bit weights it cannot saturate. TensorRT and ORT's
-    Q/DQ simulation compute in wider types and keep the full range.
+    (mAP@0.5 0.00; ``bench/RESULTS.md``), with 7-bit weights it cannot saturate. CPUs with
+    AVX512-VNNI or AVX-VNNI (``vpdpbusd``, int32 sums) run full-range weights correctly; TensorRT
+    and ORT's Q/DQ simulation compute in wider types and keep the full range.
 
     Raises:
         ExportError: an ``exclude`` name is not a ``/net/`` Conv, nothing is left to quantize, or

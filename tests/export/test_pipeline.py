@@ -166,6 +166,7 @@ def test_int8_export_records_calibration_and_gate(
     assert sorted(a["kept_fp32"]) == ["/net/stages.0/head/Conv", "/net/stages.1/head/Conv"]
     assert a["gate"]["passed"] and a["gate"]["split"] == "train" and a["gate"]["steps"]
     assert (a["placement"], a["reduce_range"]) == ("tensorrt", False)  # full-range weights
+    assert a["cpu_target"] == "gpu"  # on a CPU the tensorrt placement is a float simulation
     # a gate whose fp32 reference finds nothing cannot judge int8, and the log says so
     blind = any("the int8 gate cannot tell" in line for line in logs)
     assert blind == (a["gate"]["fp32_map50"] < 1.0)
