@@ -9,10 +9,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.table import Table
 
 from edgeyolo.console import make_console
 from edgeyolo.errors import EdgeYoloError
+
+
+class _Command(typer.core.TyperCommand):
+    """Usage lines name positionals as ``SOURCE``, not typer's ``{SOURCE}``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # typer's vendored click Context
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
 
 app = typer.Typer(
     name="edgeyolo",
@@ -20,8 +30,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Build or convert datasets.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Build a data set: `edgeyolo data mnist` writes the MNIST-detection set.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(data_app, name="data")
 
 console = make_console()
@@ -41,9 +56,9 @@ def _cli_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-@data_app.command("mnist")
+@data_app.command("mnist", cls=_Command)
 def data_mnist(
-    out: Annotated[Path, typer.Argument(help="Folder to write the dataset into.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write the dataset into.")],
     n_train: Annotated[int, typer.Option("--train", help="Number of training images.")] = 1000,
     n_test: Annotated[int, typer.Option("--test", help="Number of test images.")] = 200,
     size: Annotated[int, typer.Option(help="Canvas size in pixels (square).")] = 416,
@@ -57,7 +72,7 @@ def data_mnist(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a data set already in OUT.")] = False,
 ) -> None:
-    """Build the seed tutorial's MNIST-detection set from real MNIST digits."""
+    """MNIST-detection from real MNIST digits (the seed tutorial's recipe)."""
     from edgeyolo.data.mnist import build_mnist_detection
 
     with _cli_errors():
@@ -73,7 +88,7 @@ def data_mnist(
     console.print(f"wrote {n_train} train / {n_test} test images; dataset: [bold]{path}[/]")
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     data: Annotated[Path, typer.Option(help="data.yaml of the dataset.")],
     model: Annotated[str, typer.Option(help="yolov3 or yolov3-tiny.")] = "yolov3-tiny",
@@ -203,7 +218,7 @@ def train(
     )
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command)
 def eval_(
     weights: Annotated[Path, typer.Option(help="A checkpoint written by `edgeyolo train`.")],
     data: Annotated[Path, typer.Option(help="data.yaml of the dataset.")],
@@ -241,9 +256,11 @@ def eval_(
         console.print(f"wrote {json_out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def detect(
-    source: Annotated[str, typer.Argument(help="Image, folder, video file or camera index.")],
+    source: Annotated[
+        str, typer.Argument(metavar="SOURCE", help="Image, folder, video file or camera index.")
+    ],
     model: Annotated[
         Path | None,
         typer.Option(help="A .pt checkpoint, an exported .onnx or a TensorRT .engine."),
@@ -253,14 +270,27 @@ def detect(
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for annotated output.")] = Path("runs/detect"),
     img_size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
-    conf: Annotated[float, typer.Option(help="Score threshold.")] = 0.25,
-    iou: Annotated[float, typer.Option(help="NMS IoU threshold (.pt only).")] = 0.45,
+    conf: Annotated[
+        float | None,
+        typer.Option(help="Score threshold (default: the model's own; 0.25 for a .pt)."),
+    ] = None,
+    iou: Annotated[
+        float | None,
+        typer.Option(help="NMS IoU threshold (default: the model's own; 0.45 for a .pt)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     save_json: Annotated[
         bool, typer.Option("--json", help="Also write OUT/detections.json.")
     ] = False,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Skip and report unreadable images instead of stopping.")
+    ] = False,
 ) -> None:
-    """Draw detections on images, video or a camera with any backend; optionally write JSON."""
+    """Draw detections on images, video or a camera with any backend; optionally write JSON.
+
+    An exported .onnx runs at the --conf/--iou given (its NMS is re-targeted); a TensorRT engine
+    takes a higher --conf only, its NMS being built in.
+    """
     from edgeyolo.detect import run_detect
     from edgeyolo.errors import ConfigError
     from edgeyolo.runtime.detector import Detector
@@ -276,12 +306,29 @@ def detect(
             iou_thres=iou,
             bgr=False,
         ) as det:
-            records = run_detect(source, det.predict_rgb, det.names, out=out, save_json=save_json)
-    n = sum(len(r["detections"]) for r in records)
-    console.print(f"{len(records)} frame(s), {n} detection(s) -> [bold]{out}[/]")
+            b = det.backend
+            console.print(
+                f"{b.name} on {b.where}, {det.nms or 'NMS settings unknown'}", soft_wrap=True
+            )
+            records = run_detect(
+                source,
+                det.predict_rgb,
+                det.names,
+                out=out,
+                save_json=save_json,
+                skip_bad=skip_bad,
+                console=console,
+            )
+    frames = [r for r in records if "skipped" not in r]
+    n = sum(len(r["detections"]) for r in frames)
+    skipped = len(records) - len(frames)
+    note = f", {skipped} skipped (unreadable, named above)" if skipped else ""
+    console.print(
+        f"{len(frames)} frame(s), {n} detection(s){note} -> [bold]{out}[/]", soft_wrap=True
+    )
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 def export_cmd(
     weights: Annotated[Path, typer.Option(help="A checkpoint written by `edgeyolo train`.")],
     out: Annotated[Path, typer.Option(help="Folder for the ONNX files, engines and manifest.")] = (
@@ -415,7 +462,7 @@ def _parity_cell(p: dict[str, Any] | None, conf: float) -> str:
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     weights: Annotated[Path, typer.Option(help="The checkpoint (reference, benched too).")],
     models: Annotated[
@@ -484,7 +531,7 @@ def bench(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def info(
     model: Annotated[str, typer.Option(help="yolov3 or yolov3-tiny.")] = "yolov3",
     classes: Annotated[int, typer.Option(help="Number of classes.")] = 80,

@@ -209,3 +209,21 @@ def test_user_errors_end_in_one_error_line_without_a_traceback(mnist_small_yaml,
         assert lines[-1].startswith("error:") and says in lines[-1], (args, result.output)
         assert "Traceback" not in result.output
         assert isinstance(result.exception, SystemExit), (args, result.exception)  # not a crash
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_help_names_every_flag_in_full_at_any_width(width):
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = {name: cmd for name, cmd in group.commands.items() if name != "data"}
+    commands.update({f"data {n}": c for n, c in group.commands["data"].commands.items()})
+    for name, cmd in commands.items():
+        result = runner.invoke(app, [*name.split(), "--help"], terminal_width=width)
+        assert result.exit_code == 0, result.output
+        text = result.output
+        assert "<bool>" not in text and "{" not in text.splitlines()[0], (name, text[:300])
+        for param in cmd.params:
+            for flag in param.opts if param.param_type_name == "option" else []:
+                assert flag in text, (name, flag)  # never cut, never folded mid-name
+        assert max(len(line) for line in text.splitlines()) <= width, name

@@ -25,4 +25,3 @@ def test_no_vnni_and_unknown_flags(tmp_path):
     assert "asimd" in cpu_flags.__wrapped__(f)
     assert cpu_flags.__wrapped__(tmp_path / "absent") == frozenset()
     assert cpu_summary(frozenset()).endswith("(flags unknown)")
-
