@@ -349,8 +349,9 @@ def _build_darknet(
     from edgeyolo.models.darknet_weights import write_darknet
 
     dn = stage / f"{net.config.arch}.weights"
-    state = ckpt.get("state") or {}
-    seen = int(state.get("global_step", 0)) * int((ckpt.get("train") or {}).get("batch", 1))
+    state = ckpt.get("state") or {}  # best.pt (inference only) records global_step at the top
+    step = ckpt.get("global_step", state.get("global_step", 0))
+    seen = int(step) * int((ckpt.get("train") or {}).get("batch", 1))
     floats = write_darknet(dn, net, seen=seen)
     log(f"made {dn.name} ({floats:,} floats, darknet format)")
     return {
