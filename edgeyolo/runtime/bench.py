@@ -317,6 +317,8 @@ def _stability(
     before: tuple[float | None, float | None],
     compute: dict[str, Any],
     measure_after: Callable[[], float | None],
+    *,
+    others: float | None = None,
 ) -> dict[str, Any]:
     """Judge the run (:func:`~edgeyolo.runtime.latency.judge_stability`) and mark each artifact:
     ``disturbed`` (its own series is noisy, or the machine was busy) and ``disturbed_reasons``.
@@ -325,6 +327,8 @@ def _stability(
         before: ``(fp32 roof on the CPU, load average)`` read just before the first timed run.
         compute: :func:`_compute`'s block; its CPU roof is the one after the runs where a
             backend ran on the CPU (``measure_after`` measures it otherwise).
+        others: the share of the machine's CPU other processes used during the timed runs
+            (:func:`~edgeyolo.runtime.latency.others_share`).
     """
     from edgeyolo.runtime.latency import (
         available_cores,
@@ -344,6 +348,7 @@ def _stability(
         load_after=load_average(),
         cores=available_cores(),
         noisy={k: v for k, v in noisy.items() if v},
+        others=others,
     )
     for k, a in out.items():
         why = noisy[k] + (
@@ -459,7 +464,13 @@ def run_bench(
     from edgeyolo.device import select_device
     from edgeyolo.export.tensorrt import tensorrt_version
     from edgeyolo.runtime.backends import open_backend
-    from edgeyolo.runtime.latency import load_average, time_model, time_model_isolated
+    from edgeyolo.runtime.latency import (
+        cpu_snapshot,
+        load_average,
+        others_share,
+        time_model,
+        time_model_isolated,
+    )
 
     weights = Path(weights)
     if weights.suffix != ".pt" or not weights.is_file():
@@ -510,6 +521,7 @@ def run_bench(
     with _progress(progress) as prog:
         with _task(prog, "measuring the fp32 roof"):
             before = (_cpu_roof(threads, isolate, "before", not_available), load_average())
+        start = cpu_snapshot()
         for a in arts:  # all timing first, before this process loads any model for scoring
             size = a["img_size"] = a["img_size"] or ref_size
             if size not in batches:
@@ -524,12 +536,17 @@ def run_bench(
                 out[a["key"]] = {**_entry(a, t), "img_size": size}
             else:
                 skip(a, t["error"], not_available if t["unavailable"] else failed)
+        others = others_share(start, cpu_snapshot())
         if arts[0]["key"] not in out:
             raise ConfigError(f"the reference {weights} could not be timed: {failed[0]}")
         with _task(prog, "measuring the fp32 roof"):
             compute = _compute(out, net, threads, isolate, not_available)
             stability = _stability(
-                out, before, compute, lambda: _cpu_roof(threads, isolate, "after", not_available)
+                out,
+                before,
+                compute,
+                lambda: _cpu_roof(threads, isolate, "after", not_available),
+                others=others,
             )
         for a in arts:
             if a["key"] in out:

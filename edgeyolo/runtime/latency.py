@@ -37,10 +37,13 @@ __all__ = [
     "BackendTiming",
     "LatencyStats",
     "TimedBackend",
+    "CpuSnapshot",
     "available_cores",
+    "cpu_snapshot",
     "judge_stability",
     "load_average",
     "noisy_series",
+    "others_share",
     "preprocess_frame",
     "time_backend",
     "time_model",
@@ -65,6 +68,12 @@ SPREAD_MAX = 2.0
 #: ...and the p99 must also exceed p50 by this many ms: below it, a sub-millisecond (GPU) series
 #: is spread by Python and timer jitter, which no other process causes.
 SPREAD_MIN_MS = 1.0
+#: Largest share of the machine's CPU time that *other* processes used while the timed runs went
+#: on: ``/proc/stat``'s busy time of all CPUs, less this process's and its children's own CPU
+#: time, over wall time × CPUs. It is read at the start and end of the timing, so unlike the load
+#: average (a one-minute mean) it sees a job that starts mid-bench; a quiet machine's daemons use
+#: a few percent; a quarter of the machine means another job held a core for much of the timing.
+OTHERS_MAX = 0.25
 #: Largest 1-minute load average per core available to the bench, read before and after the
 #: timed runs. Above 1.0, runnable threads outnumber the cores, so some wait for one. The bench's
 #: own intra-op threads count in the reading after the runs, but there are at most as many as
@@ -318,6 +327,43 @@ def load_average() -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Counters to tell this process's CPU use from the rest of the machine's (Linux only)."""
+
+    wall_s: float  #: time.monotonic()
+    busy_s: float  #: all CPUs' non-idle time from /proc/stat, in seconds
+    own_s: float  #: this process's and its reaped children's user + system time
+    cpus: int  #: CPUs counted in /proc/stat
+
+
+def cpu_snapshot(stat: str | Path = "/proc/stat") -> CpuSnapshot | None:
+    """Read the counters now; ``None`` where ``/proc/stat`` is absent (not Linux)."""
+    try:
+        lines = Path(stat).read_text().splitlines()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    fields = [
+        int(v) for v in lines[0].split()[1:]
+    ]  # user nice system idle iowait irq softirq steal
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    cpus = sum(1 for x in lines if x.startswith("cpu") and x[3:4].isdigit())
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    busy = (sum(fields[:8]) - idle) / ticks
+    return CpuSnapshot(time.monotonic(), busy, own, max(cpus, 1))
+
+
+def others_share(before: CpuSnapshot | None, after: CpuSnapshot | None) -> float | None:
+    """The share of the machine's CPU time other processes used between two snapshots (0..1;
+    ``None`` when either is missing or no time passed)."""
+    if before is None or after is None or after.wall_s <= before.wall_s:
+        return None
+    others = (after.busy_s - before.busy_s) - (after.own_s - before.own_s)
+    return min(max(others / ((after.wall_s - before.wall_s) * after.cpus), 0.0), 1.0)
+
+
 def noisy_series(batches: Mapping[str, Mapping[str, float]]) -> list[str]:
     """Why each of an artifact's latency series is too spread to trust (empty when none is).
 
@@ -346,6 +392,7 @@ def judge_stability(
     load_after: float | None,
     cores: int,
     noisy: Mapping[str, Sequence[str]],
+    others: float | None = None,
 ) -> dict[str, Any]:
     """Whether a bench run was disturbed by other work on the machine, and why (pure).
 
@@ -356,6 +403,7 @@ def judge_stability(
             unknown on this OS).
         cores: the CPUs available to the bench.
         noisy: artifact → its :func:`noisy_series` reasons.
+        others: :func:`others_share` over the timed runs (``None``: not measured).
 
     Returns:
         JSON-ready ``{"disturbed", "machine_busy", "reasons": [str], "roof_before_gflops",
@@ -387,6 +435,11 @@ def judge_stability(
                 f"1-minute load average {load:.1f} {when} the timed runs, over the {cores} "
                 "cores the bench can use"
             )
+    if others is not None and others > OTHERS_MAX:
+        reasons.append(
+            f"other processes used {others:.0%} of the machine's CPU time during the timed runs "
+            f"(> {OTHERS_MAX:.0%})"
+        )
     machine_reasons = len(reasons)
     reasons += [f"{key}: {why}" for key, whys in noisy.items() for why in whys]
     return {
@@ -399,7 +452,9 @@ def judge_stability(
         "loadavg_before": load_before,
         "loadavg_after": load_after,
         "cores": cores,
+        "others_cpu_share": others,
         "thresholds": {
+            "others_cpu_share": OTHERS_MAX,
             "roof_drift": ROOF_DRIFT_MAX,
             "p99_over_p50": SPREAD_MAX,
             "p99_minus_p50_ms": SPREAD_MIN_MS,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,33 @@ def test_load_and_cores_are_read_from_the_os():
     assert available_cores() >= 1
     load = load_average()
     assert load is None or load >= 0.0
+
+
+def test_others_share_counts_what_other_processes_used(tmp_path):
+    from edgeyolo.runtime.latency import CpuSnapshot, judge_stability, others_share
+
+    a = CpuSnapshot(wall_s=100.0, busy_s=1000.0, own_s=50.0, cpus=2)
+    # 10 s on 2 CPUs: 20 CPU-s; the machine was busy 18 of them, 8 of which were ours
+    b = CpuSnapshot(wall_s=110.0, busy_s=1018.0, own_s=58.0, cpus=2)
+    assert others_share(a, b) == pytest.approx(0.5)
+    quiet = CpuSnapshot(wall_s=110.0, busy_s=1008.5, own_s=58.0, cpus=2)
+    assert others_share(a, quiet) == pytest.approx(0.025)
+    assert others_share(a, None) is None and others_share(b, a) is None
+    v = judge_stability(**{**QUIET, "others": 0.5})
+    assert v["disturbed"] and v["machine_busy"] and "other processes used 50%" in v["reasons"][0]
+    assert not judge_stability(**{**QUIET, "others": 0.025})["disturbed"]
+
+
+def test_cpu_snapshot_reads_proc_stat(tmp_path):
+    from edgeyolo.runtime.latency import cpu_snapshot
+
+    stat = tmp_path / "stat"
+    stat.write_text(
+        "cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 50 0 25 400 5 0 0 20 0 0\n"
+        "cpu1 50 0 25 400 5 0 0 20 0 0\nintr 1\n"
+    )
+    snap = cpu_snapshot(stat)
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert snap is not None and snap.cpus == 2
+    assert snap.busy_s == pytest.approx((100 + 50 + 40) / ticks)  # user + system + steal
+    assert cpu_snapshot(tmp_path / "absent") is None
