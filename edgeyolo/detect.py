@@ -30,6 +30,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from edgeyolo.console import make_console
 from edgeyolo.data.records import Problem, describe_problems
 from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
 from edgeyolo.visualize import draw_detections
@@ -346,7 +347,7 @@ def run_detect(
     """
     if save_json and out is None:
         raise ConfigError("save_json needs an output folder (out)")
-    console = console or Console()
+    console = console or make_console()
     src = _resolve(source)
     try:
         _check_images(src, source, skip_bad=skip_bad, console=console)

@@ -157,7 +157,6 @@ def _progress(enabled: bool) -> Any:
 
     if not enabled:
         return nullcontext(None)
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -167,13 +166,15 @@ def _progress(enabled: bool) -> Any:
         TimeElapsedColumn,
     )
 
+    from edgeyolo.console import make_console
+
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=make_console(stderr=True),
         transient=True,
     )
 

@@ -485,11 +485,12 @@ def _fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
 
 def print_report(result: dict[str, Any], console: Any = None) -> None:
     """The summary as a rich table, then the notes (what was not benched, and why)."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = console or Console()
+    from edgeyolo.console import make_console
+
+    console = console or make_console()
     s = result["header"]["settings"]
     dl = disturbed_line(result)
     if dl:
