@@ -56,10 +56,12 @@ Timer = Callable[[], float]
 """A clock in seconds (``time.perf_counter``)."""
 
 #: Largest change of the fp32 matmul roof between the measurement before the timed runs and the
-#: one after, relative to the larger of the two, for a quiet run. The roof is the *fastest* of 5
-#: calls per size, so a short hiccup does not move it; a change beyond 10 % means other work held
-#: the cores for seconds, through every call of one measurement but not the other.
-ROOF_DRIFT_MAX = 0.10
+#: one after, relative to the larger of the two, for a quiet run. The roof is the fastest of 5
+#: short calls per size, and it is noisy by itself: the demo's bench on a quiet machine
+#: (2026-11-26, other processes 0.8 % of the CPU) read 199 then 161 GFLOP/s, a 19 % drift; beside
+#: CPU hogs it fell 90 % (182 → 17). 40 % sits between the two; the direct signal for other work
+#: is :data:`OTHERS_MAX`.
+ROOF_DRIFT_MAX = 0.40
 #: Largest p99 / p50 of one latency series (one artifact, one batch size) for a quiet run. Quiet
 #: CPU series keep their p99 within 1.03-1.32× of p50 (bench/results/bench_cpu, 100 runs each); a
 #: call that lost its core to another process for a scheduler slice or more takes a multiple of

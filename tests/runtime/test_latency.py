@@ -127,13 +127,15 @@ def test_a_run_within_every_threshold_is_not_disturbed():
     assert v["roof_drift"] == pytest.approx(0.05)
     assert (v["roof_before_gflops"], v["roof_after_gflops"]) == (100.0, 95.0)
     assert (v["loadavg_before"], v["loadavg_after"], v["cores"]) == (1.5, 2.0, 2)
-    assert v["thresholds"]["roof_drift"] == 0.10 and v["thresholds"]["p99_over_p50"] == 2.0
+    assert v["thresholds"]["roof_drift"] == 0.40 and v["thresholds"]["p99_over_p50"] == 2.0
+    # 19 %: a quiet machine's own roof noise (199 -> 161 GFLOP/s in the demo's bench)
+    assert not judge_stability(**{**QUIET, "roof_before": 199.0, "roof_after": 161.0})["disturbed"]
 
 
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ({"roof_after": 85.0}, "the fp32 roof fell 15% between before and after"),
+        ({"roof_after": 55.0}, "the fp32 roof fell 45% between before and after"),
         ({"roof_before": 50.0}, "the fp32 roof rose 47% between before and after"),
         ({"load_before": 2.5}, "1-minute load average 2.5 before the timed runs, over the 2 cores"),
         ({"load_after": 6.0, "cores": 4}, "1-minute load average 6.0 after the timed runs, over"),
