@@ -348,6 +348,11 @@ def _place_labels(
     return placed
 
 
+def _colour(i: int) -> str:
+    """The ``i``-th artifact's colour (matplotlib's default cycle), the same in every panel."""
+    return f"C{i % 10}"
+
+
 def _latency_panel(ax: Any, result: dict[str, Any]) -> tuple[list[Any], list[Any]]:
     """Latency (x) against mAP@0.5 (y) per artifact, and the fp32 floor. Returns the points to
     name ``(name, x, y, colour)`` and the texts their names must not cover."""
@@ -355,7 +360,7 @@ def _latency_panel(ax: Any, result: dict[str, Any]) -> tuple[list[Any], list[Any
     for i, (key, a) in enumerate(result["artifacts"].items()):
         x, y = a["latency_ms"]["p50"], a.get("map50")
         if y is not None and not math.isnan(y):
-            dot = ax.scatter([x], [y], s=40, marker="osD^vP"[i % 6], zorder=3)
+            dot = ax.scatter([x], [y], s=40, marker="osD^vP"[i % 6], color=_colour(i), zorder=3)
             name = key + (f" {MARK}" if a.get("disturbed") else "")
             points.append((name, x, y, dot.get_facecolor()[0]))
     texts = []
@@ -398,9 +403,10 @@ def _iou_panel(ax: Any, result: dict[str, Any]) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
         return
+    order = list(result["artifacts"])  # one colour per artifact in both panels
     for k in drawn:
         h = compared[k]["iou_histogram"]
-        ax.stairs(h["counts"], h["edges"], label=k, linewidth=1.5)
+        ax.stairs(h["counts"], h["edges"], label=k, linewidth=1.5, color=_colour(order.index(k)))
     ax.set_xscale("log")
     ax.set(xlabel="1 − IoU with the PyTorch box (≤1e-6 in the first bin)", ylabel="matched pairs")
     ax.grid(alpha=0.3)

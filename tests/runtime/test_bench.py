@@ -409,6 +409,13 @@ def test_plot_labels_of_coinciding_points_never_overlap(result):
     ax2 = fig.axes[1]
     assert ax2.get_xscale() == "log" and not ax2.texts  # every graph has matched pairs
     assert {t.get_text() for t in ax2.get_legend().get_texts()} == set(z["artifacts"]) - {"busy.pt"}
+    # one colour per artifact in both panels: its marker's and its histogram's
+    from matplotlib.colors import to_hex
+
+    dots = [to_hex(c.get_facecolor()[0]) for c in fig.axes[0].collections]
+    marker = dict(zip(z["artifacts"], dots, strict=True))
+    for stairs in ax2.patches:
+        assert to_hex(stairs.get_edgecolor()) == marker[stairs.get_label()]
 
 
 def test_a_disturbed_series_marks_its_figures_and_the_ratios_that_use_it(result):
