@@ -217,6 +217,17 @@ def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: _tuplify(v) for k, v in d.items()}, loss=loss, augment=aug)
 
 
+def check_nms_settings(conf_thres: float, iou_thres: float, max_det: int) -> None:
+    """The one range check of deployment NMS settings (export and every runtime backend):
+    :class:`ConfigError` naming the flag when a value is out of range."""
+    if not 0.0 <= conf_thres < 1.0:
+        raise ConfigError(f"conf threshold (--conf) must be in [0, 1), got {conf_thres}")
+    if not 0.0 < iou_thres <= 1.0:
+        raise ConfigError(f"IoU threshold (--iou) must be in (0, 1], got {iou_thres}")
+    if max_det < 1:
+        raise ConfigError(f"max_det (--max-det) must be at least 1, got {max_det}")
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """Settings of ``edgeyolo export`` (one ONNX file per precision, optional TensorRT engines)."""
@@ -256,12 +267,7 @@ class ExportConfig:
             raise ConfigError(f"--batch (the largest batch) must be >= 1, got {self.batch}")
         if self.opset < 17:
             raise ConfigError(f"--opset must be 17 or newer, got {self.opset}")
-        if not 0.0 <= self.conf_thres < 1.0:
-            raise ConfigError(f"--conf must be in [0, 1), got {self.conf_thres}")
-        if not 0.0 < self.iou_thres <= 1.0:
-            raise ConfigError(f"--iou must be in (0, 1], got {self.iou_thres}")
-        if self.max_det < 1:
-            raise ConfigError(f"--max-det must be >= 1, got {self.max_det}")
+        check_nms_settings(self.conf_thres, self.iou_thres, self.max_det)
         if self.calib_method not in ("entropy", "percentile", "minmax"):
             raise ConfigError(
                 f"unknown calibration method {self.calib_method!r}; "

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeyolo.config import check_nms_settings
 from edgeyolo.errors import ConfigError, ModelFileError
 
 __all__ = ["NmsPlan", "NmsSettings", "graph_nms", "plan_nms", "read_graph"]
@@ -44,12 +45,7 @@ class NmsSettings:
 
     def check(self) -> NmsSettings:
         """``self``, or :class:`ConfigError` when a value is out of range."""
-        if not 0.0 <= self.conf_thres < 1.0:
-            raise ConfigError(f"conf threshold (--conf) must be in [0, 1), got {self.conf_thres}")
-        if not 0.0 < self.iou_thres <= 1.0:
-            raise ConfigError(f"IoU threshold (--iou) must be in (0, 1], got {self.iou_thres}")
-        if self.max_det < 1:
-            raise ConfigError(f"max_det must be at least 1, got {self.max_det}")
+        check_nms_settings(self.conf_thres, self.iou_thres, self.max_det)
         return self
 
 
