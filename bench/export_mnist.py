@@ -31,13 +31,13 @@ from edgeyolo.config import ExportConfig
 from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.data.mnist import build_mnist_detection
 from edgeyolo.evaluate.evaluator import evaluate_checkpoint, evaluate_onnx, predict_with
-from edgeyolo.evaluate.parity import parity
-from edgeyolo.export.graph import retarget_nms
 from edgeyolo.export.pipeline import export_model
+from edgeyolo.metrics.parity import parity_summary
+from edgeyolo.models.checkpoint import load_model
 from edgeyolo.postprocess import Detections, from_outputs
-from edgeyolo.predict import detect_batch
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
-from edgeyolo.train.checkpoint import load_model
+from edgeyolo.runtime.pytorch import detect_batch
+from edgeyolo.runtime.thresholds import retarget_nms
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_mnist import machine  # noqa: E402
@@ -122,7 +122,7 @@ def main() -> None:
             path = out / art["file"]
             coco = retarget_nms(onnx.load(str(path)), conf_thres=0.001, iou_thres=0.5, max_det=300)
             m = evaluate_onnx(coco.SerializeToString(), test, names, img_size=img_size)
-            par = parity(ref, onnx_dets(path, batches)).to_dict()
+            par = parity_summary(ref, onnx_dets(path, batches)).to_dict()
             rows[key] = {"map50": m.map50, "map50_95": m.map50_95, "parity": par}
             if prec == "int8":
                 gates[method] = {**art["gate"], "kept_fp32": art["kept_fp32"]}

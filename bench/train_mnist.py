@@ -27,7 +27,7 @@ from edgeyolo.train.trainer import train
 
 def machine() -> dict[str, object]:
     """The machine and versions, as ``edgeyolo bench`` records them, plus torch's thread count."""
-    from edgeyolo.runtime.bench_report import environment
+    from edgeyolo.runtime.environment import environment
 
     env = environment()
     return {**env["machine"], "torch_threads": torch.get_num_threads(), **env["versions"]}

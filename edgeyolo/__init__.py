@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from edgeyolo._version import __version__
 
 _LAZY = {
     "TrainConfig": "edgeyolo.config",
@@ -25,9 +25,8 @@ _LAZY = {
     "Trainer": "edgeyolo.train.trainer",
     "evaluate_checkpoint": "edgeyolo.evaluate.evaluator",
     "build_model": "edgeyolo.models",
-    "load_model": "edgeyolo.train.checkpoint",
+    "load_model": "edgeyolo.models.checkpoint",
     "build_mnist_detection": "edgeyolo.data.mnist",
-    "TorchPredictor": "edgeyolo.predict",
     "Detector": "edgeyolo.runtime.detector",
     "ExportConfig": "edgeyolo.config",
     "export_model": "edgeyolo.export.pipeline",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,8 +15,25 @@ import typer
 import typer.core
 from rich.table import Table
 
+from edgeyolo.config import AugmentConfig, ExportConfig, LossConfig, ModelConfig, TrainConfig
 from edgeyolo.console import make_console
-from edgeyolo.errors import EdgeYoloError
+from edgeyolo.errors import ConfigError, EdgeYoloError
+from edgeyolo.lazy import lazy_import
+
+# The commands' modules, imported when a command runs (so `edgeyolo --help` starts at once, and a
+# deploy install without torch says which extra the training commands need).
+_TRAIN_EXTRA = {"install": "pip install torch torchvision (or `pip install edgeyolo[train]`)"}
+_MNIST = lazy_import("edgeyolo.data.mnist", **_TRAIN_EXTRA, needed_for="edgeyolo data mnist")
+_TRAINER = lazy_import("edgeyolo.train.trainer", **_TRAIN_EXTRA, needed_for="edgeyolo train")
+_DISTRIBUTED = lazy_import("edgeyolo.train.distributed", **_TRAIN_EXTRA, needed_for="--devices")
+_EVALUATOR = lazy_import("edgeyolo.evaluate.evaluator", **_TRAIN_EXTRA, needed_for="edgeyolo val")
+_COCO_MAP = lazy_import("edgeyolo.metrics.coco_map")
+_DETECT = lazy_import("edgeyolo.detect")
+_DETECTOR = lazy_import("edgeyolo.runtime.detector")
+_EXPORT = lazy_import("edgeyolo.export.pipeline", **_TRAIN_EXTRA, needed_for="edgeyolo export")
+_BENCH = lazy_import("edgeyolo.bench.runner")
+_MODELS = lazy_import("edgeyolo.models", **_TRAIN_EXTRA, needed_for="edgeyolo info")
+_CHECKPOINT = lazy_import("edgeyolo.models.checkpoint", **_TRAIN_EXTRA, needed_for="edgeyolo info")
 
 
 class _Command(typer.core.TyperCommand):
@@ -73,10 +93,8 @@ def data_mnist(
     overwrite: Annotated[bool, typer.Option(help="Replace a data set already in OUT.")] = False,
 ) -> None:
     """MNIST-detection from real MNIST digits (the seed tutorial's recipe)."""
-    from edgeyolo.data.mnist import build_mnist_detection
-
     with _cli_errors():
-        path = build_mnist_detection(
+        path = _MNIST.build_mnist_detection(
             out,
             n_train=n_train,
             n_test=n_test,
@@ -156,22 +174,13 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train YOLOv3 / YOLOv3-tiny; writes OUT/best.pt, OUT/last.pt and OUT/metrics.{jsonl,csv}."""
-    import os
-    import sys
-
-    from edgeyolo.config import AugmentConfig, LossConfig, TrainConfig
-    from edgeyolo.train.trainer import train as run_train
-
     if devices and "WORLD_SIZE" not in os.environ:
-        from edgeyolo.errors import ConfigError
-        from edgeyolo.train.distributed import launch, train_argv_without_devices
-
         with _cli_errors():
             parts = [d.strip() for d in devices.split(",") if d.strip()]
             if not parts or not all(d.isdigit() for d in parts):
                 raise ConfigError(f"--devices {devices!r}: give GPU indices like 0,1")
             ids = [int(d) for d in parts]
-            code = launch(ids, train_argv_without_devices(sys.argv))
+            code = _DISTRIBUTED.launch(ids, _DISTRIBUTED.train_argv_without_devices(sys.argv))
         raise typer.Exit(code)
     with _cli_errors():
         cfg = TrainConfig(
@@ -211,7 +220,7 @@ def train(
             ),
             augment=AugmentConfig(enabled=augment, hflip=hflip),
         )
-        result = run_train(cfg, resume=resume, progress=progress, console=console)
+        result = _TRAINER.train(cfg, resume=resume, progress=progress, console=console)
     console.print(
         f"done in {result.wall_s / 60:.1f} min ({result.images_per_s:.2f} img/s); "
         f"best val mAP@0.5 {result.best_map50:.4f}: [bold]{result.best}[/]"
@@ -234,11 +243,8 @@ def eval_(
     ] = None,
 ) -> None:
     """COCO mAP@0.5 and mAP@0.5:0.95 with a per-class table."""
-    from edgeyolo.evaluate.coco_map import print_map_table
-    from edgeyolo.evaluate.evaluator import evaluate_checkpoint
-
     with _cli_errors():
-        result = evaluate_checkpoint(
+        result = _EVALUATOR.evaluate_checkpoint(
             weights,
             data,
             split=split,
@@ -249,7 +255,7 @@ def eval_(
             iou_thres=iou,
             skip_bad=skip_bad,
         )
-    print_map_table(result, console=console)
+    _COCO_MAP.print_map_table(result, console=console)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result.to_dict(), indent=2))
@@ -291,14 +297,10 @@ def detect(
     An exported .onnx runs at the --conf/--iou given (its NMS is re-targeted); a TensorRT engine
     takes a higher --conf only, its NMS being built in.
     """
-    from edgeyolo.detect import run_detect
-    from edgeyolo.errors import ConfigError
-    from edgeyolo.runtime.detector import Detector
-
     with _cli_errors():
         if (model is None) == (weights is None):
             raise ConfigError("give the model with --model (or a checkpoint with --weights)")
-        with Detector(
+        with _DETECTOR.Detector(
             model or weights,
             device=device,
             img_size=img_size,
@@ -310,7 +312,7 @@ def detect(
             console.print(
                 f"{b.name} on {b.where}, {det.nms or 'NMS settings unknown'}", soft_wrap=True
             )
-            records = run_detect(
+            records = _DETECT.run_detect(
                 source,
                 det.predict_rgb,
                 det.names,
@@ -406,9 +408,6 @@ def export_cmd(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Export ONNX (decode + NMS inside) in fp32/fp16/int8, TensorRT engines, and manifest.json."""
-    from edgeyolo.config import ExportConfig
-    from edgeyolo.export.pipeline import export_model
-
     with _cli_errors():
         cfg = ExportConfig(
             weights=str(weights),
@@ -438,7 +437,7 @@ def export_cmd(
             engine=engine,
             workspace_gib=workspace,
         )
-        manifest = export_model(cfg, progress=progress, log=console.print)
+        manifest = _EXPORT.export_model(cfg, progress=progress, log=console.print)
     table = Table(title=f"exported to {out}")
     for col in ("file", "precision", "MB", "parity vs PyTorch"):
         table.add_column(col)
@@ -496,13 +495,8 @@ def bench(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Latency, mAP and box parity of exported models against their PyTorch checkpoint."""
-    import shlex
-    import sys
-
-    from edgeyolo.runtime.bench import print_report, run_bench, write_report
-
     with _cli_errors():
-        result = run_bench(
+        result = _BENCH.run_bench(
             weights,
             models,
             data,
@@ -519,8 +513,8 @@ def bench(
             command=shlex.join(["edgeyolo", *sys.argv[1:]]),
             log=lambda s: err_console.print(f"[yellow]note:[/] {s}", highlight=False),
         )
-        paths = write_report(result, out, log=lambda s: err_console.print(f"note: {s}"))
-    print_report(result, console)
+        paths = _BENCH.write_report(result, out, log=lambda s: err_console.print(f"note: {s}"))
+    _BENCH.print_report(result, console)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(paths["json"].read_text())
@@ -540,17 +534,13 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Layers, parameters, darknet float count and GFLOPs of a model."""
-    from edgeyolo.config import ModelConfig
-    from edgeyolo.models import build_model
-    from edgeyolo.models.info import model_info
-    from edgeyolo.train.checkpoint import load_model
-
     with _cli_errors():
         if weights is not None:
-            net, _ = load_model(weights)
+            net, _ = _CHECKPOINT.load_model(weights)
         else:
-            net = build_model(ModelConfig(arch=model, num_classes=classes, img_size=img_size))
-        result = model_info(net, img_size=img_size)
+            config = ModelConfig(arch=model, num_classes=classes, img_size=img_size)
+            net = _MODELS.build_model(config)
+        result = _MODELS.model_info(net, img_size=img_size)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -560,7 +550,3 @@ def info(
     for k, v in result.items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
     console.print(table)
-
-
-def main() -> None:
-    app()

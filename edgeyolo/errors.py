@@ -88,3 +88,11 @@ class RuntimeBackendError(EdgeYoloError):
 
     The message names the model, the backend and the batch it was given, and what to try.
     """
+
+
+class MissingDependencyError(EdgeYoloError):
+    """An optional package (matplotlib, torch on the deploy side) is absent or too old.
+
+    TensorRT and pycuda raise :class:`TensorRTNotAvailableError` instead (an :class:`ExportError`,
+    as before); both messages name the package, the version needed and how to install it.
+    """

@@ -119,6 +119,10 @@ def decode_heads(
     return torch.cat(all_boxes, dim=1), torch.cat(all_obj, dim=1), torch.cat(all_cls, dim=1)
 
 
+Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""``(boxes float[K, 4] xyxy, scores float[K], labels int[K])`` for one image, in its pixels."""
+
+
 @dataclass(frozen=True)
 class Detections:
     """The detections of one image.

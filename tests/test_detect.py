@@ -344,7 +344,7 @@ def test_detect_cli_names_a_bad_source_in_one_line(
 
 
 def _corrupt_onnx(tmp_path: Path, *, manifest: bool) -> Path:
-    from edgeyolo.export.manifest import write_manifest
+    from edgeyolo.runtime.manifest import write_manifest
 
     folder = tmp_path / ("with_manifest" if manifest else "bare")
     folder.mkdir()

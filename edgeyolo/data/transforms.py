@@ -29,6 +29,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from edgeyolo.config import AugmentConfig
+from edgeyolo.postprocess import Detections, Prediction
 
 Size = int | tuple[int, int]
 LetterboxParams = tuple[float, float, float]  # (scale, pad_x, pad_y)
@@ -116,6 +117,17 @@ def boxes_from_letterbox(
     out[..., 0::2] = np.clip(out[..., 0::2], 0, width)
     out[..., 1::2] = np.clip(out[..., 1::2], 0, height)
     return out
+
+
+def to_frame(det: Detections, params: LetterboxParams, *, width: int, height: int) -> Prediction:
+    """Detections in letterboxed input pixels mapped back to a ``width`` x ``height`` frame:
+    ``(float32[K, 4] xyxy, float32[K] scores, int64[K] labels)``."""
+    boxes = boxes_from_letterbox(det.boxes.cpu().numpy(), params, width=width, height=height)
+    return (
+        boxes.astype(np.float32),
+        det.scores.cpu().numpy().astype(np.float32),
+        det.labels.cpu().numpy().astype(np.int64),
+    )
 
 
 class Letterbox(v2.Transform):

@@ -1,7 +1,1 @@
-"""Accuracy measures: COCO mAP (through faster-coco-eval)."""
-
-from __future__ import annotations
-
-from edgeyolo.evaluate.coco_map import ClassAP, MapResult, compute_map, print_map_table
-
-__all__ = ["ClassAP", "MapResult", "compute_map", "print_map_table"]
+"""Evaluation of a checkpoint or an exported graph over a data split (inference + metrics)."""

@@ -6,15 +6,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from rich.progress import track
 from torch import nn
 from torch.utils.data import DataLoader
 
 from edgeyolo.console import make_console
 from edgeyolo.data.dataset import DetectionDataset, collate
+from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.data.records import ImageRecord, describe_problems
-from edgeyolo.evaluate.coco_map import MapResult, Prediction, compute_map
-from edgeyolo.postprocess import Detections
-from edgeyolo.predict import detect_batch, to_frame
+from edgeyolo.data.transforms import to_frame
+from edgeyolo.device import select_device
+from edgeyolo.errors import ConfigError
+from edgeyolo.metrics.coco_map import MapResult, Prediction, compute_map
+from edgeyolo.models.checkpoint import load_model
+from edgeyolo.postprocess import Detections, from_outputs
+from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from edgeyolo.runtime.pytorch import detect_batch
 
 #: Detects on a batch of letterboxed images (``Tensor[B, 3, S, S]``, 0..1); boxes in input pixels.
 BatchDetector = Callable[[torch.Tensor], list[Detections]]
@@ -42,8 +49,6 @@ def predict_with(
     out: list[Prediction] = [None] * len(records)  # type: ignore[list-item]
     iterator = loader
     if progress:
-        from rich.progress import track
-
         iterator = track(loader, description=description, transient=True)
     for images, _targets, indices in iterator:
         for det, i in zip(detect(images), indices, strict=True):
@@ -125,10 +130,6 @@ def evaluate_checkpoint(
     progress: bool = True,
 ) -> MapResult:
     """Evaluate a trained checkpoint on a split of a ``data.yaml``."""
-    from edgeyolo.data.formats import load_data_yaml, read_split
-    from edgeyolo.device import select_device
-    from edgeyolo.errors import ConfigError
-    from edgeyolo.train.checkpoint import load_model
 
     dev = select_device(device)
     model, _ckpt = load_model(weights, device=dev)
@@ -172,8 +173,6 @@ def evaluate_onnx(
     The graph's own NMS thresholds apply; export with ``--conf 0.001 --max-det 300`` for the
     standard COCO evaluation setting.
     """
-    from edgeyolo.postprocess import from_outputs
-    from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 
     with OnnxRuntimeSession(path, threads=threads) as session:
 

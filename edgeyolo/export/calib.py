@@ -32,6 +32,7 @@ from onnxruntime.quantization import (
     TensorsData,
     create_calibrator,
 )
+from rich.progress import Progress, track
 
 from edgeyolo.data.dataset import read_rgb
 from edgeyolo.data.transforms import letterbox
@@ -143,7 +144,7 @@ def preprocess(image_rgb: np.ndarray, img_size: int) -> np.ndarray:
     """``uint8[H, W, 3]`` RGB → ``float32[3, S, S]`` 0..1: the inference preprocessing.
 
     Letterbox (:func:`edgeyolo.data.transforms.letterbox`), HWC→CHW, ``/ 255`` in float32, i.e.
-    what :class:`edgeyolo.predict.TorchPredictor` and the evaluation dataset feed the network.
+    what :class:`edgeyolo.runtime.Detector` and the evaluation dataset feed the network.
     """
     boxed, _ = letterbox(image_rgb, img_size)
     return np.ascontiguousarray(boxed.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
@@ -191,7 +192,6 @@ def load_calibration(
     files = find_images(Path(folder))[:max_images]
     images = np.empty((len(files), 3, img_size, img_size), dtype=np.float32)
     digest = hashlib.sha256()
-    from rich.progress import track
 
     steps = track(
         enumerate(files),
@@ -305,7 +305,6 @@ def calibrate(
             f"calibration images are {calib.img_size} px but {fp32_path} takes {size} px; "
             "load them with img_size matching the export size"
         )
-    from rich.progress import Progress
 
     with tempfile.TemporaryDirectory(prefix="edgeyolo-calib-") as tmp, _quiet():
         calibrator = create_calibrator(

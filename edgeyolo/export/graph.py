@@ -28,7 +28,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnx import TensorProto as TP
+from onnx import helper as h
 from torch import Tensor, nn
 
 from edgeyolo.postprocess import decode_heads
@@ -43,7 +46,6 @@ __all__ = [
     "head_conv_prefixes",
     "nms_tail",
     "num_predictions",
-    "retarget_nms",
 ]
 
 INPUT_NAME = "images"
@@ -147,9 +149,6 @@ def nms_tail(
         iou_thres: a box whose IoU with a better box of its class is above this is suppressed.
         max_det: ``K``, detections kept per image (and per class inside NMS).
     """
-    import onnx
-    from onnx import TensorProto as TP
-    from onnx import helper as h
 
     if not 0.0 <= conf_thres < 1.0 or not 0.0 < iou_thres <= 1.0:
         raise ValueError(f"need 0 <= conf < 1 and 0 < iou <= 1, got {conf_thres}, {iou_thres}")
@@ -246,37 +245,3 @@ def nms_tail(
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
     onnx.checker.check_model(model, full_check=True)
     return model
-
-
-def retarget_nms(model, *, conf_thres: float, iou_thres: float, max_det: int):  # -> ModelProto
-    """A copy of an exported graph (any precision) with other NMS thresholds and ``K``.
-
-    Only the tail's initializers change, so a quantized or fp16 network is scored exactly as it
-    is: this is how a graph exported with deployment thresholds is evaluated with COCO's
-    (``conf 0.001``, ``max_det 300``).
-    """
-    import onnx
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    nms = [n for n in m.graph.node if n.op_type == "NonMaxSuppression"]
-    topk = [n for n in m.graph.node if n.op_type == "TopK"]
-    if len(nms) != 1 or len(topk) != 1:
-        raise ValueError("not an edgeyolo deploy graph (needs one NonMaxSuppression and one TopK)")
-    inits = {i.name: i for i in m.graph.initializer}
-    new = {
-        nms[0].input[2]: np.array([max_det], np.int64),
-        nms[0].input[3]: np.array([iou_thres], np.float32),
-        nms[0].input[4]: np.array([conf_thres], np.float32),
-        topk[0].input[1]: np.array([max_det], np.int64),
-    }
-    for name, value in new.items():
-        if name not in inits:
-            raise ValueError(f"NMS input {name!r} is not an initializer; cannot retarget")
-        inits[name].CopyFrom(onnx.numpy_helper.from_array(value, name))
-    for out in m.graph.output:
-        dims = out.type.tensor_type.shape.dim
-        if out.name != "num_dets" and len(dims) >= 2:
-            dims[1].dim_value = max_det
-    del m.graph.value_info[:]
-    return m

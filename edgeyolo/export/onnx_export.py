@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxsim
+from onnxruntime.transformers.float16 import convert_float_to_float16
 from torch import nn
 
 from edgeyolo.errors import ExportError
@@ -25,6 +28,8 @@ from edgeyolo.export.graph import (
     nms_tail,
     num_predictions,
 )
+from edgeyolo.fileio import write_bytes_atomic
+from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 
 __all__ = ["SimplifyReport", "build_fp32", "compare_outputs", "simplify_checked", "to_fp16"]
 
@@ -48,7 +53,6 @@ class SimplifyReport:
 
 
 def _run(model_bytes: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
-    from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 
     with OnnxRuntimeSession(model_bytes) as s:
         return s.run(images)
@@ -74,7 +78,6 @@ def simplify_checked(model, check_images: np.ndarray, *, atol: float = 1e-4):
     graph whose outputs differ by more than ``atol``, raises :class:`ExportError` (pass
     ``--no-simplify`` to export the unsimplified graph instead).
     """
-    import onnxsim
 
     try:
         with _captured_stderr() as captured:
@@ -156,7 +159,6 @@ def build_fp32(
     Returns:
         ``(path, SimplifyReport or None)``.
     """
-    import onnx
 
     if opset < 17:
         raise ExportError(f"opset {opset} is too old; use 17 or newer")
@@ -205,8 +207,6 @@ def to_fp16(fp32_path: str | Path, path: str | Path) -> Path:
     ``onnxruntime.transformers.float16.convert_float_to_float16``'s block list; it inserts the
     casts at the boundary, so the graph carries its precision (what TensorRT 11 requires).
     """
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(fp32_path))
     block = [n.name for n in model.graph.node if not n.name.startswith(NET_PREFIX)]
@@ -242,12 +242,8 @@ def _toposort(graph) -> None:
     graph.node.extend(ordered)
 
 
-def _save(model, path: Path) -> None:
-    import onnx
-
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    write_bytes_atomic(path, model.SerializeToString())
 
 
 def input_name() -> str:

@@ -23,12 +23,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
+import onnxsim
 import torch
 
+from edgeyolo import cpuinfo
 from edgeyolo.config import ExportConfig
-from edgeyolo.errors import ConfigError, ExportError
+from edgeyolo.data.formats import load_data_yaml, read_split
+from edgeyolo.errors import CalibrationError, ConfigError, ExportError
+from edgeyolo.evaluate.evaluator import evaluate_onnx
+from edgeyolo.export import quantize
+from edgeyolo.export.calib import find_images, load_calibration, where_calib
 from edgeyolo.export.graph import INPUT_NAME, OUTPUT_NAMES
-from edgeyolo.export.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from edgeyolo.export.onnx_export import build_fp32, to_fp16
+from edgeyolo.export.tensorrt import build_engine, import_tensorrt
+from edgeyolo.metrics.parity import parity_summary
+from edgeyolo.models.checkpoint import load_model
+from edgeyolo.models.darknet_weights import write_darknet
+from edgeyolo.postprocess import from_outputs
+from edgeyolo.runtime.environment import environment
+from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from edgeyolo.runtime.pytorch import detect_batch
+from edgeyolo.runtime.thresholds import retarget_nms
 
 if TYPE_CHECKING:
     from onnxruntime.quantization import TensorsData
@@ -51,10 +68,6 @@ _TIMING_CACHE = "timing.cache"
 
 def _environment() -> dict[str, Any]:
     """Package versions (with onnxsim) and the exporting machine's CPU."""
-    import onnxsim
-
-    from edgeyolo import cpuinfo
-    from edgeyolo.runtime.bench_report import environment
 
     env = environment()
     return {
@@ -71,10 +84,6 @@ def parity_against_torch(
     net: torch.nn.Module, onnx_path: Path, images: np.ndarray, *, cfg: ExportConfig
 ) -> dict[str, Any]:
     """Box parity of an exported graph against ``net`` (same thresholds) on ``images``."""
-    from edgeyolo.evaluate.parity import parity
-    from edgeyolo.postprocess import from_outputs
-    from edgeyolo.predict import detect_batch
-    from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 
     with torch.no_grad():
         ref = detect_batch(
@@ -87,7 +96,7 @@ def parity_against_torch(
     with OnnxRuntimeSession(onnx_path) as s:
         out = s.run(images)
     got = from_outputs(out)
-    return parity(ref, got).to_dict()
+    return parity_summary(ref, got).to_dict()
 
 
 def _preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
@@ -98,18 +107,13 @@ def _preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
             folder is missing or holds no image (``--int8``; the message names the absolute path).
         DataError: ``--data`` cannot be read.
     """
-    from edgeyolo import cpuinfo
 
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; give a folder (it is made if missing)")
     if cfg.engine:
-        from edgeyolo.export.tensorrt import import_tensorrt
-
         import_tensorrt()
     if cfg.int8:
-        from edgeyolo.export.calib import find_images
-
         find_images(Path(cfg.calib))
         if cfg.int8_target == "vnni" and not cpuinfo.has_vnni():
             log(
@@ -119,8 +123,6 @@ def _preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
                 "and parity below may be wrong; check the graph on a VNNI CPU"
             )
     if cfg.data is not None:
-        from edgeyolo.data.formats import load_data_yaml
-
         load_data_yaml(cfg.data)
         if not cfg.int8:
             log("note: --data is only used by the int8 accuracy gate; ignored without --int8")
@@ -128,8 +130,6 @@ def _preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
 
 def _check_images(cfg: ExportConfig, img_size: int, log: Callable[[str], None]) -> np.ndarray:
     """Up to 8 real letterboxed images for onnxsim's check and the parity checks."""
-    from edgeyolo.errors import CalibrationError
-    from edgeyolo.export.calib import find_images, load_calibration, where_calib
 
     folder = Path(cfg.calib)
     with contextlib.suppress(CalibrationError):
@@ -145,7 +145,6 @@ def _check_images(cfg: ExportConfig, img_size: int, log: Callable[[str], None]) 
 
 def _val_records(cfg: ExportConfig, names: tuple[str, ...]) -> list[ImageRecord]:
     """The ``--val-split`` records of ``--data``, checked against the checkpoint's classes."""
-    from edgeyolo.data.formats import load_data_yaml, read_split
 
     spec = load_data_yaml(cfg.data)
     if tuple(spec.names) != tuple(names):
@@ -180,9 +179,6 @@ def _int8(
     progress: bool,
 ) -> tuple[Path, dict[str, Any]]:
     """Calibrate, quantize, and (with ``records`` from ``--data``) hold it to the mAP budget."""
-    from edgeyolo import cpuinfo
-    from edgeyolo.export.calib import load_calibration
-    from edgeyolo.export.quantize import calibrate, quantize_int8, resolve_reduce_range
 
     calib = load_calibration(
         Path(cfg.calib), img_size=img_size, max_images=cfg.calib_images, progress=progress
@@ -200,14 +196,14 @@ def _int8(
         "placement": cfg.int8_placement,
         "cpu_target": cfg.int8_target,
         "checked_as_target_runs": cfg.int8_target != "vnni" or cpuinfo.has_vnni(),
-        "reduce_range": resolve_reduce_range(
+        "reduce_range": quantize.resolve_reduce_range(
             cfg.int8_placement, cfg.int8_reduce_range, cfg.int8_cpu_target
         ),
     }
-    ranges = calibrate(fp32_path, calib, method=cfg.calib_method)
+    ranges = quantize.calibrate(fp32_path, calib, method=cfg.calib_method)
     if records is None:
         log("note: no --data given, so INT8 is not checked against an mAP budget")
-        result = quantize_int8(
+        result = quantize.quantize_int8(
             fp32_path,
             int8_path,
             ranges=ranges,
@@ -237,11 +233,6 @@ def _gate(
     log: Callable[[str], None],
 ) -> GateReport:
     """The int8 accuracy gate (:func:`edgeyolo.export.quantize.int8_with_budget`) on ``records``."""
-    import onnx
-
-    from edgeyolo.evaluate.evaluator import evaluate_onnx
-    from edgeyolo.export.graph import retarget_nms
-    from edgeyolo.export.quantize import int8_with_budget
 
     def score(path: Path) -> float:
         # COCO's evaluation setting, not the deployment thresholds: only the NMS tail's
@@ -262,7 +253,7 @@ def _gate(
             "tell a good int8 graph from a broken one; train longer (or check --data) before "
             "trusting int8"
         )
-    return int8_with_budget(
+    return quantize.int8_with_budget(
         fp32_path,
         int8_path,
         calib=calib,
@@ -302,7 +293,6 @@ def _build_onnx(
 ) -> tuple[list[dict[str, Any]], dict[str, Any], SimplifyReport | None, int]:
     """Write the ONNX variants into ``stage``; returns (artifacts, parity checks, onnxsim
     report, number of check images)."""
-    from edgeyolo.export.onnx_export import build_fp32, to_fp16
 
     images = _check_images(cfg, img_size, log)
     name = "model_raw.onnx" if cfg.raw else "model_fp32.onnx"
@@ -346,7 +336,6 @@ def _build_darknet(
     net: torch.nn.Module, ckpt: dict[str, Any], stage: Path, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """``stage/<arch>.weights`` in darknet format; returns its manifest entry."""
-    from edgeyolo.models.darknet_weights import write_darknet
 
     dn = stage / f"{net.config.arch}.weights"
     state = ckpt.get("state") or {}  # best.pt (inference only) records global_step at the top
@@ -374,7 +363,6 @@ def _build_engines(
 ) -> list[dict[str, Any]]:
     """One TensorRT engine per ONNX file in ``stage``; the default timing cache starts from
     ``out``'s (if any) and is staged with the rest."""
-    from edgeyolo.export.tensorrt import build_engine
 
     if cfg.timing_cache:
         cache = Path(cfg.timing_cache)
@@ -517,7 +505,6 @@ def export_model(
 
     All or nothing (module docstring): on any error ``cfg.out`` is left as it was.
     """
-    from edgeyolo.train.checkpoint import load_model
 
     _preflight(cfg, log)
     net, ckpt = load_model(cfg.weights, device=torch.device("cpu"))

@@ -45,6 +45,7 @@ from onnx import helper
 from onnxruntime.quantization import QuantFormat, QuantType, TensorsData, quantize_static
 from onnxruntime.quantization.calibrate import save_tensors_data
 
+from edgeyolo.config import ExportConfig
 from edgeyolo.errors import AccuracyBudgetError, ExportError
 from edgeyolo.export.calib import (
     METHOD_ENUMS,
@@ -129,7 +130,6 @@ def resolve_reduce_range(
     :meth:`edgeyolo.config.ExportConfig.reduce_range_for` (on for the ``onnxruntime`` placement
     with CPU target ``any``, off for target ``vnni`` and for ``tensorrt``; see
     :func:`quantize_int8`)."""
-    from edgeyolo.config import ExportConfig
 
     if reduce_range is not None:
         return reduce_range

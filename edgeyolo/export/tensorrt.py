@@ -1,6 +1,7 @@
 """TensorRT engine build from our ONNX variants, for TensorRT 8.6, 10.x and 11.x.
 
-``import tensorrt`` happens inside functions only, so this module imports on any machine.
+``tensorrt`` is imported on first use (:data:`edgeyolo.runtime.gpu.TENSORRT`), so this module
+imports on any machine.
 
 Typing: our graphs carry their own precision (fp16 by casts, int8 by Q/DQ nodes), so where the
 network can be *strongly typed* (TensorRT >= 10) it is, and the builder runs the graph in exactly
@@ -14,33 +15,19 @@ Every version difference is decided by ``hasattr``/``getattr`` on the module, wh
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeyolo.errors import (
-    EngineBuildError,
-    EngineMismatchError,
-    ExportError,
-    TensorRTNotAvailableError,
-)
+from edgeyolo.errors import EngineBuildError, ExportError
+from edgeyolo.fileio import write_bytes_atomic
+from edgeyolo.runtime.gpu import gpu_identity, import_tensorrt
 
-__all__ = [
-    "EngineInfo",
-    "build_engine",
-    "check_engine_compat",
-    "gpu_identity",
-    "import_tensorrt",
-    "tensorrt_version",
-]
+__all__ = ["EngineInfo", "build_engine"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
-_REBUILD = "rebuild it on this machine: `edgeyolo export --weights ... --engine`"
 
 
 @dataclass(frozen=True)
@@ -66,120 +53,6 @@ class EngineInfo:
             "strongly_typed": self.strongly_typed,
             "build_s": round(self.build_s, 3),
         }
-
-    @classmethod
-    def from_dict(cls, meta: dict[str, Any]) -> EngineInfo:
-        """Inverse of :meth:`to_dict`."""
-        major, minor = meta["compute_capability"]
-        return cls(
-            path=Path(meta["path"]),
-            trt_version=str(meta["trt_version"]),
-            gpu_name=str(meta["gpu_name"]),
-            compute_capability=(int(major), int(minor)),
-            precision=str(meta["precision"]),
-            strongly_typed=bool(meta["strongly_typed"]),
-            build_s=float(meta["build_s"]),
-        )
-
-
-def import_tensorrt() -> Any:
-    """The ``tensorrt`` module, or :class:`TensorRTNotAvailableError` saying what to install."""
-    try:
-        import tensorrt
-    except (ImportError, OSError) as exc:  # OSError: the bindings found but libnvinfer did not
-        reason = " ".join(str(exc).split())
-        raise TensorRTNotAvailableError(
-            f"TensorRT cannot be imported ({type(exc).__name__}: {reason}); install it: on a "
-            "Jetson `sudo apt install python3-libnvinfer` (JetPack), on a desktop GPU machine "
-            "`pip install tensorrt`"
-        ) from exc
-    return tensorrt
-
-
-def tensorrt_version() -> str | None:
-    """``tensorrt.__version__``, or None where TensorRT cannot be imported."""
-    try:
-        return str(import_tensorrt().__version__)
-    except TensorRTNotAvailableError:
-        return None
-
-
-def gpu_identity() -> tuple[str, tuple[int, int]]:
-    """Name and compute capability of CUDA device 0, via torch.cuda, else pycuda."""
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None and torch.cuda.is_available():
-        major, minor = torch.cuda.get_device_capability(0)
-        return str(torch.cuda.get_device_name(0)), (int(major), int(minor))
-    try:
-        import pycuda.driver as cuda
-    except (ImportError, OSError) as exc:
-        raise TensorRTNotAvailableError(
-            "no CUDA GPU is visible (torch.cuda.is_available() is False and pycuda is not "
-            "installed); run this on the GPU machine the engine is for, with a CUDA build of "
-            "torch or `pip install pycuda`"
-        ) from exc
-    try:
-        cuda.init()
-        if cuda.Device.count() < 1:
-            raise TensorRTNotAvailableError(
-                "pycuda sees no CUDA device; check the driver (`nvidia-smi`) and "
-                "CUDA_VISIBLE_DEVICES, and run this on the GPU machine the engine is for"
-            )
-        device = cuda.Device(0)
-        major, minor = device.compute_capability()
-        return str(device.name()), (int(major), int(minor))
-    except cuda.Error as exc:
-        raise TensorRTNotAvailableError(
-            f"CUDA initialisation failed ({exc}); check the driver with `nvidia-smi`"
-        ) from exc
-
-
-def check_engine_compat(
-    engine_meta: dict[str, Any],
-    *,
-    trt_version: str,
-    gpu_name: str,
-    compute_capability: tuple[int, int],
-) -> None:
-    """Raise :class:`EngineMismatchError` unless the engine in ``engine_meta`` can run here.
-
-    The TensorRT version must match exactly: a serialized plan records the full library version
-    and TensorRT refuses a plan from any other one (version-compatible plans are not built here).
-    The compute capability must match: kernels are compiled per SM architecture. A different GPU
-    name with the same compute capability (e.g. two sm_86 cards) is allowed, as TensorRT itself
-    allows it, with a :class:`RuntimeWarning`, since tactics were timed on the other model.
-    """
-    try:
-        built_version = str(engine_meta["trt_version"])
-        built_cc = tuple(int(v) for v in engine_meta["compute_capability"])
-        built_gpu = str(engine_meta.get("gpu_name", "?"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EngineMismatchError(
-            f"the engine's manifest entry lacks a valid {exc} field, so its build target is "
-            f"unknown; {_REBUILD}"
-        ) from exc
-    here_cc = tuple(int(v) for v in compute_capability)
-    if built_version != str(trt_version):
-        raise EngineMismatchError(
-            f"engine built with TensorRT {built_version}, but this machine runs TensorRT "
-            f"{trt_version}; engines do not move between TensorRT versions: {_REBUILD}"
-        )
-    if built_cc != here_cc:
-        raise EngineMismatchError(
-            f"engine built for {built_gpu} (compute capability {_cc(built_cc)}), but this "
-            f"machine has {gpu_name} (compute capability {_cc(here_cc)}); {_REBUILD}"
-        )
-    if built_gpu != gpu_name:
-        warnings.warn(
-            f"engine built on {built_gpu}, running on {gpu_name} (both compute capability "
-            f"{_cc(here_cc)}): it runs, but its kernels were timed on the other card; for best "
-            f"speed {_REBUILD}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
 
 
 def build_engine(
@@ -237,15 +110,11 @@ def build_engine(
             "says why); give it more workspace (workspace_gib), or build the fp32 variant to "
             "see whether the precision is the cause"
         )
-    _write_atomic(engine_path, plan)
+    write_bytes_atomic(engine_path, plan)
     if timing_cache is not None and cache is not None:
-        _write_atomic(Path(timing_cache), config.get_timing_cache().serialize())
+        write_bytes_atomic(Path(timing_cache), config.get_timing_cache().serialize())
     log(f"wrote {engine_path} ({engine_path.stat().st_size / 1e6:.1f} MB) in {build_s:.1f} s")
     return EngineInfo(engine_path, version, gpu_name, cc, precision, typed, build_s)
-
-
-def _cc(cc: tuple[int, ...]) -> str:
-    return ".".join(str(v) for v in cc)
 
 
 def _major(version: str) -> int:
@@ -384,19 +253,3 @@ def _attach_timing_cache(config: Any, path: Path | None, log: Callable[[str], ob
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         raise EngineBuildError(f"TensorRT could not start a timing cache; delete {path}")
     return cache
-
-
-def _write_atomic(path: Path, data: Any) -> None:
-    """Write a buffer (bytes or TensorRT IHostMemory) to ``path`` via a temp file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; engines are shared files
-            handle.write(memoryview(data))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,9 +11,7 @@ holds the 52 convs of Darknet-53, ``yolov3-tiny.conv.15`` the first 9 convs of y
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from edgeyolo.errors import CheckpointError
+from edgeyolo.fileio import atomic_write
 from edgeyolo.models.darknet import darknet_layers
 
 #: Float counts (after the header) of the official files, to name the one a user passed.
@@ -268,23 +267,13 @@ def write_darknet(path: str | Path, model: nn.Module, *, seen: int = 0) -> int:
     old file or the complete new one. Returns the number of floats written (after the header).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = 0
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<3iq", 0, 2, 0, seen))
-            for ly in _layers(model):
-                for t in ly.tensors():
-                    f.write(t.detach().cpu().float().contiguous().numpy().astype("<f4").tobytes())
-                    count += t.numel()
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        f.write(struct.pack("<3iq", 0, 2, 0, seen))
+        for ly in _layers(model):
+            for t in ly.tensors():
+                f.write(t.detach().cpu().float().contiguous().numpy().astype("<f4").tobytes())
+                count += t.numel()
     return count
 
 

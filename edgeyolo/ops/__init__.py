@@ -8,13 +8,13 @@ from edgeyolo.ops.boxes import (
     box_area,
     box_iou,
     complete_box_iou_loss,
+    cxcywh_to_xyxy,
     distance_box_iou_loss,
     generalized_box_iou,
     generalized_box_iou_loss,
     make_grid,
     wh_iou,
-    xywh_to_xyxy,
-    xyxy_to_xywh,
+    xyxy_to_cxcywh,
 )
 
 __all__ = [
@@ -28,6 +28,6 @@ __all__ = [
     "generalized_box_iou_loss",
     "make_grid",
     "wh_iou",
-    "xywh_to_xyxy",
-    "xyxy_to_xywh",
+    "cxcywh_to_xyxy",
+    "xyxy_to_cxcywh",
 ]

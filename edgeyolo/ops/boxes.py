@@ -1,9 +1,10 @@
 """Box math as pure functions.
 
 Conventions (as in ``torchvision.ops.boxes``): boxes are ``xyxy`` (x1, y1, x2, y2) in pixels with
-the origin at the top-left corner unless a name says otherwise; ``xywh`` here means
-(centre x, centre y, width, height), torchvision's ``cxcywh``. Where torchvision already has the
-function it is re-exported unchanged, so that there is one definition of each quantity.
+the origin at the top-left corner unless a name says otherwise; ``cxcywh`` is (centre x,
+centre y, width, height), as in torchvision (whose ``xywh`` is corner-based). Where torchvision
+already has the function it is re-exported unchanged, so that there is one definition of each
+quantity.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ __all__ = [
     "generalized_box_iou_loss",
     "make_grid",
     "wh_iou",
-    "xywh_to_xyxy",
-    "xyxy_to_xywh",
+    "cxcywh_to_xyxy",
+    "xyxy_to_cxcywh",
 ]
 
 
-def xywh_to_xyxy(boxes: Tensor) -> Tensor:
+def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """Convert (cx, cy, w, h) boxes to (x1, y1, x2, y2).
 
     Args:
@@ -49,7 +50,7 @@ def xywh_to_xyxy(boxes: Tensor) -> Tensor:
     return box_convert(boxes, in_fmt="cxcywh", out_fmt="xyxy")
 
 
-def xyxy_to_xywh(boxes: Tensor) -> Tensor:
+def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     """Convert (x1, y1, x2, y2) boxes to (cx, cy, w, h).
 
     Args:

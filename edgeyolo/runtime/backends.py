@@ -15,10 +15,13 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-import torch
 
 from edgeyolo.errors import ConfigError, ModelFileError
+from edgeyolo.lazy import lazy_import
 from edgeyolo.postprocess import Detections, from_outputs
+from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest
+from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from edgeyolo.runtime.tensorrt import EngineRunner
 from edgeyolo.runtime.thresholds import (
     NmsPlan,
     NmsSettings,
@@ -26,19 +29,27 @@ from edgeyolo.runtime.thresholds import (
     manifest_nms,
     plan_nms,
     read_graph,
+    retarget_nms,
 )
 
 __all__ = [
     "Backend",
     "OnnxRuntimeBackend",
-    "TensorRTBackendAdapter",
-    "TorchBackend",
+    "TensorRTBackend",
     "artifacts_in",
     "limit_detections",
     "open_backend",
 ]
 
 ENGINE_SUFFIXES = (".engine", ".plan")
+
+#: The PyTorch backend (:mod:`edgeyolo.runtime.pytorch`), imported for ``.pt`` files only: the
+#: deploy side runs exported graphs and engines without torch.
+_PYTORCH = lazy_import(
+    "edgeyolo.runtime.pytorch",
+    install="pip install torch torchvision (or `pip install edgeyolo[train]`)",
+    needed_for="running a .pt checkpoint",
+)
 
 
 class Backend:
@@ -74,77 +85,7 @@ class Backend:
         raise NotImplementedError
 
 
-class TorchBackend(Backend):
-    """A training checkpoint on CPU or CUDA, fp32 or fp16 (``half``: for CUDA; slow on a CPU)."""
-
-    name = "pytorch"
-
-    def __init__(
-        self,
-        weights: str | Path,
-        *,
-        device: str = "auto",
-        half: bool = False,
-        img_size: int | None = None,
-        conf_thres: float = 0.25,
-        iou_thres: float = 0.45,
-        max_det: int = 100,
-        threads: int | None = None,
-    ) -> None:
-        super().__init__()
-        from edgeyolo.device import select_device
-        from edgeyolo.train.checkpoint import load_model
-
-        self.device = select_device(device)
-        self.model, _ = load_model(weights, device=self.device)
-        index = self.device.index
-        if self.device.type == "cuda" and index is None:
-            index = torch.cuda.current_device()
-        self.where = f"cuda:{index}" if self.device.type == "cuda" else "cpu"
-        if half:
-            self.model.half()
-        self.precision = "fp16" if half else "fp32"
-        self.img_size = img_size or self.model.config.img_size
-        self.class_names = tuple(self.model.config.class_names)
-        self.max_batch = 1 << 16
-        self.nms = NmsSettings(conf_thres, iou_thres, max_det).check()
-        self.kw = {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det}
-        self.threads = threads
-
-    def __enter__(self) -> TorchBackend:
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        return self
-
-    @torch.no_grad()
-    def infer(self, images: np.ndarray) -> list[Detections]:
-        from edgeyolo.predict import heads_to_detections
-
-        cuda = self.device.type == "cuda"
-        t0 = time.perf_counter()
-        x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device)
-        if self.precision == "fp16":
-            x = x.half()
-        if cuda:
-            torch.cuda.synchronize(self.device)
-        t1 = time.perf_counter()
-        heads = self.model(x)
-        if cuda:
-            torch.cuda.synchronize(self.device)
-        t2 = time.perf_counter()
-        dets = [d.to("cpu") for d in heads_to_detections(self.model, heads, **self.kw)]
-        t3 = time.perf_counter()
-        self.last_times = {
-            "h2d": (t1 - t0) * 1e3,
-            "compute": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-        }
-        return dets
-
-
 def _manifest_for(path: Path) -> dict[str, Any] | None:
-    from edgeyolo.export.manifest import MANIFEST_NAME, read_manifest
-
     return read_manifest(path.parent) if (path.parent / MANIFEST_NAME).is_file() else None
 
 
@@ -199,8 +140,6 @@ class OnnxRuntimeBackend(Backend):
         max_det: int | None = None,
     ) -> None:
         super().__init__()
-        from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
-
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: no such ONNX file; run `edgeyolo export` first")
@@ -241,8 +180,6 @@ class OnnxRuntimeBackend(Backend):
         if not self.plan.retarget:
             self._graph = None
             return self.path
-        from edgeyolo.export.graph import retarget_nms
-
         w = self.plan.want
         model = retarget_nms(
             self._graph, conf_thres=w.conf_thres, iou_thres=w.iou_thres, max_det=w.max_det
@@ -283,8 +220,8 @@ class OnnxRuntimeBackend(Backend):
         return dets
 
 
-class TensorRTBackendAdapter(Backend):
-    """A TensorRT engine through pycuda (:class:`edgeyolo.runtime.tensorrt.TensorRTBackend`).
+class TensorRTBackend(Backend):
+    """A TensorRT engine through pycuda (:class:`edgeyolo.runtime.tensorrt.EngineRunner`).
 
     Args:
         path: the engine; its ``manifest.json`` must be beside it.
@@ -312,8 +249,6 @@ class TensorRTBackendAdapter(Backend):
         max_det: int | None = None,
     ) -> None:
         super().__init__()
-        from edgeyolo.runtime.tensorrt import TensorRTBackend
-
         self.path = Path(path)
         manifest = _manifest_for(self.path)
         if manifest is None:
@@ -342,12 +277,12 @@ class TensorRTBackendAdapter(Backend):
             )
             self.nms = self.plan.want
         index = _cuda_index(device, what=str(self.path))
-        self.trt = TensorRTBackend(self.path, manifest=manifest, device=index)
+        self.trt = EngineRunner(self.path, manifest=manifest, device=index)
         self.where = f"cuda:{index}"
         self.precision = entry.get("precision", "fp32")
         self.img_size, self.class_names, self.max_batch = _manifest_input(manifest, self.path)
 
-    def __enter__(self) -> TensorRTBackendAdapter:
+    def __enter__(self) -> TensorRTBackend:
         self.trt.__enter__()
         self.max_batch = self.trt.max_batch
         return self
@@ -441,7 +376,7 @@ def open_backend(
         hint = "" if path.is_absolute() else f" (relative to the working folder {Path.cwd()})"
         raise ModelFileError(f"{path}: no such {what}{hint}")
     if suffix == ".pt":
-        return TorchBackend(
+        return _PYTORCH.TorchBackend(
             path,
             device=device,
             half=half,
@@ -459,14 +394,12 @@ def open_backend(
             path, device="cpu" if device == "auto" else device, threads=threads, **nms
         )
     if suffix in ENGINE_SUFFIXES:
-        return TensorRTBackendAdapter(path, device="cuda" if device == "auto" else device, **nms)
+        return TensorRTBackend(path, device="cuda" if device == "auto" else device, **nms)
     raise ConfigError(f"{path}: unknown model type {suffix!r}; use a .pt, .onnx or .engine file")
 
 
 def artifacts_in(folder: str | Path) -> list[Path]:
     """The ONNX files and engines an export folder's manifest lists, fp32 first, ONNX first."""
-    from edgeyolo.export.manifest import read_manifest
-
     folder = Path(folder)
     manifest = read_manifest(folder)
     order = {"fp32": 0, "fp16": 1, "int8": 2}

@@ -15,9 +15,8 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from edgeyolo.data.transforms import letterbox
+from edgeyolo.data.transforms import letterbox, to_frame
 from edgeyolo.errors import DataError
-from edgeyolo.predict import to_frame
 from edgeyolo.runtime.backends import Backend, open_backend
 from edgeyolo.runtime.thresholds import NmsSettings
 
@@ -86,13 +85,29 @@ class Detector:
             iou_thres=iou_thres,
             max_det=max_det,
         )
-        self.backend.__enter__()
         self.bgr = bgr
-        self.img_size = self.backend.img_size
-        self.names = self.backend.class_names
+        self.is_open = False
+
+    def open(self) -> Detector:
+        """Acquire the backend (session, GPU buffers); :meth:`__enter__` calls it, and a camera
+        loop without ``with`` may call it once (then :meth:`close` at the end). Idempotent."""
+        if not self.is_open:
+            self.backend.__enter__()
+            self.is_open = True
+        return self
+
+    @property
+    def img_size(self) -> int:
+        """The network's input size in pixels."""
+        return self.backend.img_size
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Class names (empty for an ``.onnx`` without its manifest)."""
+        return self.backend.class_names
 
     def __enter__(self) -> Detector:
-        return self
+        return self.open()
 
     def __exit__(
         self,
@@ -113,8 +128,10 @@ class Detector:
         return None if self.nms is None else self.nms.conf_thres
 
     def close(self) -> None:
-        """Release the backend (GPU buffers, sessions)."""
-        self.backend.__exit__(None, None, None)
+        """Release the backend (GPU buffers, sessions). Idempotent."""
+        if self.is_open:
+            self.is_open = False
+            self.backend.__exit__(None, None, None)
 
     def __call__(self, frame: np.ndarray) -> FrameDetections:
         """Detect in one ``(H, W, 3)`` uint8 frame."""
@@ -125,7 +142,14 @@ class Detector:
 
         Raises:
             DataError: a frame is not an ``(H, W, 3)`` uint8 array.
+            RuntimeError: the detector is not open (use ``with Detector(...) as det`` or
+                :meth:`open`).
         """
+        if not self.is_open:
+            raise RuntimeError(
+                "this Detector is not open: use `with Detector(model) as det:`, or call "
+                "det.open() once before the loop and det.close() after it"
+            )
         if not frames:
             return []
         images, params, shapes = [], [], []

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+import onnxruntime as ort
 
 from edgeyolo.errors import ModelFileError, RuntimeBackendError
 
@@ -46,7 +47,6 @@ class OnnxRuntimeSession:
         self._session = None
 
     def __enter__(self) -> OnnxRuntimeSession:
-        import onnxruntime as ort
 
         opts = ort.SessionOptions()
         if self.threads is not None:

@@ -1,19 +1,19 @@
 """TensorRT engine runner through pycuda: buffers allocated once, one stream, timed stages.
 
-``with TensorRTBackend("export/tiny/model_int8.engine") as trt_b: outs = trt_b.run(images)``
+``with EngineRunner("export/tiny/model_int8.engine") as trt_b: outs = trt_b.run(images)``
 
 I/O follows :mod:`edgeyolo.export.graph`: ``images`` ``float32[B, 3, S, S]`` in; ``num_dets
 int32[B, 1]``, ``boxes float32[B, K, 4]``, ``scores float32[B, K]``, ``classes int32[B, K]`` out
 (decode and NMS run inside the engine). The batch range is the engine's optimization profile.
 
-``tensorrt`` and ``pycuda.driver`` are imported inside methods only. An engine whose manifest
-entry names another TensorRT version or compute capability is refused *before* deserializing.
-No CUDA-graph capture, for two reasons: pycuda (2026.1, ``src/wrapper/wrap_cudadrv.cpp``) wraps
-no stream-capture or graph API; and the export's graph ends in NonMaxSuppression, whose output
-shape depends on the data, which TensorRT's documentation and Torch-TensorRT's list as not
-capturable (TensorRT-RTX added ``IExecutionContext::isStreamCapturable`` for exactly this). An
-engine exported with ``--raw`` would be capturable, but has no NMS. ``cuda_graph=True`` raises
-:class:`NotImplementedError`.
+``tensorrt`` and ``pycuda.driver`` are imported on first use (:mod:`edgeyolo.runtime.gpu`). An
+engine whose manifest entry names another TensorRT version or compute capability is refused
+*before* deserializing. No CUDA-graph capture, for two reasons: pycuda (2026.1,
+``src/wrapper/wrap_cudadrv.cpp``) wraps no stream-capture or graph API; and the export's graph ends
+in NonMaxSuppression, whose output shape depends on the data, which TensorRT's documentation and
+Torch-TensorRT's list as not capturable (TensorRT-RTX added
+``IExecutionContext::isStreamCapturable`` for exactly this). An engine exported with ``--raw``
+would be capturable, but has no NMS. ``cuda_graph=True`` raises :class:`NotImplementedError`.
 """
 
 from __future__ import annotations
@@ -38,17 +38,21 @@ from edgeyolo.errors import (
     RuntimeBackendError,
     TensorRTNotAvailableError,
 )
-from edgeyolo.export.manifest import MANIFEST_NAME, read_manifest
-from edgeyolo.export.tensorrt import check_engine_compat, gpu_identity, import_tensorrt
+from edgeyolo.runtime.gpu import (
+    REBUILD,
+    check_engine_compat,
+    gpu_identity,
+    import_pycuda,
+    import_tensorrt,
+)
+from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest
 
-__all__ = ["StageTimes", "TensorRTBackend"]
-
-_REBUILD = "rebuild it on this machine: `edgeyolo export --weights ... --engine`"
+__all__ = ["StageTimes", "EngineRunner"]
 
 
 @dataclass(frozen=True)
 class StageTimes:
-    """GPU-side milliseconds of the last :meth:`TensorRTBackend.run`, from CUDA events recorded
+    """GPU-side milliseconds of the last :meth:`EngineRunner.run`, from CUDA events recorded
     on its stream (the host copy into the pinned buffer is not in ``h2d_ms``), and bytes moved."""
 
     h2d_ms: float
@@ -78,21 +82,7 @@ class _Events:
     end: Any
 
 
-def _import_pycuda() -> ModuleType:
-    """``pycuda.driver``, or :class:`TensorRTNotAvailableError` saying how to install it."""
-    try:
-        import pycuda.driver as cuda
-    except (ImportError, OSError) as exc:
-        reason = " ".join(str(exc).split())
-        raise TensorRTNotAvailableError(
-            f"pycuda cannot be imported ({type(exc).__name__}: {reason}); the TensorRT backend "
-            "needs it for CUDA buffers and streams: `pip install pycuda` or `pip install "
-            "edgeyolo[gpu]` (it compiles against the CUDA toolkit: nvcc must be on PATH)"
-        ) from exc
-    return cuda
-
-
-class TensorRTBackend:
+class EngineRunner:
     """Run a serialized TensorRT engine on one GPU; see the module docstring.
 
     Args:
@@ -147,16 +137,16 @@ class TensorRTBackend:
         self._tensors: list[_Tensor] = []
         self._logger = self._runtime = self._engine = self._context = None
 
-    def __enter__(self) -> TensorRTBackend:
+    def __enter__(self) -> EngineRunner:
         if self._cuda_ctx is not None:
-            raise RuntimeError("this TensorRTBackend is already open; it is not re-entrant")
+            raise RuntimeError("this EngineRunner is already open; it is not re-entrant")
         path = self.engine_path
         if not path.is_file():
             raise ModelFileError(
                 f"{path}: no such engine file; build it: `edgeyolo export --engine`"
             )
         trt = import_tensorrt()
-        cuda = _import_pycuda()
+        cuda = import_pycuda()
         blob = path.read_bytes()
         if self.check_compat:
             self._check_compat(str(trt.__version__), blob)
@@ -199,7 +189,7 @@ class TensorRTBackend:
         """
         context, cuda, stream, ev = self._context, self._cuda, self._stream, self._events
         if context is None or cuda is None or stream is None or ev is None:
-            raise RuntimeError("use TensorRTBackend as a context manager (with ... as trt_b)")
+            raise RuntimeError("use EngineRunner as a context manager (with ... as trt_b)")
         inp: _Tensor = self._tensors[0]
         x: np.ndarray = np.ascontiguousarray(images, dtype=inp.dtype)
         size = self.img_size
@@ -259,13 +249,13 @@ class TensorRTBackend:
         if entry is None:
             raise ExportError(
                 f"{where} lists no engine {name!r}, so its build target is unknown; "
-                f"{_REBUILD}, or pass check_compat=False"
+                f"{REBUILD}, or pass check_compat=False"
             )
         digest = entry.get("sha256")
         if digest is not None and hashlib.sha256(blob).hexdigest() != digest:
             raise EngineMismatchError(
                 f"{self.engine_path} is not the file its manifest entry describes (sha256 "
-                f"differs); {_REBUILD}"
+                f"differs); {REBUILD}"
             )
         gpu_name, cc = self._gpu_identity()
         check_engine_compat(
@@ -276,7 +266,7 @@ class TensorRTBackend:
         """Name and compute capability of ``self.device`` (via the shared helper for device 0)."""
         if self.device == 0:
             return gpu_identity()
-        cuda = _import_pycuda()
+        cuda = import_pycuda()
         cuda.init()
         dev = cuda.Device(self.device)
         major, minor = dev.compute_capability()
@@ -290,7 +280,7 @@ class TensorRTBackend:
         if engine is None:
             raise EngineMismatchError(
                 f"TensorRT {trt.__version__} could not deserialize {self.engine_path} (corrupt, "
-                f"or built by another TensorRT; its log above says which); {_REBUILD}"
+                f"or built by another TensorRT; its log above says which); {REBUILD}"
             )
         self._engine = engine
         context = engine.create_execution_context()
@@ -306,7 +296,7 @@ class TensorRTBackend:
         if len(inputs) != 1:
             raise ModelFileError(
                 f"{self.engine_path}: expected one input tensor, found {inputs}; not an edgeyolo "
-                f"engine: {_REBUILD}"
+                f"engine: {REBUILD}"
             )
         self.input_name = inputs[0]
         self.output_names = [n for n in names if n != self.input_name]
@@ -314,7 +304,7 @@ class TensorRTBackend:
         if len(dims) != 4 or dims[1] != 3 or dims[2] != dims[3] or dims[2] < 1:
             raise ModelFileError(
                 f"{self.engine_path}: input shape {dims} is not [B, 3, S, S]; not an edgeyolo "
-                f"engine: {_REBUILD}"
+                f"engine: {REBUILD}"
             )
         self.img_size = dims[2]
         if dims[0] < 0:  # dynamic batch: the profile is the truth, not the manifest's max_batch
@@ -325,13 +315,13 @@ class TensorRTBackend:
         full = (self.max_batch, *dims[1:])
         if not context.set_input_shape(self.input_name, full):
             raise ModelFileError(
-                f"{self.engine_path}: TensorRT refused input shape {full}; {_REBUILD}"
+                f"{self.engine_path}: TensorRT refused input shape {full}; {REBUILD}"
             )
         for name in [self.input_name, *self.output_names]:
             shape = tuple(int(d) for d in context.get_tensor_shape(name))
             if min(shape) < 0:
                 raise ModelFileError(
-                    f"{self.engine_path}: tensor {name} has no fixed shape {shape}; {_REBUILD}"
+                    f"{self.engine_path}: tensor {name} has no fixed shape {shape}; {REBUILD}"
                 )
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             host: np.ndarray = cuda.pagelocked_empty(int(np.prod(shape)), dtype)
@@ -347,7 +337,7 @@ class TensorRTBackend:
         """Make the retained primary context current for a block, and restore the stack after."""
         cuda, ctx = self._cuda, self._cuda_ctx
         if cuda is None or ctx is None:
-            raise RuntimeError("use TensorRTBackend as a context manager (with ... as trt_b)")
+            raise RuntimeError("use EngineRunner as a context manager (with ... as trt_b)")
         ctx.push()
         try:
             yield

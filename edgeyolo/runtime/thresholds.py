@@ -10,11 +10,11 @@ for each request, what happens:
   NMS never lets a lower-scoring box suppress a higher one, and the outputs are sorted by score),
   so both kinds of model apply them after the fact;
 - a lower score threshold, another IoU threshold, or more detections: an ONNX graph is re-targeted
-  (:func:`edgeyolo.export.graph.retarget_nms` rewrites the tail's initializers in a copy; the
+  (:func:`retarget_nms` rewrites the tail's initializers in a copy; the
   network, fp32/fp16/int8, runs exactly as exported); a TensorRT engine cannot be changed, so the
   request is refused with the engine's own values and the command that rebuilds it.
 
-onnx is imported inside functions only; nothing here imports torch.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -24,11 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from edgeyolo.config import check_nms_settings
 from edgeyolo.errors import ConfigError, ModelFileError
 
-__all__ = ["NmsPlan", "NmsSettings", "graph_nms", "plan_nms", "read_graph"]
+__all__ = [
+    "NmsPlan",
+    "NmsSettings",
+    "graph_nms",
+    "manifest_nms",
+    "plan_nms",
+    "read_graph",
+    "retarget_nms",
+]
 
 
 @dataclass(frozen=True)
@@ -130,10 +139,8 @@ def plan_nms(
     )
 
 
-def read_graph(path: Path) -> Any:  # -> onnx.ModelProto
+def read_graph(path: Path) -> onnx.ModelProto:
     """``onnx.load(path)``, or :class:`ModelFileError` saying the file is not readable ONNX."""
-    import onnx
-
     try:
         return onnx.load(str(path))
     except Exception as e:  # protobuf's DecodeError, onnx's own errors, OSError
@@ -144,7 +151,7 @@ def read_graph(path: Path) -> Any:  # -> onnx.ModelProto
         ) from e
 
 
-def graph_nms(model: Any, *, where: str | Path) -> NmsSettings:
+def graph_nms(model: onnx.ModelProto, *, where: str | Path) -> NmsSettings:
     """The NMS settings held by an exported graph's tail (see :mod:`edgeyolo.export.graph`).
 
     Args:
@@ -154,8 +161,6 @@ def graph_nms(model: Any, *, where: str | Path) -> NmsSettings:
     Raises:
         ModelFileError: the graph has no NonMaxSuppression node with constant thresholds.
     """
-    from onnx import numpy_helper
-
     nodes = [n for n in model.graph.node if n.op_type == "NonMaxSuppression"]
     inits = {i.name: i for i in model.graph.initializer}
     if len(nodes) != 1 or len(nodes[0].input) < 5 or not set(nodes[0].input[2:5]) <= set(inits):
@@ -163,10 +168,44 @@ def graph_nms(model: Any, *, where: str | Path) -> NmsSettings:
             f"{where}: not an edgeyolo deploy graph (it needs one NonMaxSuppression node whose "
             "thresholds are initializers); export the checkpoint with `edgeyolo export`"
         )
-    value = [numpy_helper.to_array(inits[n]).reshape(-1)[0] for n in nodes[0].input[2:5]]
+    value = [onnx.numpy_helper.to_array(inits[n]).reshape(-1)[0] for n in nodes[0].input[2:5]]
     # float32 thresholds as the shortest decimals that read back as them (0.3, not 0.30000001)
     conf, iou = (_short(v) for v in (value[2], value[1]))
     return NmsSettings(conf_thres=conf, iou_thres=iou, max_det=int(value[0]))
+
+
+def retarget_nms(
+    model: onnx.ModelProto, *, conf_thres: float, iou_thres: float, max_det: int
+) -> onnx.ModelProto:
+    """A copy of an exported graph (any precision) with other NMS thresholds and ``K``.
+
+    Only the tail's initializers change, so a quantized or fp16 network is scored exactly as it
+    is: this is how a graph exported with deployment thresholds is evaluated with COCO's
+    (``conf 0.001``, ``max_det 300``).
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    nms = [n for n in m.graph.node if n.op_type == "NonMaxSuppression"]
+    topk = [n for n in m.graph.node if n.op_type == "TopK"]
+    if len(nms) != 1 or len(topk) != 1:
+        raise ValueError("not an edgeyolo deploy graph (needs one NonMaxSuppression and one TopK)")
+    inits = {i.name: i for i in m.graph.initializer}
+    new = {
+        nms[0].input[2]: np.array([max_det], np.int64),
+        nms[0].input[3]: np.array([iou_thres], np.float32),
+        nms[0].input[4]: np.array([conf_thres], np.float32),
+        topk[0].input[1]: np.array([max_det], np.int64),
+    }
+    for name, value in new.items():
+        if name not in inits:
+            raise ValueError(f"NMS input {name!r} is not an initializer; cannot retarget")
+        inits[name].CopyFrom(onnx.numpy_helper.from_array(value, name))
+    for out in m.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        if out.name != "num_dets" and len(dims) >= 2:
+            dims[1].dim_value = max_det
+    del m.graph.value_info[:]
+    return m
 
 
 def manifest_nms(manifest: dict[str, Any] | None) -> NmsSettings | None:

@@ -11,8 +11,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from edgeyolo.lazy import lazy_import
+from edgeyolo.models.darknet_weights import freeze_backbone
+
 if TYPE_CHECKING:
     from edgeyolo.train.trainer import Trainer
+
+#: Optional (the ``tensorboard`` extra): without it metrics go to metrics.jsonl/csv only.
+TENSORBOARD = lazy_import("torch.utils.tensorboard", install="pip install tensorboard")
 
 
 class Hook:
@@ -36,12 +44,10 @@ class MetricsWriter(Hook):
 
     def before_train(self, trainer: Trainer) -> None:
         if self.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                trainer.log("TensorBoard not installed: metrics go to metrics.jsonl/csv only")
+            if TENSORBOARD.available():
+                self._tb = TENSORBOARD.SummaryWriter(str(self.out / "tensorboard"))
             else:
-                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+                trainer.log("TensorBoard not installed: metrics go to metrics.jsonl/csv only")
         csv_path = self.out / "metrics.csv"
         if not trainer.resume:  # a new run in an old folder starts new metrics files
             for name in ("metrics.jsonl", "metrics.csv"):
@@ -108,13 +114,6 @@ class ProgressBar(Hook):
         self._seen = 0
 
     def before_epoch(self, trainer: Trainer) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
 
         self._progress = Progress(
             TextColumn(f"epoch {trainer.epoch + 1}/{trainer.cfg.epochs}"),
@@ -156,7 +155,6 @@ class FreezeBackbone(Hook):
         self.epochs = epochs
 
     def before_epoch(self, trainer: Trainer) -> None:
-        from edgeyolo.models.darknet_weights import freeze_backbone
 
         frozen = trainer.epoch < self.epochs
         model = getattr(trainer.model, "module", trainer.model)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,23 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 from edgeyolo.config import ModelConfig, TrainConfig, to_dict, train_config_from_dict
 from edgeyolo.console import make_console
+from edgeyolo.data.dataset import DetectionDataset, collate
+from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.data.records import ImageRecord, describe_problems
+from edgeyolo.device import select_device
 from edgeyolo.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
-from edgeyolo.train.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from edgeyolo.evaluate.evaluator import evaluate_model
+from edgeyolo.loss import YoloLoss
+from edgeyolo.models import build_model
+from edgeyolo.models.anchors import anchors_for_boxes
+from edgeyolo.models.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from edgeyolo.models.darknet_weights import read_darknet
+from edgeyolo.train.distributed import all_reduce_sums, init_distributed, shutdown
+from edgeyolo.train.ema import make_ema
 from edgeyolo.train.hooks import (
     EvalAndCheckpoint,
     FreezeBackbone,
@@ -29,6 +41,7 @@ from edgeyolo.train.hooks import (
     MetricsWriter,
     ProgressBar,
 )
+from edgeyolo.train.schedule import warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -51,8 +64,6 @@ def resolve_anchors(
     if spec == "default":
         return None
     if spec == "auto":
-        from edgeyolo.models.anchors import anchors_for_boxes
-
         wh = []
         for r in records:
             if len(r.boxes):
@@ -115,13 +126,6 @@ class Trainer:
             self.console.print(message)
 
     def _setup(self) -> None:
-        from edgeyolo.data.dataset import DetectionDataset
-        from edgeyolo.data.formats import load_data_yaml, read_split
-        from edgeyolo.device import select_device
-        from edgeyolo.loss import YoloLoss
-        from edgeyolo.models import build_model
-        from edgeyolo.train.ema import make_ema
-        from edgeyolo.train.schedule import warmup_cosine
 
         cfg = self.cfg
         probe = self.out / f".write-test.{os.getpid()}"  # one per process (DDP ranks)
@@ -131,7 +135,6 @@ class Trainer:
             probe.unlink()
         except OSError as e:
             raise ConfigError(f"--out {self.out}: not writable ({e.strerror})") from e
-        from edgeyolo.train.distributed import init_distributed
 
         self.device = select_device(cfg.device)
         self.dist = init_distributed(self.device)
@@ -186,8 +189,6 @@ class Trainer:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
         if cfg.pretrained and not self.resume:  # on resume the weights come from last.pt
-            from edgeyolo.models.darknet_weights import read_darknet
-
             report = read_darknet(cfg.pretrained, model)
             self.log(report.summary())
             if not report.skipped and not report.partial and cfg.anchors != "default":
@@ -251,7 +252,6 @@ class Trainer:
         """Fail before training when the disk cannot hold the checkpoints: each holds the weights,
         the EMA and Adam's two moments (~4x the parameters); best.pt holds the weights only; and
         one temp file of last.pt's size."""
-        import shutil
 
         need = (4 + 1 + 4) * sum(p.numel() * p.element_size() for p in model.parameters())
         free = shutil.disk_usage(self.out).free
@@ -281,7 +281,6 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def _loader(self, epoch: int) -> DataLoader:
-        from edgeyolo.data.dataset import collate
 
         # Each epoch's shuffling and augmentation are a function of (seed, epoch) alone, so a run
         # resumed from last.pt sees exactly what an uninterrupted run would have seen.
@@ -289,8 +288,6 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.seed + epoch)
         sampler = None
         if self.dist.enabled:
-            from torch.utils.data.distributed import DistributedSampler
-
             sampler = DistributedSampler(
                 self.dataset,
                 num_replicas=self.dist.world_size,
@@ -367,7 +364,6 @@ class Trainer:
         }
 
     def evaluate(self):  # -> MapResult
-        from edgeyolo.evaluate.evaluator import evaluate_model
 
         return evaluate_model(
             self.eval_model,
@@ -448,8 +444,6 @@ class Trainer:
                     h.after_step(self, m)
             dt = time.perf_counter() - t0
             if self.dist.enabled:  # the epoch's figures over all ranks
-                from edgeyolo.train.distributed import all_reduce_sums
-
                 total = all_reduce_sums({**sums, "n_img": float(n_img)}, self.dist)
                 n_img = int(total.pop("n_img"))
                 sums = total
@@ -475,7 +469,6 @@ class Trainer:
             )
         for h in self.hooks:
             h.after_train(self)
-        from edgeyolo.train.distributed import shutdown
 
         shutdown(self.dist)
         wall = time.perf_counter() - t_start

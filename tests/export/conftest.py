@@ -10,7 +10,7 @@ import torch
 
 from edgeyolo.config import ModelConfig, to_dict
 from edgeyolo.models import build_model
-from edgeyolo.train.checkpoint import save_checkpoint
+from edgeyolo.models.checkpoint import save_checkpoint
 
 SIZE = 128
 NAMES = tuple(str(i) for i in range(10))

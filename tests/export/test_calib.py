@@ -75,7 +75,7 @@ def test_letterbox_equals_inference_and_evaluation_preprocessing(odd_images: Pat
     assert calib.images.shape == (3, 3, size, size) and calib.images.dtype == np.float32
     for image, file in zip(calib.images, calib.files, strict=True):
         rgb = np.array(Image.open(file).convert("RGB"))
-        # TorchPredictor's preprocessing (edgeyolo.predict), literally.
+        # TorchPredictor's preprocessing (edgeyolo.runtime.pytorch), literally.
         boxed, _ = letterbox(rgb, size)
         torch_input = torch.from_numpy(boxed).permute(2, 0, 1).float().div_(255.0).numpy()
         np.testing.assert_array_equal(image, torch_input)

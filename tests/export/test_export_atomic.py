@@ -13,8 +13,8 @@ from edgeyolo.cli import app
 from edgeyolo.config import ExportConfig
 from edgeyolo.errors import AccuracyBudgetError
 from edgeyolo.export import pipeline
-from edgeyolo.export.manifest import read_manifest, sha256_file
 from edgeyolo.export.pipeline import STAGING_MARK, export_model
+from edgeyolo.runtime.manifest import read_manifest, sha256_file
 
 runner = CliRunner()
 

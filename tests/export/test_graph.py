@@ -7,12 +7,12 @@ import onnx
 import pytest
 import torch
 
-from edgeyolo.evaluate.parity import parity
 from edgeyolo.export.graph import NET_PREFIX, nms_tail
 from edgeyolo.export.onnx_export import build_fp32, to_fp16
+from edgeyolo.metrics.parity import parity_summary
 from edgeyolo.postprocess import from_padded
-from edgeyolo.predict import detect_batch
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from edgeyolo.runtime.pytorch import detect_batch
 from tests.export.conftest import SIZE, busy_model
 
 
@@ -54,10 +54,10 @@ def test_fp32_graph_reproduces_pytorch(tmp_path, mnist_images, multi_label):
         assert len(g) == len(r)
         assert sorted(g.labels.tolist()) == sorted(r.labels.tolist())
         assert torch.allclose(g.scores.sort().values, r.scores.sort().values, atol=1e-5)
-        one = parity([r], [g])
+        one = parity_summary([r], [g])
         assert one.matched == len(r)  # matched pairs have the same class
         assert one.min_iou >= 0.999 and one.max_score_diff <= 1e-4  # float rounding only
-    p = parity(ref, got)
+    p = parity_summary(ref, got)
     assert p.matched_fraction == 1.0 and p.min_iou >= 0.999 and p.max_score_diff <= 1e-4
     # onnxsim ran, shrank the graph and changed nothing on the real images
     assert report is not None and report.nodes_after < report.nodes_before
@@ -145,7 +145,9 @@ def test_fp16_keeps_decode_and_nms_in_fp32(tmp_path, mnist_images):
     assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
     ref = torch_dets(net, mnist_images, **kw)
     out = run(fp16, mnist_images)
-    p = parity(ref, from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"]))
+    p = parity_summary(
+        ref, from_padded(out["num_dets"], out["boxes"], out["scores"], out["classes"])
+    )
     # stated bound for fp16 on a random (badly conditioned) model: most boxes agree closely
     assert p.matched_fraction >= 0.9 and p.mean_iou >= 0.98 and p.max_score_diff <= 0.02
 
@@ -165,7 +167,7 @@ def test_onnxsim_failure_and_output_change_are_reported(tmp_path, mnist_images, 
     import onnxsim
 
     from edgeyolo.errors import ExportError
-    from edgeyolo.export.graph import retarget_nms
+    from edgeyolo.runtime.thresholds import retarget_nms
 
     net = busy_model()
 
@@ -198,7 +200,7 @@ def test_onnxsim_failure_and_output_change_are_reported(tmp_path, mnist_images, 
 def test_retarget_nms_changes_only_the_tail_settings():
     import onnxruntime as ort
 
-    from edgeyolo.export.graph import retarget_nms
+    from edgeyolo.runtime.thresholds import retarget_nms
 
     boxes = np.array(
         [[[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 10, 10]]], np.float32

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from edgeyolo.cli import app
 from edgeyolo.config import ExportConfig
 from edgeyolo.errors import ConfigError
-from edgeyolo.export.manifest import read_manifest, sha256_file
 from edgeyolo.export.pipeline import export_model
+from edgeyolo.runtime.manifest import read_manifest, sha256_file
 
 runner = CliRunner()
 
@@ -175,9 +175,9 @@ def test_int8_export_records_calibration_and_gate(
 
 def test_darknet_export_reads_back_bit_exact(tmp_path, busy_checkpoint, calib_folder):
     from edgeyolo.models import build_model
+    from edgeyolo.models.checkpoint import load_model
     from edgeyolo.models.darknet_weights import read_darknet
     from edgeyolo.runtime.backends import artifacts_in
-    from edgeyolo.train.checkpoint import load_model
 
     m = export_model(
         ExportConfig(

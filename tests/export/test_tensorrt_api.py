@@ -306,7 +306,7 @@ def test_extractor_discriminates_between_versions(apis: dict[str, frozenset[str]
 SNIPPET = """
 import torch
 from pathlib import Path
-from edgeyolo.export.tensorrt import import_tensorrt
+from edgeyolo.runtime.gpu import import_tensorrt
 def f(p: Path, d: dict, x):
     trt = import_tensorrt()
     torch.cuda.is_available(); p.parent.mkdir(); ", ".join(d); getattr(p, "stem")

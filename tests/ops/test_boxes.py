@@ -6,24 +6,24 @@ import torch
 from edgeyolo.ops import (
     batched_box_iou,
     box_iou,
+    cxcywh_to_xyxy,
     make_grid,
     wh_iou,
-    xywh_to_xyxy,
-    xyxy_to_xywh,
+    xyxy_to_cxcywh,
 )
 
 
 def test_xywh_xyxy_round_trip_by_hand() -> None:
     xywh = torch.tensor([[10.0, 20.0, 4.0, 6.0], [0.0, 0.0, 2.0, 2.0]])
     xyxy = torch.tensor([[8.0, 17.0, 12.0, 23.0], [-1.0, -1.0, 1.0, 1.0]])
-    torch.testing.assert_close(xywh_to_xyxy(xywh), xyxy)
-    torch.testing.assert_close(xyxy_to_xywh(xyxy), xywh)
+    torch.testing.assert_close(cxcywh_to_xyxy(xywh), xyxy)
+    torch.testing.assert_close(xyxy_to_cxcywh(xyxy), xywh)
 
 
 def test_box_conversions_keep_leading_dims() -> None:
     boxes = torch.rand(2, 3, 5, 4)
-    assert xywh_to_xyxy(boxes).shape == (2, 3, 5, 4)
-    torch.testing.assert_close(xyxy_to_xywh(xywh_to_xyxy(boxes)), boxes)
+    assert cxcywh_to_xyxy(boxes).shape == (2, 3, 5, 4)
+    torch.testing.assert_close(xyxy_to_cxcywh(cxcywh_to_xyxy(boxes)), boxes)
 
 
 def test_wh_iou_by_hand() -> None:

@@ -7,17 +7,25 @@ import pytest
 import torch
 
 from edgeyolo.errors import ConfigError, DataError, EdgeYoloError, ModelFileError
-from edgeyolo.evaluate.parity import parity
+from edgeyolo.metrics.parity import parity_summary
 from edgeyolo.postprocess import Detections
 from edgeyolo.runtime import detector as detector_mod
 from edgeyolo.runtime.backends import (
     Backend,
     OnnxRuntimeBackend,
-    TorchBackend,
     artifacts_in,
     open_backend,
 )
 from edgeyolo.runtime.detector import Detector
+from edgeyolo.runtime.pytorch import TorchBackend
+
+
+def test_torch_backend_gives_back_the_thread_count(busy_checkpoint):
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    with open_backend(busy_checkpoint, device="cpu", threads=want):
+        assert torch.get_num_threads() == want
+    assert torch.get_num_threads() == before
 
 
 def test_backends_agree_on_the_same_inputs(exported, busy_checkpoint, mnist_images):
@@ -31,11 +39,11 @@ def test_backends_agree_on_the_same_inputs(exported, busy_checkpoint, mnist_imag
         assert ort_b.class_names == tuple(str(i) for i in range(10))
         got = ort_b.infer(mnist_images)
         assert ort_b.last_times["bytes_d2h"] == 4 * (4 + 100 * 4 * 4 + 100 * 4 + 100 * 4)
-    p = parity(ref, got)
+    p = parity_summary(ref, got)
     assert p.ref_count > 20 and p.matched_fraction == 1.0 and p.min_iou > 0.999
     with open_backend(exported / "model_fp16.onnx") as h:
         assert h.precision == "fp16"
-        assert parity(ref, h.infer(mnist_images)).matched_fraction > 0.9
+        assert parity_summary(ref, h.infer(mnist_images)).matched_fraction > 0.9
 
 
 def test_artifacts_in_lists_the_manifest_files_fp32_first(exported):
@@ -69,6 +77,14 @@ class FixedBackend(Backend):
         self.img_size = img_size
         self.class_names = ("a", "b")
         self.seen: list[np.ndarray] = []
+        self.entered = self.exited = 0
+
+    def __enter__(self):
+        self.entered += 1
+        return self
+
+    def __exit__(self, *exc):
+        self.exited += 1
 
     def infer(self, images):
         self.seen.append(images)
@@ -101,12 +117,18 @@ def test_detector_checks_frames(monkeypatch):
     fake = FixedBackend([0.0, 0.0, 10.0, 10.0], img_size=64)
     monkeypatch.setattr(detector_mod, "open_backend", lambda *a, **k: fake)
     det = Detector("any.onnx")
+    assert fake.entered == 0  # nothing acquired before open()
+    with pytest.raises(RuntimeError, match=r"not open: use `with Detector\(model\) as det:`"):
+        det(np.zeros((64, 64, 3), np.uint8))
+    assert det.open() is det and det.open() is det  # idempotent
     assert len(det(np.zeros((64, 64, 3), np.uint8))) == 1
     with pytest.raises(DataError, match=r"frame 0 is uint8 \(64, 64\); .*\(H, W, 3\) uint8"):
         det(np.zeros((64, 64), np.uint8))
     with pytest.raises(DataError, match=r"frame 1 is float32 \(8, 8, 3\)"):
         det.batch([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float32)])
     det.close()
+    det.close()
+    assert (fake.entered, fake.exited) == (1, 1)
 
 
 def test_detector_on_a_real_export_matches_the_checkpoint(
@@ -168,8 +190,8 @@ def roomy(exported, calib_folder, tmp_path_factory):
     import onnx
 
     from edgeyolo.export.calib import load_calibration
-    from edgeyolo.export.graph import retarget_nms
     from edgeyolo.export.quantize import calibrate, quantize_int8
+    from edgeyolo.runtime.thresholds import retarget_nms
 
     out = tmp_path_factory.mktemp("roomy")
     for precision in ("fp32", "fp16"):
@@ -193,7 +215,7 @@ def _count(dets: list[Detections]) -> int:
 
 def _same(a: list[Detections], b: list[Detections]) -> None:
     """Box for box the same detections (class, IoU > 0.999, score within 1e-5)."""
-    p = parity(a, b)
+    p = parity_summary(a, b)
     assert p.ref_count == p.other_count == p.matched, p
     assert p.min_iou > 0.999 and p.max_score_diff < 1e-5, p
 

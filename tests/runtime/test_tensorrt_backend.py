@@ -1,4 +1,4 @@
-"""TensorRTBackend: on CPU with fake ``tensorrt``/``pycuda`` modules; on a GPU against ONNX Runtime.
+"""EngineRunner: on CPU with fake ``tensorrt``/``pycuda`` modules; on a GPU against ONNX Runtime.
 
 The fakes stand in for the libraries' *behaviour* so that the order of checks (compat before
 deserialize, no CUDA before the compat check), the buffer bookkeeping (allocate once, slice to the
@@ -31,8 +31,8 @@ from edgeyolo.errors import (
     ExportError,
     TensorRTNotAvailableError,
 )
-from edgeyolo.export.manifest import write_manifest
-from edgeyolo.runtime.tensorrt import StageTimes, TensorRTBackend
+from edgeyolo.runtime.manifest import write_manifest
+from edgeyolo.runtime.tensorrt import EngineRunner, StageTimes
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE, K, MAX_BATCH = 32, 5, 4
@@ -253,7 +253,7 @@ def test_module_imports_without_tensorrt_or_pycuda() -> None:
     code = (
         "import sys; sys.modules['tensorrt'] = None; sys.modules['pycuda'] = None\n"
         "import edgeyolo.runtime.tensorrt as m\n"
-        "assert m.TensorRTBackend and m.StageTimes\n"
+        "assert m.EngineRunner and m.StageTimes\n"
         "loaded = {k for k, v in sys.modules.items() if v is not None}\n"
         "assert not {'tensorrt', 'pycuda', 'pycuda.driver'} & loaded"
     )
@@ -266,7 +266,7 @@ def test_without_tensorrt_says_what_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
     with pytest.raises(TensorRTNotAvailableError) as info:
-        TensorRTBackend(write_export(tmp_path)).__enter__()
+        EngineRunner(write_export(tmp_path)).__enter__()
     message = str(info.value)
     assert "\n" not in message and "pip install tensorrt" in message and "JetPack" in message
     assert fakes.log == []  # no CUDA call was made
@@ -278,7 +278,7 @@ def test_without_pycuda_says_what_to_install(
     monkeypatch.setitem(sys.modules, "pycuda", None)
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
     with pytest.raises(TensorRTNotAvailableError, match=r"pip install pycuda.*edgeyolo\[gpu\]"):
-        TensorRTBackend(write_export(tmp_path)).__enter__()
+        EngineRunner(write_export(tmp_path)).__enter__()
     assert fakes.log == []
 
 
@@ -298,7 +298,7 @@ def test_mismatched_engine_is_refused_before_deserializing(
 ) -> None:
     engine = write_export(tmp_path, **built)
     with pytest.raises(EngineMismatchError, match=match) as info:
-        TensorRTBackend(engine).__enter__()
+        EngineRunner(engine).__enter__()
     assert "edgeyolo export" in str(info.value)  # says how to rebuild
     assert "deserialize" not in fakes.log and cuda_calls(fakes.log) == []
 
@@ -306,9 +306,7 @@ def test_mismatched_engine_is_refused_before_deserializing(
 def test_compat_can_be_checked_against_a_given_manifest(tmp_path: Path, fakes: Fakes) -> None:
     engine = write_export(tmp_path / "a")
     entry = {"kind": "engine", "file": engine.name, "trt_version": "8.6.1"}
-    backend = TensorRTBackend(
-        engine, manifest={"artifacts": [entry | {"compute_capability": [8, 7]}]}
-    )
+    backend = EngineRunner(engine, manifest={"artifacts": [entry | {"compute_capability": [8, 7]}]})
     with pytest.raises(EngineMismatchError, match="TensorRT 8.6.1"):
         backend.__enter__()
     assert fakes.log == []
@@ -316,15 +314,15 @@ def test_compat_can_be_checked_against_a_given_manifest(tmp_path: Path, fakes: F
 
 def test_missing_files_are_named(tmp_path: Path, fakes: Fakes) -> None:
     with pytest.raises(ExportError, match=re.escape(str(tmp_path / "nope.engine"))):
-        TensorRTBackend(tmp_path / "nope.engine").__enter__()
+        EngineRunner(tmp_path / "nope.engine").__enter__()
     engine = write_export(tmp_path)
     (tmp_path / "manifest.json").unlink()
     with pytest.raises(ExportError, match=re.escape(str(tmp_path / "manifest.json"))):
-        TensorRTBackend(engine).__enter__()
+        EngineRunner(engine).__enter__()
     other = write_export(tmp_path / "other")
     other.rename(other.with_name("model_int8.engine"))
     with pytest.raises(ExportError, match="lists no engine 'model_int8.engine'"):
-        TensorRTBackend(other.with_name("model_int8.engine")).__enter__()
+        EngineRunner(other.with_name("model_int8.engine")).__enter__()
     assert fakes.log == []
 
 
@@ -335,19 +333,19 @@ def test_undeserializable_plan_is_named_and_nothing_leaks(
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     engine = write_export(tmp_path)
     with pytest.raises(EngineMismatchError, match=re.escape(f"could not deserialize {engine}")):
-        TensorRTBackend(engine).__enter__()
+        EngineRunner(engine).__enter__()
     opened = ["init", "device 0", "retain", "push", "deserialize", "pop"]
     assert fakes.log == [*opened, "push", "pop", "detach"]  # released inside the context
 
 
 def test_cuda_graph_is_refused_honestly(tmp_path: Path) -> None:
     with pytest.raises(NotImplementedError, match="pycuda wraps no stream-capture"):
-        TensorRTBackend(tmp_path / "m.engine", cuda_graph=True)
+        EngineRunner(tmp_path / "m.engine", cuda_graph=True)
 
 
 def test_run_round_trip_on_fakes(tmp_path: Path, fakes: Fakes) -> None:
     rng = np.random.default_rng(0)
-    backend = TensorRTBackend(write_export(tmp_path))
+    backend = EngineRunner(write_export(tmp_path))
     with pytest.raises(RuntimeError, match="context manager"):
         backend.run(np.zeros((1, 3, SIZE, SIZE), np.float32))
     with backend as b:
@@ -380,7 +378,7 @@ def test_run_round_trip_on_fakes(tmp_path: Path, fakes: Fakes) -> None:
 
 
 def test_exit_on_exception_frees_everything(tmp_path: Path, fakes: Fakes) -> None:
-    with pytest.raises(KeyError), TensorRTBackend(write_export(tmp_path)):
+    with pytest.raises(KeyError), EngineRunner(write_export(tmp_path)):
         raise KeyError("user code failed")
     assert fakes.drv.live == set() and fakes.log[-2:] == ["pop", "detach"]
 
@@ -516,7 +514,7 @@ def test_engine_matches_onnxruntime(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     write_manifest(tmp_path, {"input": {}, "outputs": [], "classes": [], "artifacts": [entry]})
     with OnnxRuntimeSession(onnx_path, threads=2) as ort_s:
         want = ort_s.run(images)
-    with TensorRTBackend(info.path) as trt_b:
+    with EngineRunner(info.path) as trt_b:
         assert (trt_b.min_batch, trt_b.max_batch, trt_b.img_size) == (1, 4, 128)
         got = trt_b.run(images)
         times = trt_b.last_times

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from edgeyolo.train.checkpoint import load_checkpoint
+from edgeyolo.models.checkpoint import load_checkpoint
 from edgeyolo.train.distributed import train_argv_without_devices
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgeyolo.train.checkpoint import load_checkpoint
+from edgeyolo.models.checkpoint import load_checkpoint
 
 pytestmark = [
     pytest.mark.slow,

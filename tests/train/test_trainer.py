@@ -7,7 +7,7 @@ import torch
 from edgeyolo.config import AugmentConfig, LossConfig, TrainConfig
 from edgeyolo.data.dataset import collate
 from edgeyolo.errors import CheckpointError, ConfigError, TrainingDivergedError
-from edgeyolo.train.checkpoint import load_checkpoint, load_model
+from edgeyolo.models.checkpoint import load_checkpoint, load_model
 from edgeyolo.train.hooks import Hook
 from edgeyolo.train.trainer import Trainer, resolve_anchors, train
 

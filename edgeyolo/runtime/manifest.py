@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeyolo.errors import ExportError
+from edgeyolo.fileio import write_text_atomic
 
 __all__ = ["MANIFEST_NAME", "SCHEMA", "artifact", "read_manifest", "sha256_file", "write_manifest"]
 
@@ -35,10 +36,7 @@ def sha256_file(path: str | Path) -> str:
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     """Write ``folder/manifest.json`` atomically; returns its path."""
     path = Path(folder) / MANIFEST_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"schema": SCHEMA, **manifest}, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps({"schema": SCHEMA, **manifest}, indent=2) + "\n")
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from edgeyolo.data.records import ImageRecord
 from edgeyolo.errors import DataError
-from edgeyolo.evaluate import ClassAP, MapResult, compute_map, print_map_table
+from edgeyolo.metrics import ClassAP, MapResult, compute_map, print_map_table
 
 NAMES = ("zero", "one", "two")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from edgeyolo.errors import CheckpointError
-from edgeyolo.train.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from edgeyolo.models.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 
 
 def test_round_trip_with_weights_only(tmp_path):

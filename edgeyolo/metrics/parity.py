@@ -23,9 +23,9 @@ from edgeyolo.postprocess import Detections
 __all__ = [
     "ImageParity",
     "ParityReport",
-    "ParityResult",
+    "ParitySummary",
     "match_detections",
-    "parity",
+    "parity_summary",
     "parity_report",
 ]
 
@@ -61,7 +61,7 @@ def match_detections(
 
 
 @dataclass(frozen=True)
-class ParityResult:
+class ParitySummary:
     """Agreement of ``other`` with ``ref`` over a set of images.
 
     ``matched_fraction`` is matched pairs over ``max(ref_count, other_count)`` (1.0 only when
@@ -85,9 +85,9 @@ class ParityResult:
         return asdict(self)
 
 
-def parity(
+def parity_summary(
     refs: Sequence[Detections], others: Sequence[Detections], *, iou_thres: float = 0.5
-) -> ParityResult:
+) -> ParitySummary:
     """Compare two backends' detections image by image (same order) and aggregate."""
     if len(refs) != len(others):
         raise ValueError(f"{len(refs)} reference images but {len(others)} to compare")
@@ -107,7 +107,7 @@ def parity(
     m = int(iou.numel())
     nan = float("nan")
     denom = max(n_ref, n_other)
-    return ParityResult(
+    return ParitySummary(
         images=len(refs),
         ref_count=n_ref,
         other_count=n_other,
@@ -147,10 +147,10 @@ class ImageParity:
 
 @dataclass(frozen=True)
 class ParityReport:
-    """:class:`ParityResult`'s totals plus the fields the bench reports.
+    """:class:`ParitySummary`'s totals plus the fields the bench reports.
 
     Attributes:
-        summary: the totals of :func:`parity` (same definitions).
+        summary: the totals of :func:`parity_summary` (same definitions).
         missed: reference boxes left unmatched.
         extra: ``other`` boxes left unmatched.
         class_disagreement: unmatched ``other`` boxes that overlap a reference box of another
@@ -164,7 +164,7 @@ class ParityReport:
             no box on either side are never listed).
     """
 
-    summary: ParityResult
+    summary: ParitySummary
     missed: int
     extra: int
     class_disagreement: int
@@ -216,7 +216,8 @@ def parity_report(
     files: Sequence[str | Path] | None = None,
     worst: int = 5,
 ) -> ParityReport:
-    """:func:`parity` with per-image detail, missed/extra boxes, class disagreement and p5 IoU.
+    """:func:`parity_summary` with per-image detail, missed/extra boxes, class disagreement and
+    p5 IoU.
 
     Matching, image by image, is :func:`match_detections`: greedy and one-to-one, reference
     boxes taken in descending score order, each paired with the still-free ``other`` box *of the
@@ -229,7 +230,7 @@ def parity_report(
         files: the image files, named in the per-image detail (optional).
         worst: how many worst images to keep.
     """
-    summary = parity(refs, others, iou_thres=iou_thres)
+    summary = parity_summary(refs, others, iou_thres=iou_thres)
     if files is not None and len(files) != len(refs):
         raise ValueError(f"{len(files)} file names for {len(refs)} images")
     per_image: list[ImageParity] = []

@@ -4,23 +4,23 @@ For the PyTorch checkpoint (the reference, benched too) and every artifact given
 export folders whose manifest lists them):
 
 - **latency** of ``backend.infer`` on a fixed batch of real, letterboxed dataset images, at each
-  batch size (:mod:`edgeyolo.runtime.latency`), with the backend's stage split and the CPU cost
+  batch size (:mod:`edgeyolo.bench.latency`), with the backend's stage split and the CPU cost
   of preprocessing one frame. With ``isolate=True`` every backend is timed in a fresh process
   (``multiprocessing`` spawn): torch and ONNX Runtime in one process fight over cores.
 - **mAP@0.5 and mAP@0.5:0.95** at COCO settings (conf 0.001, IoU 0.5, 300 detections): an
   ``.onnx`` is scored through a copy of its graph with the NMS retargeted to those settings; an
   engine can only be scored at the thresholds baked into it, which the report says.
-- **parity** (:func:`edgeyolo.evaluate.parity.parity_report`) at the deployment thresholds in the
+- **parity** (:func:`edgeyolo.metrics.parity.parity_report`) at the deployment thresholds in the
   export's ``manifest.json``, against the checkpoint run at the same thresholds.
 - **compute**: the model's GFLOP per image, each artifact's achieved GFLOP/s at batch 1, and the
-  fp32 matmul roof of each device that ran one (:mod:`edgeyolo.runtime.roofline`), so a user sees
+  fp32 matmul roof of each device that ran one (:mod:`edgeyolo.bench.roofline`), so a user sees
   whether a runtime is near what the machine can do.
-- **stability**: whether other work disturbed the timing (:func:`edgeyolo.runtime.latency.
+- **stability**: whether other work disturbed the timing (:func:`edgeyolo.bench.latency.
   judge_stability`): the CPU's fp32 roof measured before the timed runs against the one measured
   after them, each latency series' p99/p50, and the 1-minute load average before and after. A
   disturbed run is marked in every output, and its speed ratios are flagged as unreliable.
 
-The result is a JSON-ready dict (:func:`run_bench`); :mod:`edgeyolo.runtime.bench_report` writes
+The result is a JSON-ready dict (:func:`run_bench`); :mod:`edgeyolo.bench.report` writes
 it as JSON, Markdown and a PNG plot and prints it as a rich table.
 """
 
@@ -30,15 +30,52 @@ import datetime as dt
 import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import onnx
 import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
+from edgeyolo import cpuinfo
+from edgeyolo.bench import roofline
+from edgeyolo.bench.latency import (
+    available_cores,
+    cpu_snapshot,
+    judge_stability,
+    load_average,
+    noisy_series,
+    one_line,
+    others_share,
+    time_model,
+    time_model_isolated,
+)
+from edgeyolo.bench.report import print_report, to_markdown, write_report
+from edgeyolo.console import make_console
+from edgeyolo.data.formats import load_data_yaml, read_split
+from edgeyolo.device import select_device
 from edgeyolo.errors import ConfigError
-from edgeyolo.runtime.bench_report import environment, print_report, to_markdown, write_report
+from edgeyolo.evaluate.evaluator import predict_with
+from edgeyolo.metrics.coco_map import compute_map
+from edgeyolo.metrics.parity import parity_report
+from edgeyolo.models.info import count_flops
+from edgeyolo.postprocess import Detections, from_outputs
+from edgeyolo.runtime.backends import artifacts_in, open_backend
+from edgeyolo.runtime.environment import environment
+from edgeyolo.runtime.gpu import tensorrt_version
+from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest
+from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from edgeyolo.runtime.thresholds import retarget_nms
 
 __all__ = ["COCO_NMS", "print_report", "run_bench", "to_markdown", "write_report"]
 
@@ -57,8 +94,6 @@ def _nms_text(nms: dict[str, Any]) -> str:
 
 def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
     """The reference first, then every model file (folders expanded through their manifest)."""
-    from edgeyolo.export.manifest import MANIFEST_NAME, read_manifest
-    from edgeyolo.runtime.backends import artifacts_in
 
     found: list[Path] = []
     for m in map(Path, models):
@@ -103,8 +138,6 @@ def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
 
 def _letterboxed(records: Sequence[Any], img_size: int, n: int) -> np.ndarray:
     """``float32[n, 3, S, S]``: the first ``n`` records (cycled) as every backend receives them."""
-    from edgeyolo.evaluate.evaluator import predict_with
-    from edgeyolo.postprocess import Detections
 
     chosen = [records[i % len(records)] for i in range(n)]
     got: list[np.ndarray] = []
@@ -126,7 +159,6 @@ def _predict(
     label: str,
 ) -> list[Any]:
     """Predictions ``(boxes, scores, labels)`` per record in image pixels, with a progress task."""
-    from edgeyolo.evaluate.evaluator import predict_with
 
     task = progress.add_task(label, total=math.ceil(len(records) / batch)) if progress else None
 
@@ -144,7 +176,6 @@ def _predict(
 
 
 def _as_dets(preds: Sequence[Any]) -> list[Any]:
-    from edgeyolo.postprocess import Detections
 
     return [
         Detections(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(c))
@@ -153,20 +184,9 @@ def _as_dets(preds: Sequence[Any]) -> list[Any]:
 
 
 def _progress(enabled: bool) -> Any:
-    from contextlib import nullcontext
 
     if not enabled:
         return nullcontext(None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from edgeyolo.console import make_console
 
     return Progress(
         SpinnerColumn(),
@@ -203,14 +223,6 @@ def _score(
     a: dict[str, Any], records: Sequence[Any], ctx: dict[str, Any], prog: Any
 ) -> dict[str, Any]:
     """mAP (COCO settings where the format allows) and parity against the checkpoint."""
-    import onnx
-
-    from edgeyolo.evaluate.coco_map import compute_map
-    from edgeyolo.evaluate.parity import parity_report
-    from edgeyolo.export.graph import retarget_nms
-    from edgeyolo.postprocess import from_outputs
-    from edgeyolo.runtime.backends import open_backend
-    from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 
     key, size, dev, threads = a["key"], a["img_size"], ctx["device"], ctx["threads"]
 
@@ -267,11 +279,8 @@ def _compute(
     not_available: list[str],
 ) -> dict[str, Any]:
     """Each artifact's achieved GFLOP/s at batch 1 against its device's fp32 matmul roof
-    (:mod:`edgeyolo.runtime.roofline`); returns the header's ``compute`` block. A roof that
+    (:mod:`edgeyolo.bench.roofline`); returns the header's ``compute`` block. A roof that
     cannot be measured is a line in ``not_available``, and its artifacts get GFLOP/s only."""
-    from edgeyolo.models.info import count_flops
-    from edgeyolo.runtime.latency import one_line
-    from edgeyolo.runtime.roofline import matmul_roof, matmul_roof_isolated
 
     gflop: dict[int, float] = {}
     roofs: dict[str, dict[str, Any]] = {}
@@ -282,7 +291,7 @@ def _compute(
             gflop[size] = count_flops(model, size) / 1e9
         if dev not in tried:
             tried.add(dev)
-            measure = matmul_roof_isolated if isolate else matmul_roof
+            measure = roofline.matmul_roof_isolated if isolate else roofline.matmul_roof
             try:
                 roofs[dev] = measure(device=dev, threads=threads).to_dict()
             except Exception as e:  # a broken CUDA context must not lose the timings above
@@ -300,10 +309,8 @@ def _cpu_roof(
 ) -> float | None:
     """The CPU's fp32 roof in GFLOP/s, measured as :func:`_compute` does; ``None`` (and a line in
     ``not_available``) where it cannot be."""
-    from edgeyolo.runtime.latency import one_line
-    from edgeyolo.runtime.roofline import matmul_roof, matmul_roof_isolated
 
-    measure = matmul_roof_isolated if isolate else matmul_roof
+    measure = roofline.matmul_roof_isolated if isolate else roofline.matmul_roof
     try:
         return measure(device="cpu", threads=threads).gflops_per_s
     except Exception as e:
@@ -321,7 +328,7 @@ def _stability(
     *,
     others: float | None = None,
 ) -> dict[str, Any]:
-    """Judge the run (:func:`~edgeyolo.runtime.latency.judge_stability`) and mark each artifact:
+    """Judge the run (:func:`~edgeyolo.bench.latency.judge_stability`) and mark each artifact:
     ``disturbed`` (its own series is noisy, or the machine was busy) and ``disturbed_reasons``.
 
     Args:
@@ -329,14 +336,8 @@ def _stability(
         compute: :func:`_compute`'s block; its CPU roof is the one after the runs where a
             backend ran on the CPU (``measure_after`` measures it otherwise).
         others: the share of the machine's CPU other processes used during the timed runs
-            (:func:`~edgeyolo.runtime.latency.others_share`).
+            (:func:`~edgeyolo.bench.latency.others_share`).
     """
-    from edgeyolo.runtime.latency import (
-        available_cores,
-        judge_stability,
-        load_average,
-        noisy_series,
-    )
 
     roof_after = compute["roofs"].get("cpu", {}).get("gflops_per_s")
     if before[0] is not None and all(a["device"] != "cpu" for a in out.values()):
@@ -361,14 +362,13 @@ def _stability(
 
 def _cpu_target_notes(arts: Sequence[dict[str, Any]]) -> list[str]:
     """A note per int8 graph made for VNNI (``cpu_target: vnni``) benched on a CPU without it."""
-    from edgeyolo.cpuinfo import cpu_summary, has_vnni
 
     vnni = [a["key"] for a in arts if a.get("cpu_target") == "vnni"]
-    if not vnni or has_vnni():
+    if not vnni or cpuinfo.has_vnni():
         return []
     return [
         f"{key}: an int8 graph for another CPU (cpu_target vnni: full 8-bit weights, for "
-        f"AVX512-VNNI or AVX-VNNI); this CPU ({cpu_summary()}) has neither, so its int8 "
+        f"AVX512-VNNI or AVX-VNNI); this CPU ({cpuinfo.cpu_summary()}) has neither, so its int8 "
         "kernels may saturate and its mAP and parity here understate the graph (for this CPU "
         "export with --int8-cpu-target any)"
         for key in vnni
@@ -459,19 +459,6 @@ def run_bench(
         (facts that qualify a figure), ``not_available`` and ``failed`` (one line per model or
         fact).
     """
-    import cv2
-
-    from edgeyolo.data.formats import load_data_yaml, read_split
-    from edgeyolo.device import select_device
-    from edgeyolo.export.tensorrt import tensorrt_version
-    from edgeyolo.runtime.backends import open_backend
-    from edgeyolo.runtime.latency import (
-        cpu_snapshot,
-        load_average,
-        others_share,
-        time_model,
-        time_model_isolated,
-    )
 
     weights = Path(weights)
     if weights.suffix != ".pt" or not weights.is_file():

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from edgeyolo.runtime.latency import (
+from edgeyolo.bench.latency import (
     LatencyStats,
     preprocess_frame,
     time_backend,
@@ -120,7 +120,7 @@ QUIET = {
 
 
 def test_a_run_within_every_threshold_is_not_disturbed():
-    from edgeyolo.runtime.latency import judge_stability
+    from edgeyolo.bench.latency import judge_stability
 
     v = judge_stability(**QUIET)
     assert (v["disturbed"], v["machine_busy"], v["reasons"]) == (False, False, [])
@@ -142,7 +142,7 @@ def test_a_run_within_every_threshold_is_not_disturbed():
     ],
 )
 def test_a_busy_machine_is_disturbed_and_every_timing_suspect(change, says):
-    from edgeyolo.runtime.latency import judge_stability
+    from edgeyolo.bench.latency import judge_stability
 
     v = judge_stability(**{**QUIET, **change})
     assert v["disturbed"] and v["machine_busy"]
@@ -150,7 +150,7 @@ def test_a_busy_machine_is_disturbed_and_every_timing_suspect(change, says):
 
 
 def test_a_noisy_series_disturbs_the_run_but_not_the_machine():
-    from edgeyolo.runtime.latency import judge_stability, noisy_series
+    from edgeyolo.bench.latency import judge_stability, noisy_series
 
     batches = {
         "1": {"p50": 10.0, "p99": 25.0},  # 2.5x, 15 ms over: a preempted call
@@ -166,7 +166,7 @@ def test_a_noisy_series_disturbs_the_run_but_not_the_machine():
 
 
 def test_signals_not_measured_are_not_judged():
-    from edgeyolo.runtime.latency import judge_stability
+    from edgeyolo.bench.latency import judge_stability
 
     v = judge_stability(
         roof_before=None, roof_after=10.0, load_before=None, load_after=None, cores=1, noisy={}
@@ -177,7 +177,7 @@ def test_signals_not_measured_are_not_judged():
 
 
 def test_load_and_cores_are_read_from_the_os():
-    from edgeyolo.runtime.latency import available_cores, load_average
+    from edgeyolo.bench.latency import available_cores, load_average
 
     assert available_cores() >= 1
     load = load_average()
@@ -185,7 +185,7 @@ def test_load_and_cores_are_read_from_the_os():
 
 
 def test_others_share_counts_what_other_processes_used(tmp_path):
-    from edgeyolo.runtime.latency import CpuSnapshot, judge_stability, others_share
+    from edgeyolo.bench.latency import CpuSnapshot, judge_stability, others_share
 
     a = CpuSnapshot(wall_s=100.0, busy_s=1000.0, own_s=50.0, cpus=2)
     # 10 s on 2 CPUs: 20 CPU-s; the machine was busy 18 of them, 8 of which were ours
@@ -200,7 +200,7 @@ def test_others_share_counts_what_other_processes_used(tmp_path):
 
 
 def test_cpu_snapshot_reads_proc_stat(tmp_path):
-    from edgeyolo.runtime.latency import cpu_snapshot
+    from edgeyolo.bench.latency import cpu_snapshot
 
     stat = tmp_path / "stat"
     stat.write_text(

@@ -15,7 +15,6 @@ file to ship and export; ``last.pt`` keeps ``state`` for ``--resume``.
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -26,47 +25,22 @@ from torch import nn
 
 from edgeyolo.config import ModelConfig, model_config_from_dict
 from edgeyolo.errors import CheckpointError, ConfigError
+from edgeyolo.fileio import atomic_write, remove_stale_temps
+from edgeyolo.models.yolov3 import build_model
 
 FORMAT = "edgeyolo.checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
-
-    A crash (or SIGKILL) at any moment leaves either the previous file or the new one, never a
-    partial one.
-    """
+    """Write ``payload`` to ``path`` atomically (:func:`edgeyolo.fileio.atomic_write`): a crash
+    at any moment leaves either the previous file or the new one, never a partial one. Temporary
+    files of writers killed earlier are removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format": FORMAT, "version": VERSION, **payload}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _remove_stale_temps(path)
+    with atomic_write(path) as f:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+    remove_stale_temps(path)
     return path
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete ``.<name>.<pid>.tmp`` files left by writers that were killed mid-write (their pid
-    no longer runs); a live writer's file is left alone."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = stale.name[len(path.name) + 2 : -len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            stale.unlink(missing_ok=True)
-        except PermissionError:  # a live process of another user
-            pass
 
 
 def load_checkpoint(
@@ -169,7 +143,6 @@ def load_model(
     path: str | Path, *, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode."""
-    from edgeyolo.models import build_model
 
     ckpt = load_checkpoint(path)
     cfg = checkpoint_model_config(ckpt, source=path)

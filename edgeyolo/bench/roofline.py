@@ -14,10 +14,15 @@ higher, and no real kernel reaches it.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from edgeyolo.bench.latency import time_runs
+from edgeyolo.lazy import TORCH as torch
 
 __all__ = ["Roof", "matmul_roof", "matmul_roof_isolated"]
 
@@ -61,9 +66,6 @@ def matmul_roof(
         warmup, runs: untimed and timed calls per size.
         timer: a clock in seconds (tests pass a fake one).
     """
-    import torch
-
-    from edgeyolo.runtime.latency import time_runs
 
     if not sizes or min(sizes) < 1:
         raise ValueError(f"need matrix sizes >= 1, got {list(sizes)}")
@@ -101,8 +103,6 @@ def _roof_dict(**kwargs: Any) -> dict[str, Any]:
 
 def matmul_roof_isolated(**kwargs: Any) -> Roof:
     """:func:`matmul_roof` in a fresh spawned process, like the backends' timing."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:

@@ -21,9 +21,7 @@ from rich.table import Table
 from edgeyolo.console import make_console
 from edgeyolo.data.records import ImageRecord
 from edgeyolo.errors import DataError
-
-Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""``(boxes float[K, 4] xyxy, scores float[K], labels int[K])`` for one image."""
+from edgeyolo.postprocess import Prediction
 
 _MAX_DETS = 100
 

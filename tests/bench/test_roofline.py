@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeyolo.runtime.roofline import Roof, matmul_roof
+from edgeyolo.bench.roofline import Roof, matmul_roof
 
 
 class StepClock:

@@ -14,10 +14,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from edgeyolo.bench.runner import print_report, run_bench, to_markdown, write_report
 from edgeyolo.cli import app
 from edgeyolo.cpuinfo import cpu_summary
-from edgeyolo.export.tensorrt import tensorrt_version
-from edgeyolo.runtime.bench import print_report, run_bench, to_markdown, write_report
+from edgeyolo.runtime.gpu import tensorrt_version
 
 LATENCY_KEYS = {"min", "mean", "p50", "p90", "p95", "p99", "max"}
 FAST = {"warmup": 1, "runs": 3, "progress": False}
@@ -90,8 +90,8 @@ def test_bench_header_says_how_it_was_measured(result, mnist_small_yaml):
 
 
 def test_bench_reports_achieved_gflops_against_the_fp32_roof(result, busy_checkpoint):
+    from edgeyolo.models.checkpoint import load_model
     from edgeyolo.models.info import count_flops
-    from edgeyolo.train.checkpoint import load_model
 
     net, _ = load_model(busy_checkpoint)
     c = result["header"]["compute"]
@@ -111,7 +111,7 @@ def test_bench_reports_achieved_gflops_against_the_fp32_roof(result, busy_checkp
 def test_a_roof_that_cannot_be_measured_is_reported_and_keeps_the_timings(
     exported, busy_checkpoint, mnist_small_yaml, monkeypatch, tmp_path
 ):
-    from edgeyolo.runtime import roofline
+    from edgeyolo.bench import roofline
 
     def broken(**_kw):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -275,7 +275,7 @@ def test_the_checkpoint_in_fp16_is_benched_against_its_fp32_self(
 def _spin_forever_ish(seconds: float) -> list[subprocess.Popen]:
     """One more CPU-bound process than this process may use, each spinning for at most
     ``seconds`` (the caller kills them sooner)."""
-    from edgeyolo.runtime.latency import available_cores
+    from edgeyolo.bench.latency import available_cores
 
     loop = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
     return [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(available_cores() + 1)]
@@ -292,7 +292,7 @@ def test_a_bench_beside_cpu_hogs_is_reported_disturbed(
 ):
     """Spinning processes start right after the first roof is read (another job starting on a
     shared machine mid-bench) and stop after the second: the report must say so."""
-    from edgeyolo.runtime import roofline
+    from edgeyolo.bench import roofline
 
     real = roofline.matmul_roof
     hogs: list[subprocess.Popen] = []
@@ -375,7 +375,7 @@ def _label_boxes(fig, keys):
 
 def test_plot_of_an_undertrained_model_has_a_sane_axis_and_says_nothing_to_compare(result):
     pytest.importorskip("matplotlib")
-    from edgeyolo.runtime.bench_report import plot_figure
+    from edgeyolo.bench.report import plot_figure
 
     fig = plot_figure(_undertrained(result))
     ax1, ax2 = fig.axes
@@ -391,7 +391,7 @@ def test_plot_of_an_undertrained_model_has_a_sane_axis_and_says_nothing_to_compa
 def test_plot_labels_of_coinciding_points_never_overlap(result):
     """Four graphs at the same latency and mAP: each name gets its own place."""
     pytest.importorskip("matplotlib")
-    from edgeyolo.runtime.bench_report import plot_figure
+    from edgeyolo.bench.report import plot_figure
 
     z = copy.deepcopy(result)
     onnx = z["artifacts"]["model_fp32.onnx"]
@@ -447,7 +447,7 @@ def test_an_int8_graph_for_vnni_on_a_cpu_without_it_gets_a_note(
     exported, busy_checkpoint, mnist_small_yaml, monkeypatch, tmp_path
 ):
     from edgeyolo import cpuinfo
-    from edgeyolo.runtime.bench import _cpu_target_notes
+    from edgeyolo.bench.runner import _cpu_target_notes
 
     folder = tmp_path / "export"
     shutil.copytree(exported, folder)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from edgeyolo.errors import ExportError
-from edgeyolo.export.manifest import (
+from edgeyolo.runtime.manifest import (
     SCHEMA,
     artifact,
     read_manifest,

@@ -20,14 +20,22 @@ then says so instead of quoting ratios as if clean.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
+
+from edgeyolo.data.transforms import letterbox
+from edgeyolo.errors import EngineMismatchError, TensorRTNotAvailableError
+from edgeyolo.lazy import TORCH
+from edgeyolo.runtime.backends import open_backend
 
 __all__ = [
     "LOAD_PER_CORE_MAX",
@@ -206,9 +214,6 @@ def time_backend(
 def preprocess_frame(frame_bgr: np.ndarray, img_size: int) -> np.ndarray:
     """What a camera loop does to each frame before ``infer``: BGR→RGB, the shared letterbox,
     HWC→CHW, 0..1. ``uint8[H, W, 3]`` → ``float32[1, 3, S, S]``."""
-    import cv2
-
-    from edgeyolo.data.transforms import letterbox
 
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
     boxed, _ = letterbox(rgb, img_size)
@@ -257,19 +262,14 @@ def time_model(
         "error": str, "unavailable": bool}`` (``unavailable``: TensorRT/pycuda missing or an
         engine built elsewhere). A batch size other than 1 that fails is listed in ``skipped``.
     """
-    import torch
-
-    from edgeyolo.errors import EngineMismatchError, TensorRTNotAvailableError
-    from edgeyolo.runtime.backends import open_backend
-
-    torch_threads = torch.get_num_threads()
     kw: dict[str, Any] = {**(nms or {}), "half": half} if Path(path).suffix == ".pt" else {}
     try:
         with open_backend(path, device=device, threads=threads, **kw) as b:
             pre = time_preprocess(frame, images.shape[-1], warmup=min(warmup, 2), runs=runs)
             out: dict[str, Any] = {"ok": True, "backend": b.name, "precision": b.precision}
             out["device"] = b.where
-            out["threads"] = {"torch": torch.get_num_threads(), "onnxruntime": threads}
+            torch_threads = TORCH.get_num_threads() if TORCH.available() else None
+            out["threads"] = {"torch": torch_threads, "onnxruntime": threads}
             out.update(batches={}, skipped=[])
             for bs in sorted(batch_sizes):
                 if b.name == "tensorrt" and bs > b.max_batch:
@@ -291,15 +291,11 @@ def time_model(
     except Exception as e:  # reported per model; the caller decides what is fatal
         unavailable = (TensorRTNotAvailableError, EngineMismatchError, ImportError)
         return {"ok": False, "error": one_line(e), "unavailable": isinstance(e, unavailable)}
-    finally:
-        torch.set_num_threads(torch_threads)
 
 
 def time_model_isolated(path: str | Path, **kwargs: Any) -> dict[str, Any]:
     """:func:`time_model` in a fresh spawned process (nothing else loaded there competes for
     cores); a child that dies is reported as ``{"ok": False, ...}``."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     try:
         ctx = multiprocessing.get_context("spawn")

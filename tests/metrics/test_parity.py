@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from edgeyolo.evaluate.parity import match_detections, parity
+from edgeyolo.metrics.parity import match_detections, parity_summary
 from edgeyolo.postprocess import Detections
 
 
@@ -19,14 +19,14 @@ A = dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8], [1, 2])
 
 
 def test_identical_detections_agree_fully():
-    p = parity([A], [A])
+    p = parity_summary([A], [A])
     assert (p.matched, p.matched_fraction, p.mean_iou, p.max_score_diff) == (2, 1.0, 1.0, 0.0)
     assert p.same_count_images == 1
 
 
 def test_shifted_box_iou_and_score_difference():
     moved = dets([[1, 0, 11, 10], [20, 20, 40, 40]], [0.85, 0.8], [1, 2])
-    p = parity([A], [moved])
+    p = parity_summary([A], [moved])
     assert p.matched == 2
     assert p.min_iou == pytest.approx(90 / 110)  # 9x10 overlap, 110 union
     assert p.max_score_diff == pytest.approx(0.05, abs=1e-6)
@@ -37,28 +37,28 @@ def test_other_class_or_far_box_is_not_a_match():
     other = dets([[0, 0, 10, 10], [60, 60, 70, 70], [20, 20, 40, 40]], [0.9, 0.5, 0.8], [3, 2, 2])
     pairs, ious = match_detections(A, other)
     assert pairs.tolist() == [[1, 2]] and ious.tolist() == [1.0]
-    p = parity([A], [other])
+    p = parity_summary([A], [other])
     assert p.matched == 1 and p.matched_fraction == pytest.approx(1 / 3)
 
 
 def test_one_to_one_and_empty_images():
     twice = dets([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.9], [1, 1])
     one = dets([[0, 0, 10, 10]], [0.9], [1])
-    assert parity([one], [twice]).matched == 1
+    assert parity_summary([one], [twice]).matched == 1
     empty = Detections.empty()
-    assert parity([one], [empty]).matched_fraction == 0.0
+    assert parity_summary([one], [empty]).matched_fraction == 0.0
     with pytest.raises(ValueError, match="2 reference images but 1"):
-        parity([one, one], [one])
+        parity_summary([one, one], [one])
 
 
 def test_no_box_on_either_side_is_nothing_to_compare_not_agreement():
     """Neither side found a box: the fraction is None (JSON null), not a perfect 1.0."""
     import json
 
-    from edgeyolo.evaluate.parity import parity_report
+    from edgeyolo.metrics.parity import parity_report
 
     empty = Detections.empty()
-    p = parity([empty, empty], [empty, empty])
+    p = parity_summary([empty, empty], [empty, empty])
     assert p.matched_fraction is None and p.matched == 0 and math.isnan(p.mean_iou)
     r = parity_report([empty, A], [empty, A])
     assert r.images[0].matched_fraction is None and r.images[1].matched_fraction == 1.0
@@ -69,14 +69,14 @@ def test_no_box_on_either_side_is_nothing_to_compare_not_agreement():
 
 
 def test_report_counts_missed_extra_and_class_disagreement():
-    from edgeyolo.evaluate.parity import parity_report
+    from edgeyolo.metrics.parity import parity_report
 
     # ref box 0 (class 1) reappears as class 3: a class disagreement, so also missed + extra;
     # ref box 1 matches; a far box of class 2 is one more extra, without disagreement.
     other = dets([[0, 0, 10, 10], [60, 60, 70, 70], [20, 20, 40, 40]], [0.9, 0.5, 0.8], [3, 2, 2])
     r = parity_report([A, A], [other, A], files=["a.jpg", "b.jpg"])
     assert (r.missed, r.extra, r.class_disagreement) == (1, 2, 1)
-    assert r.summary.matched == 3 and r.summary == parity([A, A], [other, A])
+    assert r.summary.matched == 3 and r.summary == parity_summary([A, A], [other, A])
     first, second = r.images
     assert (first.file, first.matched, first.missed, first.extra) == ("a.jpg", 1, 1, 2)
     assert first.matched_fraction == pytest.approx(1 / 3)
@@ -85,7 +85,7 @@ def test_report_counts_missed_extra_and_class_disagreement():
 
 
 def test_report_missing_box_and_score_mae():
-    from edgeyolo.evaluate.parity import parity_report
+    from edgeyolo.metrics.parity import parity_report
 
     one = dets([[20, 20, 40, 40]], [0.7], [2])  # A's class-1 box is gone, the other moved score
     r = parity_report([A], [one])
@@ -97,7 +97,7 @@ def test_report_missing_box_and_score_mae():
 
 
 def test_report_p5_iou_is_numpy_linear_percentile():
-    from edgeyolo.evaluate.parity import parity_report
+    from edgeyolo.metrics.parity import parity_report
 
     # 11 boxes 10 px wide, the i-th shifted right by s = i/4 px: IoU (10 - s) / (10 + s).
     shifts = [i / 4 for i in range(11)]  # 0 .. 2.5 px, IoU 1.0 .. 0.6
@@ -113,7 +113,7 @@ def test_report_p5_iou_is_numpy_linear_percentile():
 
 
 def test_report_empty_and_worst_limit():
-    from edgeyolo.evaluate.parity import parity_report
+    from edgeyolo.metrics.parity import parity_report
 
     empty = Detections.empty()
     r = parity_report([empty] * 3, [empty] * 3)

@@ -1,10 +1,10 @@
-"""The bench result (:func:`edgeyolo.runtime.bench.run_bench`) as JSON, Markdown, PNG and a table.
+"""The bench result (:func:`edgeyolo.bench.runner.run_bench`) as JSON, Markdown, PNG and a table.
 
 Ratios are against the reference (the PyTorch checkpoint): ``× PyTorch`` is the artifact's batch-1
 median latency over the checkpoint's, so 0.5 means twice as fast.
 
 A run that other work disturbed (``result["stability"]``, see
-:func:`edgeyolo.runtime.latency.judge_stability`) gets a ``DISTURBED:`` line above every table,
+:func:`edgeyolo.bench.latency.judge_stability`) gets a ``DISTURBED:`` line above every table,
 and ``!`` beside each figure that is suspect: the latencies and throughput of a disturbed
 artifact, and every speed ratio (``× PyTorch``, share of the roof) that involves one.
 """
@@ -14,15 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import platform
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
+
+from edgeyolo.console import make_console
+from edgeyolo.lazy import lazy_import
+
 __all__ = [
-    "environment",
     "plot_figure",
     "plot_report",
     "print_report",
@@ -38,38 +40,10 @@ MARK = "!"
 #: around 0 magnifies nothing into noise.
 _MAP_MIN_SPAN = 0.1
 
-
-def environment() -> dict[str, Any]:
-    """``{"machine": {cpu, cpu_flags, cores, gpu, platform}, "versions": {package: version or
-    None}}``; ``cpu_flags`` names the vector extensions that change float results, int8 kernels
-    and speed (:func:`edgeyolo.cpuinfo.cpu_summary`)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-
-    from edgeyolo import __version__
-    from edgeyolo.cpuinfo import cpu_summary
-    from edgeyolo.export.tensorrt import tensorrt_version
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    versions: dict[str, str | None] = {"python": sys.version.split()[0], "edgeyolo": __version__}
-    for pkg in ("numpy", "torch", "torchvision", "onnx", "onnxruntime", "pycuda"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            versions[pkg] = None
-    versions["tensorrt"] = tensorrt_version()
-    machine = {"cpu": cpu, "cpu_flags": cpu_summary(), "cores": os.cpu_count(), "gpu": gpu}
-    machine["platform"] = platform.platform()
-    return {"machine": machine, "versions": versions}
+_MPL = {"min_version": "3.5", "install": "pip install matplotlib", "needed_for": "bench.png"}
+MPL_FIGURE = lazy_import("matplotlib.figure", **_MPL)
+MPL_AGG = lazy_import("matplotlib.backends.backend_agg", **_MPL)
+MPL_TEXT = lazy_import("matplotlib.text", **_MPL)
 
 
 def _clean(v: Any) -> Any:
@@ -314,10 +288,8 @@ def _label(ax: Any, point: tuple[str, float, float, Any], slot: tuple[int, float
 
 def _text_box(ann: Any, renderer: Any) -> Any:
     """The display box of an annotation's text alone (not its line)."""
-    from matplotlib.text import Text
-
     ann.update_positions(renderer)
-    return Text.get_window_extent(ann, renderer)
+    return MPL_TEXT.Text.get_window_extent(ann, renderer)
 
 
 def _place_labels(
@@ -420,11 +392,8 @@ def _iou_panel(ax: Any, result: dict[str, Any]) -> None:
 def plot_figure(result: dict[str, Any]) -> Any:
     """The ``matplotlib.figure.Figure`` of bench.png (no pyplot state): batch-1 p50 latency vs
     mAP@0.5 per artifact, and each artifact's matched-IoU histogram against the reference."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 4.8))
-    canvas = FigureCanvasAgg(fig)
+    fig = MPL_FIGURE.Figure(figsize=(12, 4.8))
+    canvas = MPL_AGG.FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
     points, texts = _latency_panel(ax1, result)
     _iou_panel(ax2, result)
@@ -456,9 +425,7 @@ def write_report(
     paths = {"json": out / "bench.json", "md": out / "bench.md"}
     paths["json"].write_text(json.dumps(_clean(result), indent=2) + "\n")
     paths["md"].write_text(to_markdown(result))
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if not MPL_FIGURE.available():
         note = "matplotlib is not installed: no bench.png (pip install matplotlib)"
         _log.warning(note)
         if log:
@@ -491,10 +458,6 @@ def _fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
 
 def print_report(result: dict[str, Any], console: Any = None) -> None:
     """The summary as a rich table, then the notes (what was not benched, and why)."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from edgeyolo.console import make_console
 
     console = console or make_console()
     s = result["header"]["settings"]
