@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -42,8 +43,8 @@ __all__ = [
     "OUTPUT_NAMES",
     "DecodeHead",
     "RawHeads",
+    "dedupe_opsets",
     "export_torch_part",
-    "head_conv_prefixes",
     "nms_tail",
     "num_predictions",
 ]
@@ -91,11 +92,6 @@ def num_predictions(net: nn.Module, img_size: int) -> int:
     return sum(net.num_anchors * (img_size // int(s)) ** 2 for s in net.strides)
 
 
-def head_conv_prefixes(net: nn.Module) -> list[str]:
-    """ONNX node-name prefixes of the last (1×1, linear) convolution of each head."""
-    return [f"{NET_PREFIX}stages.{i}/head/" for i in range(len(net.strides))]
-
-
 def export_torch_part(
     net: nn.Module,
     path: Path,
@@ -131,6 +127,18 @@ def export_torch_part(
     return names
 
 
+def dedupe_opsets(model: onnx.ModelProto) -> None:
+    """Merge duplicate opset imports of ``model`` in place, keeping each domain's highest version
+    in first-seen order (``onnx.compose.merge_models`` writes the default domain twice; ONNX
+    Runtime's quantizer rejects that: "Failed to find proper ai.onnx domain")."""
+    seen: dict[str, int] = {}
+    for op in model.opset_import:
+        seen[op.domain] = max(seen.get(op.domain, 0), op.version)
+    del model.opset_import[:]
+    for domain, version in seen.items():
+        model.opset_import.add(domain=domain, version=version)
+
+
 def nms_tail(
     *,
     num_classes: int,
@@ -139,8 +147,12 @@ def nms_tail(
     iou_thres: float,
     max_det: int,
     opset: int = 17,
-):  # -> onnx.ModelProto
+) -> onnx.ModelProto:
     """The NMS tail as an ONNX model: ``pred_boxes``, ``pred_scores`` → the four outputs.
+
+    Its steps, in node order: NMS (:func:`_select_nodes`), the survivors' scores scattered into
+    a dense ``[B, C * N]`` map (:func:`_scatter_nodes`), ``TopK`` over it and the boxes gathered
+    (:func:`_top_k_nodes`), then the padded outputs (:func:`_output_nodes`).
 
     Args:
         num_classes: ``C``.
@@ -154,79 +166,8 @@ def nms_tail(
         raise ValueError(f"need 0 <= conf < 1 and 0 < iou <= 1, got {conf_thres}, {iou_thres}")
     c, n = num_classes, num_preds
     k = min(max_det, c * n)
-
-    def const(name: str, value, dtype) -> onnx.TensorProto:
-        return onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
-
-    inits = [
-        const("max_output_boxes_per_class", [max_det], np.int64),
-        const("iou_threshold", [iou_thres], np.float32),
-        const("score_threshold", [conf_thres], np.float32),
-        const("nms/num_preds", n, np.int64),
-        const("nms/k", [k], np.int64),
-        const("nms/dense_width", [c * n], np.int64),
-        const("nms/idx0", 0, np.int64),
-        const("nms/idx1", 1, np.int64),
-        const("nms/idx2", 2, np.int64),
-        const("nms/axes1", [1], np.int64),
-        const("nms/axes2", [2], np.int64),
-        const("nms/four", [4], np.int64),
-        const("nms/minus_one", -1, np.int64),
-        const("nms/zero", 0.0, np.float32),
-    ]
-
-    def node(op: str, inputs: list[str], outputs: list[str], **attrs) -> onnx.NodeProto:
-        return h.make_node(op, inputs, outputs, name=f"/nms/{outputs[0].split('/')[-1]}", **attrs)
-
-    nodes = [
-        node(
-            "NonMaxSuppression",
-            [
-                "pred_boxes",
-                "pred_scores",
-                "max_output_boxes_per_class",
-                "iou_threshold",
-                "score_threshold",
-            ],
-            ["nms/selected"],
-            center_point_box=0,
-        ),
-        node("GatherND", ["pred_scores", "nms/selected"], ["nms/sel_scores"]),
-        node("Gather", ["nms/selected", "nms/idx0"], ["nms/sel_b"], axis=1),
-        node("Gather", ["nms/selected", "nms/idx1"], ["nms/sel_c"], axis=1),
-        node("Gather", ["nms/selected", "nms/idx2"], ["nms/sel_i"], axis=1),
-        node("Mul", ["nms/sel_c", "nms/num_preds"], ["nms/sel_cn"]),
-        node("Add", ["nms/sel_cn", "nms/sel_i"], ["nms/sel_flat"]),
-        node("Unsqueeze", ["nms/sel_b", "nms/axes1"], ["nms/sel_b1"]),
-        node("Unsqueeze", ["nms/sel_flat", "nms/axes1"], ["nms/sel_flat1"]),
-        node("Concat", ["nms/sel_b1", "nms/sel_flat1"], ["nms/scatter_idx"], axis=1),
-        node("Shape", ["pred_scores"], ["nms/scores_shape"], start=0, end=1),
-        node("Concat", ["nms/scores_shape", "nms/dense_width"], ["nms/dense_shape"], axis=0),
-        node(
-            "ConstantOfShape",
-            ["nms/dense_shape"],
-            ["nms/dense_zero"],
-            value=h.make_tensor("value", TP.FLOAT, [1], [0.0]),
-        ),
-        node("ScatterND", ["nms/dense_zero", "nms/scatter_idx", "nms/sel_scores"], ["nms/dense"]),
-        node("TopK", ["nms/dense", "nms/k"], ["nms/top_scores", "nms/top_idx"], axis=1),
-        node("Div", ["nms/top_idx", "nms/num_preds"], ["nms/top_cls"]),
-        node("Mod", ["nms/top_idx", "nms/num_preds"], ["nms/top_box"]),
-        node("Unsqueeze", ["nms/top_box", "nms/axes2"], ["nms/top_box1"]),
-        node("Shape", ["nms/top_box1"], ["nms/top_box1_shape"], start=0, end=2),
-        node("Concat", ["nms/top_box1_shape", "nms/four"], ["nms/gather_shape"], axis=0),
-        node("Expand", ["nms/top_box1", "nms/gather_shape"], ["nms/gather_idx"]),
-        node("GatherElements", ["pred_boxes", "nms/gather_idx"], ["nms/top_boxes"], axis=1),
-        node("Greater", ["nms/top_scores", "nms/zero"], ["nms/valid"]),
-        node("Cast", ["nms/valid"], ["nms/valid_f"], to=TP.FLOAT),
-        node("Unsqueeze", ["nms/valid_f", "nms/axes2"], ["nms/valid_f2"]),
-        node("Mul", ["nms/top_boxes", "nms/valid_f2"], ["boxes"]),
-        node("Identity", ["nms/top_scores"], ["scores"]),
-        node("Where", ["nms/valid", "nms/top_cls", "nms/minus_one"], ["nms/cls64"]),
-        node("Cast", ["nms/cls64"], ["classes"], to=TP.INT32),
-        node("ReduceSum", ["nms/valid_f", "nms/axes1"], ["nms/count_f"], keepdims=1),
-        node("Cast", ["nms/count_f"], ["num_dets"], to=TP.INT32),
-    ]
+    inits = _tail_constants(c, n, k, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
+    nodes = [*_select_nodes(), *_scatter_nodes(), *_top_k_nodes(), *_output_nodes()]
     graph = h.make_graph(
         nodes,
         "edgeyolo_nms",
@@ -245,3 +186,101 @@ def nms_tail(
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _const(name: str, value: float | list[float] | list[int], dtype: type) -> onnx.TensorProto:
+    return onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def _node(op: str, inputs: list[str], outputs: list[str], **attrs: Any) -> onnx.NodeProto:
+    """A tail node named ``/nms/<its first output's last part>``."""
+    return h.make_node(op, inputs, outputs, name=f"/nms/{outputs[0].split('/')[-1]}", **attrs)
+
+
+def _tail_constants(
+    c: int, n: int, k: int, *, conf_thres: float, iou_thres: float, max_det: int
+) -> list[onnx.TensorProto]:
+    """The tail's initializers: the three NMS settings (by these names
+    :mod:`edgeyolo.runtime.thresholds` finds them), sizes, gather indices and axes."""
+    return [
+        _const("max_output_boxes_per_class", [max_det], np.int64),
+        _const("iou_threshold", [iou_thres], np.float32),
+        _const("score_threshold", [conf_thres], np.float32),
+        _const("nms/num_preds", n, np.int64),
+        _const("nms/k", [k], np.int64),
+        _const("nms/dense_width", [c * n], np.int64),
+        _const("nms/idx0", 0, np.int64),
+        _const("nms/idx1", 1, np.int64),
+        _const("nms/idx2", 2, np.int64),
+        _const("nms/axes1", [1], np.int64),
+        _const("nms/axes2", [2], np.int64),
+        _const("nms/four", [4], np.int64),
+        _const("nms/minus_one", -1, np.int64),
+        _const("nms/zero", 0.0, np.float32),
+    ]
+
+
+def _select_nodes() -> list[onnx.NodeProto]:
+    """``NonMaxSuppression`` → ``nms/selected [S, 3]`` (batch, class, box) and the survivors'
+    scores ``nms/sel_scores [S]``, with the three index columns ``nms/sel_b``, ``_c``, ``_i``."""
+    nms_inputs = [
+        "pred_boxes",
+        "pred_scores",
+        "max_output_boxes_per_class",
+        "iou_threshold",
+        "score_threshold",
+    ]
+    return [
+        _node("NonMaxSuppression", nms_inputs, ["nms/selected"], center_point_box=0),
+        _node("GatherND", ["pred_scores", "nms/selected"], ["nms/sel_scores"]),
+        _node("Gather", ["nms/selected", "nms/idx0"], ["nms/sel_b"], axis=1),
+        _node("Gather", ["nms/selected", "nms/idx1"], ["nms/sel_c"], axis=1),
+        _node("Gather", ["nms/selected", "nms/idx2"], ["nms/sel_i"], axis=1),
+    ]
+
+
+def _scatter_nodes() -> list[onnx.NodeProto]:
+    """The survivors' scores scattered into ``nms/dense [B, C * N]`` (zero elsewhere) at
+    ``class * N + box``."""
+    zero = h.make_tensor("value", TP.FLOAT, [1], [0.0])
+    return [
+        _node("Mul", ["nms/sel_c", "nms/num_preds"], ["nms/sel_cn"]),
+        _node("Add", ["nms/sel_cn", "nms/sel_i"], ["nms/sel_flat"]),
+        _node("Unsqueeze", ["nms/sel_b", "nms/axes1"], ["nms/sel_b1"]),
+        _node("Unsqueeze", ["nms/sel_flat", "nms/axes1"], ["nms/sel_flat1"]),
+        _node("Concat", ["nms/sel_b1", "nms/sel_flat1"], ["nms/scatter_idx"], axis=1),
+        _node("Shape", ["pred_scores"], ["nms/scores_shape"], start=0, end=1),
+        _node("Concat", ["nms/scores_shape", "nms/dense_width"], ["nms/dense_shape"], axis=0),
+        _node("ConstantOfShape", ["nms/dense_shape"], ["nms/dense_zero"], value=zero),
+        _node("ScatterND", ["nms/dense_zero", "nms/scatter_idx", "nms/sel_scores"], ["nms/dense"]),
+    ]
+
+
+def _top_k_nodes() -> list[onnx.NodeProto]:
+    """``TopK`` of ``nms/dense`` → ``nms/top_scores [B, K]``, their class ``nms/top_cls`` and
+    box ``nms/top_boxes [B, K, 4]`` (gathered from ``pred_boxes``)."""
+    return [
+        _node("TopK", ["nms/dense", "nms/k"], ["nms/top_scores", "nms/top_idx"], axis=1),
+        _node("Div", ["nms/top_idx", "nms/num_preds"], ["nms/top_cls"]),
+        _node("Mod", ["nms/top_idx", "nms/num_preds"], ["nms/top_box"]),
+        _node("Unsqueeze", ["nms/top_box", "nms/axes2"], ["nms/top_box1"]),
+        _node("Shape", ["nms/top_box1"], ["nms/top_box1_shape"], start=0, end=2),
+        _node("Concat", ["nms/top_box1_shape", "nms/four"], ["nms/gather_shape"], axis=0),
+        _node("Expand", ["nms/top_box1", "nms/gather_shape"], ["nms/gather_idx"]),
+        _node("GatherElements", ["pred_boxes", "nms/gather_idx"], ["nms/top_boxes"], axis=1),
+    ]
+
+
+def _output_nodes() -> list[onnx.NodeProto]:
+    """The four outputs, padded past ``num_dets`` (a zero score): boxes 0, scores 0, class -1."""
+    return [
+        _node("Greater", ["nms/top_scores", "nms/zero"], ["nms/valid"]),
+        _node("Cast", ["nms/valid"], ["nms/valid_f"], to=TP.FLOAT),
+        _node("Unsqueeze", ["nms/valid_f", "nms/axes2"], ["nms/valid_f2"]),
+        _node("Mul", ["nms/top_boxes", "nms/valid_f2"], ["boxes"]),
+        _node("Identity", ["nms/top_scores"], ["scores"]),
+        _node("Where", ["nms/valid", "nms/top_cls", "nms/minus_one"], ["nms/cls64"]),
+        _node("Cast", ["nms/cls64"], ["classes"], to=TP.INT32),
+        _node("ReduceSum", ["nms/valid_f", "nms/axes1"], ["nms/count_f"], keepdims=1),
+        _node("Cast", ["nms/count_f"], ["num_dets"], to=TP.INT32),
+    ]

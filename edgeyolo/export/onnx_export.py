@@ -20,10 +20,11 @@ import onnxsim
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from torch import nn
 
+from edgeyolo.config import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET
 from edgeyolo.errors import ExportError
 from edgeyolo.export.graph import (
-    INPUT_NAME,
     NET_PREFIX,
+    dedupe_opsets,
     export_torch_part,
     nms_tail,
     num_predictions,
@@ -92,7 +93,7 @@ def simplify_checked(model, check_images: np.ndarray, *, atol: float = 1e-4):
         ) from e
     if not ok:
         raise ExportError("onnxsim could not validate its result; export with --no-simplify")
-    _dedupe_opsets(simplified)
+    dedupe_opsets(simplified)
     before = _run(model.SerializeToString(), check_images)
     after = _run(simplified.SerializeToString(), check_images)
     diff = compare_outputs(before, after)
@@ -125,23 +126,14 @@ def _captured_stderr() -> Iterator[io.StringIO]:
             buf.write(tmp.read().decode(errors="replace"))
 
 
-def _dedupe_opsets(model) -> None:
-    seen: dict[str, int] = {}
-    for op in model.opset_import:
-        seen[op.domain] = max(seen.get(op.domain, 0), op.version)
-    del model.opset_import[:]
-    for domain, version in seen.items():
-        model.opset_import.add(domain=domain, version=version)
-
-
 def build_fp32(
     net: nn.Module,
     path: str | Path,
     *,
     img_size: int,
-    conf_thres: float = 0.25,
-    iou_thres: float = 0.45,
-    max_det: int = 100,
+    conf_thres: float = DEFAULT_CONF_THRES,
+    iou_thres: float = DEFAULT_IOU_THRES,
+    max_det: int = DEFAULT_MAX_DET,
     multi_label: bool = False,
     opset: int = 17,
     raw: bool = False,
@@ -187,7 +179,7 @@ def build_fp32(
         model = onnx.compose.merge_models(
             model, tail, io_map=[("pred_boxes", "pred_boxes"), ("pred_scores", "pred_scores")]
         )
-        _dedupe_opsets(model)
+        dedupe_opsets(model)
     model.graph.name = "edgeyolo"
     report = None
     if simplify:
@@ -213,7 +205,7 @@ def to_fp16(fp32_path: str | Path, path: str | Path) -> Path:
     half = convert_float_to_float16(
         model, keep_io_types=True, node_block_list=block, disable_shape_infer=False
     )
-    _dedupe_opsets(half)
+    dedupe_opsets(half)
     _toposort(half.graph)
     onnx.checker.check_model(half)
     _save(half, Path(path))
@@ -244,8 +236,3 @@ def _toposort(graph) -> None:
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
     write_bytes_atomic(path, model.SerializeToString())
-
-
-def input_name() -> str:
-    """Name of the image input of every exported graph."""
-    return INPUT_NAME

@@ -54,7 +54,7 @@ from edgeyolo.export.calib import (
     _quiet,
     calibrate,
 )
-from edgeyolo.export.graph import NET_PREFIX
+from edgeyolo.export.graph import NET_PREFIX, dedupe_opsets
 
 __all__ = [
     "METHODS",
@@ -88,11 +88,7 @@ def _load(path: str | Path) -> onnx.ModelProto:
     """The graph with duplicate opset imports merged (``onnx.compose.merge_models`` writes the
     default domain twice; ORT's quantizer rejects that: "Failed to find proper ai.onnx domain")."""
     model = onnx.load(str(path))
-    versions: dict[str, int] = {}
-    for op in model.opset_import:
-        versions[op.domain or ""] = max(versions.get(op.domain or "", 0), op.version)
-    del model.opset_import[:]
-    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in versions.items())
+    dedupe_opsets(model)
     return model
 
 
@@ -169,6 +165,50 @@ def quantize_int8(
             ONNX Runtime skipped a conv (e.g. ``ranges`` lack its input: another graph's ranges).
     """
     model = _load(fp32_path)
+    convs, keep, targets = _conv_targets(model, fp32_path, exclude, quantize_heads)
+    if placement not in PLACEMENTS:
+        raise ExportError(f"unknown int8 placement {placement!r}; use {' or '.join(PLACEMENTS)}")
+    ort_placement = placement == "onnxruntime"
+    reduce_range = resolve_reduce_range(placement, reduce_range)
+    if ort_placement:
+        heads = set() if quantize_heads else set(head_conv_names(model))
+        nodes = _ort_nodes(model, keep, heads)
+    else:
+        nodes = targets
+    method = next(k for k, v in METHOD_ENUMS.items() if v == ranges.calibration_method)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _quantize_static(
+        model,
+        out_path,
+        ranges=ranges,
+        nodes=nodes,
+        ort_placement=ort_placement,
+        reduce_range=reduce_range,
+    )
+    qmodel = onnx.load(str(out_path))
+    onnx.checker.check_model(qmodel)
+    done = {n.name for n in _quantized_convs(qmodel)}
+    missing = sorted(set(targets) - done)
+    if missing:
+        raise ExportError(f"onnxruntime left these convs unquantized: {missing}")
+    return QuantResult(
+        path=out_path,
+        method=method,
+        quantized=tuple(c for c in convs if c in done),
+        excluded=tuple(c for c in convs if c in keep),
+    )
+
+
+def _conv_targets(
+    model: onnx.ModelProto, fp32_path: str | Path, exclude: Sequence[str], quantize_heads: bool
+) -> tuple[list[str], set[str], list[str]]:
+    """``(convs, keep, targets)``: the ``/net/`` Conv nodes in graph order, those kept in fp32
+    (``exclude``, plus the heads unless ``quantize_heads``), and the rest, to be quantized.
+
+    Raises:
+        ExportError: an ``exclude`` name is not a ``/net/`` Conv, or nothing is left to quantize.
+    """
     convs = [
         n.name for n in model.graph.node if n.op_type == "Conv" and n.name.startswith(NET_PREFIX)
     ]
@@ -179,28 +219,36 @@ def quantize_int8(
     targets = [c for c in convs if c not in keep]
     if not targets:
         raise ExportError(f"every Conv of {fp32_path} is excluded: nothing left to quantize")
-    if placement not in PLACEMENTS:
-        raise ExportError(f"unknown int8 placement {placement!r}; use {' or '.join(PLACEMENTS)}")
-    ort_placement = placement == "onnxruntime"
-    reduce_range = resolve_reduce_range(placement, reduce_range)
-    if ort_placement:
-        heads = set() if quantize_heads else set(head_conv_names(model))
-        nodes = [
-            n.name
-            for n in model.graph.node
-            if n.name.startswith(NET_PREFIX)
-            and n.op_type in ORT_OP_TYPES
-            and n.name not in keep
-            and not any(n.name.startswith(h.rsplit("/", 1)[0] + "/") for h in heads)
-        ]
-    else:
-        nodes = targets
+    return convs, keep, targets
+
+
+def _ort_nodes(model: onnx.ModelProto, keep: set[str], heads: set[str]) -> list[str]:
+    """The nodes the ``onnxruntime`` placement quantizes: every ``/net/`` node of
+    :data:`ORT_OP_TYPES` not in ``keep`` and not in the module of a head conv in ``heads``."""
+    return [
+        n.name
+        for n in model.graph.node
+        if n.name.startswith(NET_PREFIX)
+        and n.op_type in ORT_OP_TYPES
+        and n.name not in keep
+        and not any(n.name.startswith(h.rsplit("/", 1)[0] + "/") for h in heads)
+    ]
+
+
+def _quantize_static(
+    model: onnx.ModelProto,
+    out_path: Path,
+    *,
+    ranges: TensorsData,
+    nodes: list[str],
+    ort_placement: bool,
+    reduce_range: bool,
+) -> None:
+    """ONNX Runtime's ``quantize_static`` of ``nodes`` to ``out_path`` (QDQ format, symmetric
+    int8, per-channel weights) from the stored ``ranges``, with the placement's options."""
     extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True}
     if not ort_placement:
         extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=list(QUANT_OP_TYPES))
-    method = next(k for k, v in METHOD_ENUMS.items() if v == ranges.calibration_method)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeyolo-q-") as tmp, _quiet():
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
@@ -219,18 +267,6 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             extra_options=extra,
         )
-    qmodel = onnx.load(str(out_path))
-    onnx.checker.check_model(qmodel)
-    done = {n.name for n in _quantized_convs(qmodel)}
-    missing = sorted(set(targets) - done)
-    if missing:
-        raise ExportError(f"onnxruntime left these convs unquantized: {missing}")
-    return QuantResult(
-        path=out_path,
-        method=method,
-        quantized=tuple(c for c in convs if c in done),
-        excluded=tuple(c for c in convs if c in keep),
-    )
 
 
 def _qdq_subgraph(conv: onnx.NodeProto, qmodel: onnx.ModelProto) -> tuple[bytes, str]:

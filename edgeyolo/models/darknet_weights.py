@@ -190,6 +190,31 @@ def read_darknet(
     path = Path(path)
     if file_classes is not None and file_classes < 1:
         raise CheckpointError(f"{path}: file_classes must be >= 1, got {file_classes}")
+    header, offset, data = _read_floats(path)
+    layers = _layers(model)
+    plan = _plan(path, model, layers, data.size, offset, file_classes)
+    copies, skipped, in_file = _match_layers(path, layers, data, plan)
+    with torch.no_grad():
+        for t, values in copies:
+            t.copy_(torch.from_numpy(values).view_as(t))
+    backbone = getattr(model, "backbone", None)
+    n_backbone = len(darknet_layers(backbone)) if isinstance(backbone, nn.Module) else -1
+    skipped_ids = {i for i, _ in skipped}
+    return LoadReport(
+        path=str(path),
+        header=header,
+        file_classes=plan.file_classes,
+        layers_total=len(layers),
+        layers_in_file=in_file,
+        loaded=tuple(i for i in range(in_file) if i not in skipped_ids),
+        skipped=tuple(skipped),
+        floats_read=data.size,
+        backbone_only=in_file == n_backbone,
+    )
+
+
+def _read_floats(path: Path) -> tuple[DarknetHeader, int, np.ndarray]:
+    """``(header, header length in bytes, float32[n] of everything after it)``."""
     try:
         with open(path, "rb") as f:
             header, offset = _read_header(path, f.read(20), path.stat().st_size)
@@ -197,8 +222,37 @@ def read_darknet(
             data = np.fromfile(f, dtype="<f4").astype(np.float32, copy=False)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from e
-    n = data.size
-    layers = _layers(model)
+    return header, offset, data
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a file of ``sizes`` floats per layer maps onto the model (see :func:`_plan`)."""
+
+    arch: str
+    file_classes: int
+    model_classes: int
+    sizes: tuple[int, ...]
+    total: int
+    #: Appended to size errors when the class count was inferred.
+    guess: str
+
+
+def _plan(
+    path: Path,
+    model: nn.Module,
+    layers: list[_Layer],
+    n: int,
+    offset: int,
+    file_classes: int | None,
+) -> _Plan:
+    """The file's class count and per-layer sizes for a file of ``n`` floats after an
+    ``offset``-byte header, checked against the model.
+
+    Raises:
+        CheckpointError: ``n`` is the size of an official file of another architecture, the
+            file has no weights, or more floats than the model holds.
+    """
     anchors = int(getattr(model, "num_anchors", 3))
     model_classes = int(getattr(model, "num_classes", DARKNET_CLASSES))
     config = getattr(model, "config", None)
@@ -210,7 +264,7 @@ def read_darknet(
             f"the model is {arch} (use --model {known[1]})"
         )
     fc = file_classes or _file_classes(layers, n, anchors, model_classes)
-    sizes = [ly.file_floats(anchors, fc) for ly in layers]
+    sizes = tuple(ly.file_floats(anchors, fc) for ly in layers)
     total = sum(sizes)
     guess = "" if file_classes else f" (file classes inferred as {fc}; pass file_classes)"
     if n == 0:
@@ -220,20 +274,35 @@ def read_darknet(
             f"{path}: {n:,} floats but {arch} with {fc} classes holds {total:,} "
             f"({n - total:,} too many: wrong architecture or class count?){guess}"
         )
+    return _Plan(arch, fc, model_classes, sizes, total, guess)
+
+
+def _match_layers(
+    path: Path, layers: list[_Layer], data: np.ndarray, plan: _Plan
+) -> tuple[list[tuple[Tensor, np.ndarray]], list[tuple[int, str]], int]:
+    """Walk the file layer by layer: ``(copies, skipped, layers in file)``, where ``copies``
+    pairs each model tensor to fill with its slice of ``data``; nothing is copied here.
+
+    Raises:
+        CheckpointError: the file ends inside a layer (which one, floats needed and left).
+    """
+    n, fc = data.size, plan.file_classes
     pos, in_file = 0, 0
     copies: list[tuple[Tensor, np.ndarray]] = []
     skipped: list[tuple[int, str]] = []
-    for ly, size in zip(layers, sizes, strict=True):
+    for ly, size in zip(layers, plan.sizes, strict=True):
         if pos == n:
             break
         if n - pos < size:
             raise CheckpointError(
                 f"{path}: ends inside conv {ly.index} of {len(layers)} ({ly.name}): it needs "
                 f"{size:,} floats, {n - pos:,} are left; the file holds {n:,} floats, "
-                f"{arch} with {fc} classes {total:,}{guess}"
+                f"{plan.arch} with {fc} classes {plan.total:,}{plan.guess}"
             )
-        if ly.head and fc != model_classes:
-            skipped.append((ly.index, f"class-dependent head: file {fc}, model {model_classes}"))
+        if ly.head and fc != plan.model_classes:
+            skipped.append(
+                (ly.index, f"class-dependent head: file {fc}, model {plan.model_classes}")
+            )
         else:
             start = pos
             for t in ly.tensors():
@@ -241,23 +310,7 @@ def read_darknet(
                 start += t.numel()
         pos += size
         in_file += 1
-    with torch.no_grad():
-        for t, values in copies:
-            t.copy_(torch.from_numpy(values).view_as(t))
-    backbone = getattr(model, "backbone", None)
-    n_backbone = len(darknet_layers(backbone)) if isinstance(backbone, nn.Module) else -1
-    skipped_ids = {i for i, _ in skipped}
-    return LoadReport(
-        path=str(path),
-        header=header,
-        file_classes=fc,
-        layers_total=len(layers),
-        layers_in_file=in_file,
-        loaded=tuple(i for i in range(in_file) if i not in skipped_ids),
-        skipped=tuple(skipped),
-        floats_read=n,
-        backbone_only=in_file == n_backbone,
-    )
+    return copies, skipped, in_file
 
 
 def write_darknet(path: str | Path, model: nn.Module, *, seen: int = 0) -> int:

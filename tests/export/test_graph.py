@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
+import onnxruntime as ort
+import onnxsim
 import pytest
 import torch
+from onnx import helper
 
-from edgeyolo.export.graph import NET_PREFIX, nms_tail
+from edgeyolo.errors import ExportError
+from edgeyolo.export.graph import NET_PREFIX, dedupe_opsets, nms_tail
 from edgeyolo.export.onnx_export import build_fp32, to_fp16
 from edgeyolo.metrics.parity import parity_summary
-from edgeyolo.postprocess import from_padded
+from edgeyolo.postprocess import decode_heads, from_padded, postprocess
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.runtime.pytorch import detect_batch
+from edgeyolo.runtime.thresholds import retarget_nms
 from tests.export.conftest import SIZE, busy_model
 
 
@@ -38,8 +45,6 @@ def test_fp32_graph_reproduces_pytorch(tmp_path, mnist_images, multi_label):
         check_images=mnist_images,
         **kw,
     )
-    from edgeyolo.postprocess import decode_heads, postprocess
-
     with torch.no_grad():
         boxes, obj, cls = decode_heads(
             net(torch.from_numpy(mnist_images)), net.anchors, net.strides
@@ -97,8 +102,6 @@ def test_padding_past_num_dets(tmp_path, mnist_images):
 def nms_only(boxes, scores, **kw):
     """Run the hand-written NMS tail alone on ``boxes [1, N, 4]`` and ``scores [1, C, N]``."""
     model = nms_tail(num_classes=scores.shape[1], num_preds=boxes.shape[1], **kw)
-    import onnxruntime as ort
-
     s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in s.get_outputs()]
     return dict(zip(names, s.run(None, {"pred_boxes": boxes, "pred_scores": scores}), strict=True))
@@ -164,16 +167,9 @@ def test_raw_graph_returns_the_head_maps(tmp_path, mnist_images):
 
 
 def test_onnxsim_failure_and_output_change_are_reported(tmp_path, mnist_images, monkeypatch):
-    import onnxsim
-
-    from edgeyolo.errors import ExportError
-    from edgeyolo.runtime.thresholds import retarget_nms
-
     net = busy_model()
 
     def crash(model, **_kw):
-        import os
-
         os.write(2, b"[onnxsim] cannot fold node /foo\n")
         raise RuntimeError("bad node")
 
@@ -198,10 +194,6 @@ def test_onnxsim_failure_and_output_change_are_reported(tmp_path, mnist_images, 
 
 
 def test_retarget_nms_changes_only_the_tail_settings():
-    import onnxruntime as ort
-
-    from edgeyolo.runtime.thresholds import retarget_nms
-
     boxes = np.array(
         [[[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 10, 10]]], np.float32
     )
@@ -219,3 +211,25 @@ def test_retarget_nms_changes_only_the_tail_settings():
     assert count(retarget_nms(base, conf_thres=0.25, iou_thres=0.85, max_det=8)) == (4, (1, 8, 4))
     assert count(retarget_nms(base, conf_thres=0.75, iou_thres=0.45, max_det=8))[0] == 1
     assert count(retarget_nms(base, conf_thres=0.25, iou_thres=0.45, max_det=2)) == (2, (1, 2, 4))
+
+
+def test_dedupe_opsets_keeps_each_domains_highest_version_once():
+    model = nms_tail(num_classes=2, num_preds=4, conf_thres=0.25, iou_thres=0.45, max_det=8)
+    model.opset_import.extend(
+        [
+            helper.make_opsetid("com.microsoft", 1),
+            helper.make_opsetid("", 13),
+            helper.make_opsetid("", 18),
+            helper.make_opsetid("com.microsoft", 1),
+        ]
+    )
+    dedupe_opsets(model)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 18), ("com.microsoft", 1)]
+
+
+def test_joined_graph_imports_each_opset_domain_once(tmp_path):
+    # onnx.compose.merge_models writes the default domain twice; ONNX Runtime's quantizer
+    # rejects such a file, so the unsimplified fp32 graph must already be merged
+    path, _ = build_fp32(busy_model(), tmp_path / "m.onnx", img_size=SIZE, simplify=False)
+    domains = [o.domain for o in onnx.load(str(path)).opset_import]
+    assert domains == [""]

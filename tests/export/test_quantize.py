@@ -131,6 +131,19 @@ def test_heads_and_exclusions_follow_the_arguments(
         quantize_int8(fp32, tmp_path / "c.onnx", ranges=ranges, exclude=["/nms/TopK"])
 
 
+def test_duplicate_opset_imports_are_merged_before_quantizing(
+    fp32: Path, ranges: TensorsData, int8: QuantResult, tmp_path: Path
+) -> None:
+    # ONNX Runtime's quantizer alone fails on this file: "Failed to find proper ai.onnx domain"
+    model = onnx.load(fp32)
+    model.opset_import.append(helper.make_opsetid("", 13))
+    dup = tmp_path / "dup.onnx"
+    onnx.save(model, dup)
+    again = quantize_int8(dup, tmp_path / "int8.onnx", ranges=ranges)
+    assert again.quantized == int8.quantized and again.excluded == int8.excluded
+    assert [(o.domain, o.version) for o in onnx.load(again.path).opset_import][:1] == [("", 17)]
+
+
 def test_calibration_methods_and_their_errors(fp32: Path, calib: CalibSet) -> None:
     minmax = calibrate(fp32, calib, method="minmax")
     pct = calibrate(fp32, calib, method="percentile")
@@ -332,8 +345,6 @@ def test_onnxruntime_placement_quantizes_between_ops_and_still_agrees(
 
 def _conv_weight_codes(path: Path) -> dict[str, np.ndarray]:
     """The int8 codes of every quantized ``/net/`` conv weight, by conv name."""
-    from onnx import numpy_helper
-
     g = onnx.load(str(path))
     inits = {t.name: t for t in g.graph.initializer}
     producers = {o: n for n in g.graph.node for o in n.output}
