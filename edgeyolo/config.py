@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from edgeyolo.errors import ConfigError
 
-Arch = Literal["yolov3", "yolov3-tiny"]
 ARCHS: tuple[str, ...] = ("yolov3", "yolov3-tiny")
 
 #: Official darknet anchors (pixels at 416), smallest first.
@@ -88,9 +87,6 @@ class ModelConfig:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.names or tuple(str(i) for i in range(self.num_classes))
-
-
-BoxLoss = Literal["giou", "diou", "ciou", "mse"]
 
 
 @dataclass(frozen=True)
@@ -217,6 +213,19 @@ def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: _tuplify(v) for k, v in d.items()}, loss=loss, augment=aug)
 
 
+#: Deployment NMS settings, the one place they are written: the score threshold, the NMS IoU
+#: threshold and the detections kept per image of an export, of ``detect`` and of the Detector
+#: on a checkpoint (darknet's and the seed tutorial's 0.25 / 0.45; 100 as COCO's evaluation keeps).
+DEFAULT_CONF_THRES: float = 0.25
+DEFAULT_IOU_THRES: float = 0.45
+DEFAULT_MAX_DET: int = 100
+#: Evaluation settings (mAP at COCO's conventions): a low score threshold and 300 detections, so
+#: that the precision-recall curve reaches low-confidence boxes, and NMS at IoU 0.5.
+EVAL_CONF_THRES: float = 0.001
+EVAL_IOU_THRES: float = 0.5
+EVAL_MAX_DET: int = 300
+
+
 def check_nms_settings(conf_thres: float, iou_thres: float, max_det: int) -> None:
     """The one range check of deployment NMS settings (export and every runtime backend):
     :class:`ConfigError` naming the flag when a value is out of range."""
@@ -237,9 +246,9 @@ class ExportConfig:
     img_size: int | None = None
     batch: int = 1
     opset: int = 17
-    conf_thres: float = 0.25
-    iou_thres: float = 0.45
-    max_det: int = 100
+    conf_thres: float = DEFAULT_CONF_THRES
+    iou_thres: float = DEFAULT_IOU_THRES
+    max_det: int = DEFAULT_MAX_DET
     multi_label: bool = False
     raw: bool = False
     simplify: bool = True

@@ -31,11 +31,10 @@ from rich.progress import (
 )
 
 from edgeyolo.console import make_console
-from edgeyolo.data.records import Problem, describe_problems
+from edgeyolo.data.records import IMAGE_SUFFIXES, Problem, describe_problems
 from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
 from edgeyolo.visualize import draw_detections
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov"})
 _DEFAULT_FPS = 30.0
 #: Pillow modes with more than 8 bits per sample: decoded by OpenCV, which scales them to 8 bits

@@ -52,6 +52,15 @@ def _installed_version(top: str) -> str | None:
         return None
 
 
+def _is_our_bug(exc: BaseException) -> bool:
+    """An ``ImportError`` raised by edgeyolo's own code (``cannot import name 'x' from
+    'edgeyolo.y'``): a bug to show as it is, not a missing package to install."""
+    name = getattr(exc, "name", None) or ""
+    return (
+        type(exc) is ImportError and name.split(".")[0] == "edgeyolo"  # not ModuleNotFoundError
+    )
+
+
 class LazyModule:
     """A module imported on first attribute access; see the module docstring.
 
@@ -94,6 +103,8 @@ class LazyModule:
         try:
             module = importlib.import_module(self.name)
         except (ImportError, OSError) as exc:  # OSError: bindings found, their libraries not
+            if _is_our_bug(exc):
+                raise
             reason = " ".join(str(exc).split())
             raise self.error(
                 f"{self._want()} cannot be imported ({type(exc).__name__}: {reason}); install "

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from edgeyolo.config import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET
 from edgeyolo.ops.boxes import batched_nms, make_grid
 
 __all__ = [
@@ -173,9 +174,9 @@ def postprocess(
     obj: Tensor,
     cls_prob: Tensor,
     *,
-    conf_thres: float = 0.25,
-    iou_thres: float = 0.45,
-    max_det: int = 300,
+    conf_thres: float = DEFAULT_CONF_THRES,
+    iou_thres: float = DEFAULT_IOU_THRES,
+    max_det: int = DEFAULT_MAX_DET,
     multi_label: bool = False,
     max_candidates: int = 30000,
 ) -> list[Detections]:

@@ -13,9 +13,6 @@ from PIL import Image, UnidentifiedImageError
 from edgeyolo.data.records import ImageRecord, Problem, Split
 from edgeyolo.errors import DataError
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-)
 #: Boxes may stick out of the image by this many pixels (float rounding); they are clipped.
 BOX_SLACK: float = 1.0
 

@@ -24,7 +24,6 @@ import yaml
 
 from edgeyolo.data._checks import (
     BOX_SLACK,
-    IMAGE_SUFFIXES,
     Where,
     check_box,
     float32_text,
@@ -36,7 +35,7 @@ from edgeyolo.data._checks import (
     skip_or_raise,
 )
 from edgeyolo.data.coco import read_coco, write_coco
-from edgeyolo.data.records import DatasetSpec, ImageRecord, Split
+from edgeyolo.data.records import IMAGE_SUFFIXES, DatasetSpec, ImageRecord, Split
 from edgeyolo.errors import DataError
 
 __all__ = [

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+#: The image files every reader of folders accepts (data sets, calibration sets, ``detect``).
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+)
+
 
 @dataclass
 class ImageRecord:

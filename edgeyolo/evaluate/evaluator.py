@@ -10,6 +10,7 @@ from rich.progress import track
 from torch import nn
 from torch.utils.data import DataLoader
 
+from edgeyolo.config import EVAL_CONF_THRES, EVAL_IOU_THRES, EVAL_MAX_DET
 from edgeyolo.console import make_console
 from edgeyolo.data.dataset import DetectionDataset, collate
 from edgeyolo.data.formats import load_data_yaml, read_split
@@ -65,9 +66,9 @@ def predict_records(
     img_size: int,
     batch: int = 16,
     device: torch.device | str = "cpu",
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.5,
-    max_det: int = 300,
+    conf_thres: float = EVAL_CONF_THRES,
+    iou_thres: float = EVAL_IOU_THRES,
+    max_det: int = EVAL_MAX_DET,
     workers: int = 0,
     progress: bool = False,
 ) -> list[Prediction]:
@@ -98,8 +99,8 @@ def evaluate_model(
     img_size: int,
     batch: int = 16,
     device: torch.device | str = "cpu",
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.5,
+    conf_thres: float = EVAL_CONF_THRES,
+    iou_thres: float = EVAL_IOU_THRES,
     progress: bool = False,
 ) -> MapResult:
     """COCO mAP@0.5 and mAP@0.5:0.95 of ``model`` on ``records``."""
@@ -124,8 +125,8 @@ def evaluate_checkpoint(
     img_size: int | None = None,
     batch: int = 16,
     device: str = "auto",
-    conf_thres: float = 0.001,
-    iou_thres: float = 0.5,
+    conf_thres: float = EVAL_CONF_THRES,
+    iou_thres: float = EVAL_IOU_THRES,
     skip_bad: bool = False,
     progress: bool = True,
 ) -> MapResult:

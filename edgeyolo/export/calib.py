@@ -35,12 +35,12 @@ from onnxruntime.quantization import (
 from rich.progress import Progress, track
 
 from edgeyolo.data.dataset import read_rgb
+from edgeyolo.data.records import IMAGE_SUFFIXES
 from edgeyolo.data.transforms import letterbox
 from edgeyolo.errors import CalibrationError, DataError, ExportError
 
 __all__ = [
     "CALIB_OP_TYPES",
-    "IMAGE_SUFFIXES",
     "METHODS",
     "CalibReader",
     "CalibSet",
@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 #: File suffixes (lower case) taken as calibration images.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 _README = "calib_data/README.md"
 
 METHODS = ("entropy", "percentile", "minmax")

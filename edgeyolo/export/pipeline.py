@@ -28,7 +28,7 @@ import onnxsim
 import torch
 
 from edgeyolo import cpuinfo
-from edgeyolo.config import ExportConfig
+from edgeyolo.config import EVAL_CONF_THRES, EVAL_IOU_THRES, EVAL_MAX_DET, ExportConfig
 from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.errors import CalibrationError, ConfigError, ExportError
 from edgeyolo.evaluate.evaluator import evaluate_onnx
@@ -60,7 +60,6 @@ __all__ = ["STAGING_MARK", "export_model", "parity_against_torch"]
 #: fp32 must reproduce PyTorch: every box matched, IoU and score within float rounding.
 FP32_MIN_IOU = 0.999
 FP32_MAX_SCORE_DIFF = 1e-4
-_EVAL_CONF, _EVAL_MAX_DET = 0.001, 300
 #: Part of the name of the staging folder (``.<out name>.partial-<random>`` beside ``--out``).
 STAGING_MARK = ".partial-"
 _TIMING_CACHE = "timing.cache"
@@ -238,7 +237,10 @@ def _gate(
         # COCO's evaluation setting, not the deployment thresholds: only the NMS tail's
         # initializers change, the (quantized) network is scored exactly as it will run.
         coco = retarget_nms(
-            onnx.load(str(path)), conf_thres=_EVAL_CONF, iou_thres=0.5, max_det=_EVAL_MAX_DET
+            onnx.load(str(path)),
+            conf_thres=EVAL_CONF_THRES,
+            iou_thres=EVAL_IOU_THRES,
+            max_det=EVAL_MAX_DET,
         )
         m = evaluate_onnx(
             coco.SerializeToString(), records, net.config.class_names, img_size=img_size

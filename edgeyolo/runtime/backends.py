@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeyolo.config import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET
 from edgeyolo.errors import ConfigError, ModelFileError
 from edgeyolo.lazy import lazy_import
 from edgeyolo.postprocess import Detections, from_outputs
-from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest
+from edgeyolo.runtime.manifest import MANIFEST_NAME, find_entry, read_manifest
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.runtime.tensorrt import EngineRunner
 from edgeyolo.runtime.thresholds import (
@@ -102,13 +103,6 @@ def _manifest_input(manifest: dict[str, Any], path: Path) -> tuple[int, tuple[st
         ) from e
 
 
-def _entry(manifest: dict[str, Any] | None, path: Path) -> dict[str, Any]:
-    for a in (manifest or {}).get("artifacts", []):
-        if a.get("file") == path.name:
-            return a
-    return {}
-
-
 class OnnxRuntimeBackend(Backend):
     """An exported graph (decode + NMS inside) through ONNX Runtime; CUDA provider when asked.
 
@@ -144,7 +138,7 @@ class OnnxRuntimeBackend(Backend):
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: no such ONNX file; run `edgeyolo export` first")
         manifest = _manifest_for(self.path)
-        self.precision = _entry(manifest, self.path).get("precision", "fp32")
+        self.precision = (find_entry(manifest, file=self.path.name) or {}).get("precision", "fp32")
         if manifest is not None and manifest.get("raw"):
             raise ConfigError(f"{self.path} ends at raw head maps (--raw); export without --raw")
         self.plan = self._plan(manifest, conf_thres, iou_thres, max_det)
@@ -256,7 +250,7 @@ class TensorRTBackend(Backend):
                 f"{self.path}: no manifest.json beside the engine; engines are only run with the "
                 "manifest `edgeyolo export --engine` writes (it says what the engine was built for)"
             )
-        entry = _entry(manifest, self.path)
+        entry = find_entry(manifest, file=self.path.name) or {}
         baked = manifest_nms(entry) or manifest_nms(manifest)
         asked = (conf_thres, iou_thres, max_det) != (None, None, None)
         if baked is None and asked:
@@ -359,8 +353,9 @@ def open_backend(
     ``.plan`` → TensorRT.
 
     ``conf_thres``, ``iou_thres``, ``max_det``: ``None`` is the model's own (an exported graph's
-    baked values; 0.25, 0.45 and 100 for a checkpoint); what a backend does with other values is
-    described by :mod:`edgeyolo.runtime.thresholds`. The settings the output obeys are the
+    baked values; for a checkpoint :data:`edgeyolo.config.DEFAULT_CONF_THRES` and its siblings,
+    0.25, 0.45 and 100); what a backend does with other values is described by
+    :mod:`edgeyolo.runtime.thresholds`. The settings the output obeys are the
     backend's :attr:`Backend.nms`. ``img_size`` and ``half`` apply to checkpoints only.
 
     Raises:
@@ -382,9 +377,9 @@ def open_backend(
             half=half,
             threads=threads,
             img_size=img_size,
-            conf_thres=0.25 if conf_thres is None else conf_thres,
-            iou_thres=0.45 if iou_thres is None else iou_thres,
-            max_det=100 if max_det is None else max_det,
+            conf_thres=DEFAULT_CONF_THRES if conf_thres is None else conf_thres,
+            iou_thres=DEFAULT_IOU_THRES if iou_thres is None else iou_thres,
+            max_det=DEFAULT_MAX_DET if max_det is None else max_det,
         )
     if img_size is not None:
         raise ConfigError(f"{path}: the input size of an exported model is fixed; drop --img-size")

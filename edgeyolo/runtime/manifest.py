@@ -17,7 +17,15 @@ from typing import Any
 from edgeyolo.errors import ExportError
 from edgeyolo.fileio import write_text_atomic
 
-__all__ = ["MANIFEST_NAME", "SCHEMA", "artifact", "read_manifest", "sha256_file", "write_manifest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "SCHEMA",
+    "artifact",
+    "find_entry",
+    "read_manifest",
+    "sha256_file",
+    "write_manifest",
+]
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA = "edgeyolo.export/1"
@@ -61,11 +69,31 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def artifact(manifest: dict[str, Any], precision: str, kind: str = "onnx") -> dict[str, Any]:
-    """The manifest entry of the ``kind`` (``onnx`` or ``engine``) file of ``precision``."""
-    for a in manifest["artifacts"]:
-        if a["precision"] == precision and a["kind"] == kind:
+def find_entry(
+    manifest: dict[str, Any] | None,
+    *,
+    file: str | None = None,
+    precision: str | None = None,
+    kind: str | None = None,
+) -> dict[str, Any] | None:
+    """The first entry of ``manifest["artifacts"]`` with the given file name, precision and kind
+    (``onnx``, ``engine``, ``darknet``; ``None``: any), or ``None``. The one lookup of entries."""
+    want = {"file": file, "precision": precision, "kind": kind}
+    for a in (manifest or {}).get("artifacts", []):
+        if all(v is None or a.get(k) == v for k, v in want.items()):
             return a
+    return None
+
+
+def artifact(manifest: dict[str, Any], precision: str, kind: str = "onnx") -> dict[str, Any]:
+    """The manifest entry of the ``kind`` (``onnx`` or ``engine``) file of ``precision``.
+
+    Raises:
+        ExportError: there is none; the message lists what the export has.
+    """
+    found = find_entry(manifest, precision=precision, kind=kind)
+    if found is not None:
+        return found
     have = ", ".join(f"{a['precision']} {a['kind']}" for a in manifest["artifacts"])
     raise ExportError(
         f"this export has no {precision} {kind} (it has: {have}); "

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeyolo.config import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET
 from edgeyolo.device import select_device
 from edgeyolo.models.checkpoint import load_model
 from edgeyolo.postprocess import Detections, decode_heads, postprocess
@@ -71,9 +72,9 @@ class TorchBackend(Backend):
         device: str = "auto",
         half: bool = False,
         img_size: int | None = None,
-        conf_thres: float = 0.25,
-        iou_thres: float = 0.45,
-        max_det: int = 100,
+        conf_thres: float = DEFAULT_CONF_THRES,
+        iou_thres: float = DEFAULT_IOU_THRES,
+        max_det: int = DEFAULT_MAX_DET,
         threads: int | None = None,
     ) -> None:
         super().__init__()

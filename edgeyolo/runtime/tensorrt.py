@@ -45,7 +45,7 @@ from edgeyolo.runtime.gpu import (
     import_pycuda,
     import_tensorrt,
 )
-from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest
+from edgeyolo.runtime.manifest import MANIFEST_NAME, find_entry, read_manifest
 
 __all__ = ["StageTimes", "EngineRunner"]
 
@@ -241,11 +241,8 @@ class EngineRunner:
         where = self.engine_path.parent / MANIFEST_NAME
         if manifest is None:
             manifest = read_manifest(where)
-        name, entry = self.engine_path.name, None
-        item: dict[str, Any]
-        for item in manifest.get("artifacts", []):
-            if item.get("kind") == "engine" and item.get("file") == name:
-                entry = item
+        name = self.engine_path.name
+        entry = find_entry(manifest, file=name, kind="engine")
         if entry is None:
             raise ExportError(
                 f"{where} lists no engine {name!r}, so its build target is unknown; "
