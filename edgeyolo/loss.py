@@ -52,8 +52,10 @@ from edgeyolo.ops.boxes import (
 )
 from edgeyolo.postprocess import decode_boxes, split_head
 
-__all__ = ["Assignment", "YoloLoss", "box_iou_loss"]
+__all__ = ["COMPONENTS", "Assignment", "YoloLoss", "box_iou_loss"]
 
+#: The loss components, in the order :meth:`YoloLoss.forward` returns and sums them; the trainer
+#: logs ``train_<name>`` for each, in this order.
 COMPONENTS: tuple[str, ...] = ("box", "obj", "noobj", "cls")
 
 
@@ -180,9 +182,40 @@ class YoloLoss(nn.Module):
 
         Returns:
             ``(total, components)``: the scalar loss to back-propagate, and the detached scalars
-            ``"box"``, ``"obj"``, ``"noobj"``, ``"cls"``, each already multiplied by its lambda, so
-            that they sum to ``total``.
+            named in :data:`COMPONENTS` (``"box"``, ``"obj"``, ``"noobj"``, ``"cls"``, in that
+            order), each already multiplied by its lambda, so that they sum to ``total``.
         """
+        self._check_heads(heads)
+        batch_size = heads[0].shape[0]
+        device = heads[0].device
+        with torch.autocast(device_type=device.type, enabled=False):
+            targets = self._check_targets(targets, batch_size, device)
+            anchors = self.anchors.to(device)
+            assignments = self.assign(targets, [(h.shape[2], h.shape[3]) for h in heads])
+            gt_padded = self._pad_targets(targets, batch_size)  # [B, Mmax, 4]
+            img_area = float(img_size[0]) * float(img_size[1])
+
+            zero = torch.zeros((), device=device)
+            box, obj, noobj, cls = zero, zero, zero, zero
+            for s, head in enumerate(heads):
+                raw = split_head(head.float(), self.num_anchors)  # [B, A, h, w, 5+C]
+                pred_boxes = decode_boxes(raw, anchors[s], self.strides[s])  # [B, A, h, w, 4]
+                asg = assignments[s]
+                noobj = noobj + self._noobj_term(raw, pred_boxes, asg, gt_padded)
+                if asg.target.numel() == 0:
+                    continue
+                box_s, obj_s, cls_s = self._responsible_terms(
+                    raw, pred_boxes, asg, targets, anchors[s], self.strides[s], img_area
+                )
+                box = box + box_s
+                obj = obj + obj_s
+                cls = cls + cls_s
+            parts = self._weigh({"box": box, "obj": obj, "noobj": noobj, "cls": cls}, batch_size)
+            total = parts["box"] + parts["obj"] + parts["noobj"] + parts["cls"]
+        return total, {k: v.detach() for k, v in parts.items()}
+
+    def _check_heads(self, heads: Sequence[Tensor]) -> None:
+        """Raise ``ValueError`` unless ``heads`` are ``S`` maps of ``[B, A*(5+C), h, w]``."""
         num_s, num_a, num_c = len(self.strides), self.num_anchors, self.num_classes
         if len(heads) != num_s:
             raise ValueError(f"expected {num_s} head maps, got {len(heads)}")
@@ -192,79 +225,106 @@ class YoloLoss(nn.Module):
                     f"head {s} has shape {tuple(head.shape)}; expected [B, {num_a * (5 + num_c)}, "
                     f"h, w] for {num_a} anchors and {num_c} classes"
                 )
-        batch_size = heads[0].shape[0]
-        device = heads[0].device
+
+    def _check_targets(self, targets: Tensor, batch_size: int, device: torch.device) -> Tensor:
+        """``targets`` as float32 ``Tensor[M, 6]`` on ``device``; ``ValueError`` when a row's
+        image index or class is out of range."""
+        num_c = self.num_classes
+        targets = targets.to(device=device, dtype=torch.float32).reshape(-1, 6)
+        if targets.shape[0]:
+            bmax, cmax = int(targets[:, 0].max()), int(targets[:, 1].max())
+            low = float(targets[:, :2].min())
+            if bmax >= batch_size or cmax >= num_c or low < 0:
+                raise ValueError(
+                    f"targets need batch_idx in [0, {batch_size}) and cls in [0, {num_c}); "
+                    f"got batch_idx up to {bmax}, cls up to {cmax}, smallest {low}"
+                )
+        return targets
+
+    def _noobj_term(
+        self, raw: Tensor, pred_boxes: Tensor, asg: Assignment, gt_padded: Tensor
+    ) -> Tensor:
+        """Summed objectness BCE against 0 over the background predictions of one head.
+
+        Args:
+            raw (Tensor[B, A, h, w, 5+C]): the head's raw outputs.
+            pred_boxes (Tensor[B, A, h, w, 4]): their decoded xyxy boxes.
+            asg: the head's responsible predictions (excluded).
+            gt_padded (Tensor[B, Mmax, 4]): ground truth per image; predictions with IoU
+                ``> ignore_thresh`` with any of their image's boxes are excluded too.
+
+        Returns:
+            Tensor[]: the sum (no lambda, no division by ``B``).
+        """
+        responsible = torch.zeros(raw.shape[:4], dtype=torch.bool, device=raw.device)
+        responsible[asg.batch, asg.anchor, asg.gy, asg.gx] = True
+        background = ~responsible
+        if gt_padded.shape[1]:
+            with torch.no_grad():
+                iou = batched_box_iou(pred_boxes.detach().flatten(1, 3), gt_padded)
+                ignore = (iou.amax(dim=2) > self.cfg.ignore_thresh).view_as(responsible)
+            background &= ~ignore
+        obj_logit = raw[..., 4]
+        noobj_bce = F.binary_cross_entropy_with_logits(
+            obj_logit, torch.zeros_like(obj_logit), reduction="none"
+        )
+        return (noobj_bce * background).sum()
+
+    def _responsible_terms(
+        self,
+        raw: Tensor,
+        pred_boxes: Tensor,
+        asg: Assignment,
+        targets: Tensor,
+        anchors: Tensor,
+        stride: float,
+        img_area: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The box, objectness and class sums over the ``K > 0`` responsible predictions of one
+        head (no lambdas, no division by ``B``).
+
+        Args:
+            raw (Tensor[B, A, h, w, 5+C]): the head's raw outputs.
+            pred_boxes (Tensor[B, A, h, w, 4]): their decoded xyxy boxes.
+            asg: the head's responsible predictions.
+            targets (Tensor[M, 6]): all ground-truth rows; ``asg.target`` indexes them.
+            anchors (Tensor[A, 2]): the head's anchors, input pixels.
+            stride: the head's input pixels per cell.
+            img_area: ``H * W`` of the network input (for the small-box weight).
+
+        Returns:
+            ``(box, obj, cls)``, each a ``Tensor[]``.
+        """
+        p = raw[asg.batch, asg.anchor, asg.gy, asg.gx]  # [K, 5+C]
+        gt = targets[asg.target]  # [K, 6]
+        gt_xyxy = gt[:, 2:6]
+        gt_wh = gt_xyxy[:, 2:] - gt_xyxy[:, :2]
+        scale = 2.0 - gt_wh[:, 0] * gt_wh[:, 1] / img_area
+        if self.cfg.box_loss == "mse":
+            anchor_wh = anchors[asg.anchor]  # [K, 2]
+            cell = torch.stack((asg.gx, asg.gy), dim=1).float()
+            t_xy = 0.5 * (gt_xyxy[:, :2] + gt_xyxy[:, 2:]) / stride - cell
+            t_wh = torch.log(gt_wh.clamp(min=1e-6) / anchor_wh)
+            per_box = ((p[:, 0:2].sigmoid() - t_xy) ** 2).sum(1) + ((p[:, 2:4] - t_wh) ** 2).sum(1)
+        else:
+            pred = pred_boxes[asg.batch, asg.anchor, asg.gy, asg.gx]  # [K, 4]
+            per_box = box_iou_loss(pred, gt_xyxy, kind=self.cfg.box_loss)
+        box = (per_box * scale).sum()
+        obj = F.binary_cross_entropy_with_logits(p[:, 4], torch.ones_like(p[:, 4]), reduction="sum")
+        one_hot = F.one_hot(gt[:, 1].long(), self.num_classes).float()
+        cls = F.binary_cross_entropy_with_logits(p[:, 5:], one_hot, reduction="sum")
+        return box, obj, cls
+
+    def _weigh(self, sums: dict[str, Tensor], batch_size: int) -> dict[str, Tensor]:
+        """Each sum times its lambda, over ``B``; keys in :data:`COMPONENTS` order."""
         cfg = self.cfg
-        with torch.autocast(device_type=device.type, enabled=False):
-            targets = targets.to(device=device, dtype=torch.float32).reshape(-1, 6)
-            if targets.shape[0]:
-                bmax, cmax = int(targets[:, 0].max()), int(targets[:, 1].max())
-                low = float(targets[:, :2].min())
-                if bmax >= batch_size or cmax >= num_c or low < 0:
-                    raise ValueError(
-                        f"targets need batch_idx in [0, {batch_size}) and cls in [0, {num_c}); "
-                        f"got batch_idx up to {bmax}, cls up to {cmax}, smallest {low}"
-                    )
-            anchors = self.anchors.to(device)
-            assignments = self.assign(targets, [(h.shape[2], h.shape[3]) for h in heads])
-            gt_padded = self._pad_targets(targets, batch_size)  # [B, Mmax, 4]
-            img_area = float(img_size[0]) * float(img_size[1])
-
-            zero = torch.zeros((), device=device)
-            box, obj, noobj, cls = zero, zero, zero, zero
-            for s, head in enumerate(heads):
-                raw = split_head(head.float(), num_a)  # [B, A, h, w, 5+C]
-                pred_boxes = decode_boxes(raw, anchors[s], self.strides[s])  # [B, A, h, w, 4]
-                asg = assignments[s]
-                responsible = torch.zeros(raw.shape[:4], dtype=torch.bool, device=device)
-                responsible[asg.batch, asg.anchor, asg.gy, asg.gx] = True
-
-                background = ~responsible
-                if gt_padded.shape[1]:
-                    with torch.no_grad():
-                        iou = batched_box_iou(pred_boxes.detach().flatten(1, 3), gt_padded)
-                        ignore = (iou.amax(dim=2) > cfg.ignore_thresh).view_as(responsible)
-                    background &= ~ignore
-                obj_logit = raw[..., 4]
-                noobj_bce = F.binary_cross_entropy_with_logits(
-                    obj_logit, torch.zeros_like(obj_logit), reduction="none"
-                )
-                noobj = noobj + (noobj_bce * background).sum()
-
-                if asg.target.numel() == 0:
-                    continue
-                p = raw[asg.batch, asg.anchor, asg.gy, asg.gx]  # [K, 5+C]
-                gt = targets[asg.target]  # [K, 6]
-                gt_xyxy = gt[:, 2:6]
-                gt_wh = gt_xyxy[:, 2:] - gt_xyxy[:, :2]
-                scale = 2.0 - gt_wh[:, 0] * gt_wh[:, 1] / img_area
-                if cfg.box_loss == "mse":
-                    stride = self.strides[s]
-                    anchor_wh = anchors[s][asg.anchor]  # [K, 2]
-                    cell = torch.stack((asg.gx, asg.gy), dim=1).float()
-                    t_xy = 0.5 * (gt_xyxy[:, :2] + gt_xyxy[:, 2:]) / stride - cell
-                    t_wh = torch.log(gt_wh.clamp(min=1e-6) / anchor_wh)
-                    per_box = ((p[:, 0:2].sigmoid() - t_xy) ** 2).sum(1) + (
-                        (p[:, 2:4] - t_wh) ** 2
-                    ).sum(1)
-                else:
-                    pred = pred_boxes[asg.batch, asg.anchor, asg.gy, asg.gx]  # [K, 4]
-                    per_box = box_iou_loss(pred, gt_xyxy, kind=cfg.box_loss)
-                box = box + (per_box * scale).sum()
-                obj = obj + F.binary_cross_entropy_with_logits(
-                    p[:, 4], torch.ones_like(p[:, 4]), reduction="sum"
-                )
-                one_hot = F.one_hot(gt[:, 1].long(), num_c).float()
-                cls = cls + F.binary_cross_entropy_with_logits(p[:, 5:], one_hot, reduction="sum")
-
-            parts = {
-                "box": cfg.lambda_box * box / batch_size,
-                "obj": cfg.lambda_obj * obj / batch_size,
-                "noobj": cfg.lambda_noobj * noobj / batch_size,
-                "cls": cfg.lambda_cls * cls / batch_size,
-            }
-            total = parts["box"] + parts["obj"] + parts["noobj"] + parts["cls"]
-        return total, {k: v.detach() for k, v in parts.items()}
+        lambdas = {
+            "box": cfg.lambda_box,
+            "obj": cfg.lambda_obj,
+            "noobj": cfg.lambda_noobj,
+            "cls": cfg.lambda_cls,
+        }
+        return {k: lambdas[k] * sums[k] / batch_size for k in COMPONENTS}
 
     @staticmethod
     def _pad_targets(targets: Tensor, batch_size: int) -> Tensor:

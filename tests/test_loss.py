@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgeyolo.config import YOLOV3_ANCHORS, LossConfig
-from edgeyolo.loss import YoloLoss, box_iou_loss
+from edgeyolo.loss import COMPONENTS, YoloLoss, box_iou_loss
 from edgeyolo.ops import generalized_box_iou
 
 A = 3
@@ -233,7 +233,7 @@ def _random_case(batch: int = 2, seed: int = 0) -> tuple[list[torch.Tensor], tor
 def test_components_sum_to_total_and_lambdas_scale_them() -> None:
     heads, targets = _random_case()
     total, parts = _loss()(heads, targets, IMG)
-    assert set(parts) == {"box", "obj", "noobj", "cls"}
+    assert tuple(parts) == COMPONENTS == ("box", "obj", "noobj", "cls")  # the one order
     assert all(v.ndim == 0 and not v.requires_grad for v in parts.values())
     assert total.item() == pytest.approx(sum(v.item() for v in parts.values()), rel=1e-6)
     assert all(v.item() > 0 for v in parts.values())

@@ -1,5 +1,6 @@
-"""Training: the loop (``train``, ``Trainer``), its schedule, EMA and checkpoints."""
+"""Training: the loop (``train``, ``Trainer``), its hooks, schedule, EMA and checkpoints."""
 
-from edgeyolo.train.trainer import Trainer, TrainResult, train
+from edgeyolo.train.hooks import EpochResult, Hook
+from edgeyolo.train.trainer import TrainData, Trainer, TrainResult, train
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = ["EpochResult", "Hook", "TrainData", "TrainResult", "Trainer", "train"]

@@ -1,6 +1,10 @@
-"""Training hooks (detectron2 style): logging, evaluation + checkpointing, progress display.
+"""Training hooks (detectron2 style) and the per-epoch record they receive.
 
-A hook sees the :class:`~edgeyolo.train.trainer.Trainer` and may read any of its state.
+A hook sees the :class:`~edgeyolo.train.trainer.Trainer` and may read any of its state. What
+hooks report on comes to them as data, not through one another: ``after_step`` gets the step's
+metrics and ``after_epoch`` gets an :class:`EpochResult` that the trainer completes (training
+means, evaluation, best-so-far) before it calls the first hook. So the order of ``trainer.hooks``
+never changes what a hook sees: the checkpoint hook and the metrics writer may come in any order.
 """
 
 from __future__ import annotations
@@ -8,28 +12,86 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edgeyolo.lazy import lazy_import
+from edgeyolo.loss import COMPONENTS
+from edgeyolo.metrics.coco_map import MapResult
 from edgeyolo.models.darknet_weights import freeze_backbone
 
 if TYPE_CHECKING:
     from edgeyolo.train.trainer import Trainer
 
+__all__ = [
+    "Checkpointer",
+    "EpochResult",
+    "FreezeBackbone",
+    "Hook",
+    "MetricsWriter",
+    "ProgressBar",
+]
+
 #: Optional (the ``tensorboard`` extra): without it metrics go to metrics.jsonl/csv only.
 TENSORBOARD = lazy_import("torch.utils.tensorboard", install="pip install tensorboard")
 
 
+@dataclass(frozen=True)
+class EpochResult:
+    """What one epoch produced: every hook's ``after_epoch`` receives the same record.
+
+    Attributes:
+        epoch: the epoch's number, 1-based.
+        train: per-image means over the epoch (over all processes under DDP) of ``"loss"`` and
+            of each :data:`~edgeyolo.loss.COMPONENTS` entry, in that order.
+        lr: the learning rate after the epoch's last step.
+        epoch_s: wall seconds of the epoch's steps (evaluation excluded).
+        images: images trained on in the epoch (all processes).
+        images_per_s: ``images / epoch_s``.
+        val: the validation result when this epoch was evaluated (every ``eval_interval``
+            epochs and the last, on the main process), else None.
+        improved: ``val`` beat every earlier epoch's mAP@0.5; ``trainer.best_map50`` already
+            holds the new best.
+    """
+
+    epoch: int
+    train: Mapping[str, float]
+    lr: float
+    epoch_s: float
+    images: int
+    images_per_s: float
+    val: MapResult | None = None
+    improved: bool = False
+
+    def row(self) -> dict[str, Any]:
+        """The metrics row of ``metrics.jsonl`` / ``metrics.csv`` and of the checkpoints:
+        ``epoch``, ``train_<name>`` for each of ``train``, ``lr``, ``epoch_s``,
+        ``images_per_s``, then ``val_map50`` and ``val_map50_95`` when evaluated."""
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            **{f"train_{k}": v for k, v in self.train.items()},
+            "lr": self.lr,
+            "epoch_s": self.epoch_s,
+            "images_per_s": self.images_per_s,
+        }
+        if self.val is not None:
+            row["val_map50"] = self.val.map50
+            row["val_map50_95"] = self.val.map50_95
+        return row
+
+
 class Hook:
-    """Base class; override what you need."""
+    """Base class; override what you need. Called in ``trainer.hooks`` order, which does not
+    change what any hook receives (see the module docstring)."""
 
     def before_train(self, trainer: Trainer) -> None: ...
     def before_epoch(self, trainer: Trainer) -> None: ...
-    def after_step(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
-    def after_epoch(self, trainer: Trainer) -> None: ...
+    def after_step(self, trainer: Trainer, metrics: Mapping[str, float]) -> None: ...
+    def after_epoch(self, trainer: Trainer, result: EpochResult) -> None: ...
     def after_train(self, trainer: Trainer) -> None: ...
 
 
@@ -57,8 +119,8 @@ class MetricsWriter(Hook):
                 header = next(csv.reader(f), None)
             self._fields = header or None
 
-    def after_epoch(self, trainer: Trainer) -> None:
-        row = trainer.epoch_metrics
+    def after_epoch(self, trainer: Trainer, result: EpochResult) -> None:
+        row = result.row()
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         csv_path = self.out / "metrics.csv"
@@ -79,29 +141,14 @@ class MetricsWriter(Hook):
             self._tb.close()
 
 
-class EvalAndCheckpoint(Hook):
-    """Every ``interval`` epochs (and at the last one) evaluates on the val split; writes
-    ``last.pt`` (resumable) every epoch and ``best.pt`` (inference only) whenever val mAP@0.5
-    improves."""
+class Checkpointer(Hook):
+    """Writes ``last.pt`` (resumable) after every epoch and ``best.pt`` (inference only) after
+    each epoch whose validation mAP@0.5 improved (``result.improved``); the trainer evaluates."""
 
-    def __init__(self, interval: int = 1) -> None:
-        self.interval = max(1, interval)
-
-    def after_epoch(self, trainer: Trainer) -> None:
-        epoch = trainer.epoch
-        last = epoch + 1 == trainer.cfg.epochs
-        if (epoch + 1) % self.interval == 0 or last:
-            result = trainer.evaluate()
-            trainer.epoch_metrics["val_map50"] = result.map50
-            trainer.epoch_metrics["val_map50_95"] = result.map50_95
-            improved = result.map50 > trainer.best_map50
-            if improved:
-                trainer.best_map50 = result.map50
-            trainer.save("last.pt")
-            if improved:
-                trainer.save("best.pt", resumable=False)  # an inference checkpoint
-        else:
-            trainer.save("last.pt")
+    def after_epoch(self, trainer: Trainer, result: EpochResult) -> None:
+        trainer.save("last.pt")
+        if result.improved:
+            trainer.save("best.pt", resumable=False)  # an inference checkpoint
 
 
 class ProgressBar(Hook):
@@ -129,17 +176,21 @@ class ProgressBar(Hook):
         self._t0 = time.perf_counter()
         self._seen = 0
 
-    def after_step(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def after_step(self, trainer: Trainer, metrics: Mapping[str, float]) -> None:
         self._seen += int(metrics["batch_size"])
         rate = self._seen / max(1e-9, time.perf_counter() - self._t0)
-        info = (
-            f"loss {metrics['loss']:.3f} (box {metrics['box']:.3f} obj {metrics['obj']:.3f} "
-            f"noobj {metrics['noobj']:.3f} cls {metrics['cls']:.3f}) "
-            f"lr {metrics['lr']:.2e} {rate:.1f} img/s"
-        )
+        parts = " ".join(f"{k} {metrics[k]:.3f}" for k in COMPONENTS)
+        info = f"loss {metrics['loss']:.3f} ({parts}) lr {metrics['lr']:.2e} {rate:.1f} img/s"
+        if self._progress is None:  # more steps than steps_per_epoch: the bar is done
+            return
         self._progress.update(self._task, advance=1, info=info)
+        if self._progress.finished:  # stop the live display before the trainer evaluates
+            self._stop()
 
-    def after_epoch(self, trainer: Trainer) -> None:
+    def after_epoch(self, trainer: Trainer, result: EpochResult) -> None:
+        self._stop()  # when the epoch had fewer steps than expected
+
+    def _stop(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

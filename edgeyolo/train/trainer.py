@@ -1,4 +1,5 @@
-"""The training loop: a small ``run_step`` plus hooks for evaluation, checkpoints and logging."""
+"""The training loop: overridable ``build_*`` set-up steps, a small ``run_step``, and hooks for
+checkpoints, metrics and progress that receive each epoch's result as data."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
@@ -27,15 +32,17 @@ from edgeyolo.data.records import ImageRecord, describe_problems
 from edgeyolo.device import select_device
 from edgeyolo.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from edgeyolo.evaluate.evaluator import evaluate_model
-from edgeyolo.loss import YoloLoss
-from edgeyolo.models import build_model
+from edgeyolo.loss import COMPONENTS, YoloLoss
+from edgeyolo.metrics.coco_map import MapResult
+from edgeyolo.models import build_model as build_yolo
 from edgeyolo.models.anchors import anchors_for_boxes
 from edgeyolo.models.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 from edgeyolo.models.darknet_weights import read_darknet
 from edgeyolo.train.distributed import all_reduce_sums, init_distributed, shutdown
 from edgeyolo.train.ema import make_ema
 from edgeyolo.train.hooks import (
-    EvalAndCheckpoint,
+    Checkpointer,
+    EpochResult,
     FreezeBackbone,
     Hook,
     MetricsWriter,
@@ -81,8 +88,49 @@ def resolve_anchors(
         raise ConfigError(f"--anchors {spec!r}: use 'auto', 'default' or 'w,h w,h ...'") from e
 
 
+@dataclass(frozen=True)
+class TrainData:
+    """What :meth:`Trainer.build_data` returns.
+
+    Attributes:
+        names: class names; their number is the model's ``C``.
+        train_records: the training images and boxes (at most ``max_images``).
+        val_records: the validation images and boxes (at most ``max_images``).
+        dataset: the training samples (letterboxed, augmented as configured), in the order of
+            ``train_records``; each epoch's loader shuffles it.
+    """
+
+    names: Sequence[str]
+    train_records: list[ImageRecord]
+    val_records: list[ImageRecord]
+    dataset: DetectionDataset
+
+
 class Trainer:
-    """Trains a YOLOv3 model as ``cfg`` says. ``train()`` runs it; hooks do everything else."""
+    """Trains a YOLOv3 model as ``cfg`` says: ``train()`` runs it, ``run_step`` does one step,
+    hooks (:mod:`edgeyolo.train.hooks`) write checkpoints, metrics and progress.
+
+    Set-up runs these steps in order. The ``build_*`` ones return what they build and are the
+    places for a subclass to change the recipe (as detectron2's ``DefaultTrainer``); each is
+    called once, from ``__init__``, and may read what the earlier steps set on ``self``:
+
+    1. check that ``cfg.out`` is writable; pick the device, join DDP; seed torch, random, numpy;
+    2. :meth:`build_data` -> :class:`TrainData` (sets ``names``, ``train_records``,
+       ``val_records``, ``dataset``);
+    3. anchors (from ``last.pt`` on resume, else ``cfg.anchors``) -> ``model_config``;
+    4. :meth:`build_model` -> the bare model (sets ``model`` once the trainer has converted it
+       to SyncBatchNorm if asked, moved it to the device, loaded ``cfg.pretrained`` and made it
+       channels-last on CUDA if asked); then the free-space check;
+    5. :meth:`build_loss` -> ``loss_fn``;
+    6. :meth:`build_optimizer` -> ``optimizer``, then :meth:`build_schedule` -> ``scheduler``
+       (``steps_per_epoch`` is set before), and the AMP grad scaler;
+    7. :meth:`build_ema` -> ``ema`` (or None), then the DDP wrapper ``forward_model``;
+    8. on resume, every state above is loaded from ``last.pt``.
+
+    Each epoch the trainer itself evaluates (every ``cfg.eval_interval`` epochs and at the last,
+    on the main process), updates ``best_map50``, and hands the finished
+    :class:`~edgeyolo.train.hooks.EpochResult` to every hook's ``after_epoch``.
+    """
 
     def __init__(
         self,
@@ -103,10 +151,7 @@ class Trainer:
         default_hooks: list[Hook] = []
         if self.dist.is_main:  # one writer of checkpoints, metrics and progress
             default_hooks += [ProgressBar()] if progress else []
-            default_hooks += [
-                EvalAndCheckpoint(cfg.eval_interval),
-                MetricsWriter(self.out, tensorboard=cfg.tensorboard),
-            ]
+            default_hooks += [Checkpointer(), MetricsWriter(self.out, tensorboard=cfg.tensorboard)]
         if cfg.freeze_epochs > 0:
             default_hooks.append(FreezeBackbone(cfg.freeze_epochs))
         self.hooks = default_hooks + list(hooks or [])
@@ -126,8 +171,38 @@ class Trainer:
             self.console.print(message)
 
     def _setup(self) -> None:
+        """The set-up steps of the class docstring, in order."""
+        self._check_out_dir()
+        self._setup_device()
+        self._seed()
+        data = self.build_data()
+        self.names = data.names
+        self.train_records = data.train_records
+        self.val_records = data.val_records
+        self.dataset = data.dataset
+        ckpt = load_checkpoint(self.out / "last.pt") if self.resume else None
+        self.model_config = self._make_model_config(ckpt)
+        self.model = self._prepare_model(self.build_model())
+        self._check_free_space(self.model)
+        self.loss_fn = self.build_loss(self.model)
+        per_rank = math.ceil(len(self.dataset) / self.dist.world_size)
+        self.steps_per_epoch = math.ceil(per_rank / self.rank_batch)
+        self.optimizer = self.build_optimizer(self.model)
+        self.scheduler = self.build_schedule(self.optimizer)
+        self.amp = self.cfg.amp and self.use_cuda
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.ema = self.build_ema(self.model)
+        self.forward_model = self._wrap_distributed(self.model)
+        self.epoch = 0
+        self.start_epoch = 0
+        self.global_step = 0
+        self.best_map50 = -1.0
+        self.last_epoch: EpochResult | None = None
+        if ckpt is not None:
+            self._load_state(ckpt)
 
-        cfg = self.cfg
+    def _check_out_dir(self) -> None:
+        """``ConfigError`` unless ``cfg.out`` can be created and written (by this process)."""
         probe = self.out / f".write-test.{os.getpid()}"  # one per process (DDP ranks)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +211,9 @@ class Trainer:
         except OSError as e:
             raise ConfigError(f"--out {self.out}: not writable ({e.strerror})") from e
 
+    def _setup_device(self) -> None:
+        """Sets ``device``, ``dist`` (DDP membership), ``rank_batch`` and ``use_cuda``."""
+        cfg = self.cfg
         self.device = select_device(cfg.device)
         self.dist = init_distributed(self.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -146,28 +224,41 @@ class Trainer:
                 f"{self.dist.world_size} processes"
             )
         self.rank_batch = cfg.batch // self.dist.world_size
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed)
+        self.use_cuda = self.device.type == "cuda"
 
+    def _seed(self) -> None:
+        torch.manual_seed(self.cfg.seed)
+        random.seed(self.cfg.seed)
+        np.random.seed(self.cfg.seed)
+
+    def build_data(self) -> TrainData:
+        """The class names, train and val records of ``cfg.data`` (problems printed, bad
+        files skipped if ``cfg.skip_bad``), and the training dataset over the train records."""
+        cfg = self.cfg
         spec = load_data_yaml(cfg.data)
-        self.names = spec.names
         train_split = read_split(spec, "train", skip_bad=cfg.skip_bad)
         val_split = read_split(spec, "val", skip_bad=cfg.skip_bad)
         for name, split in (("train", train_split), ("val", val_split)):
             for line in describe_problems(name, split.problems):
                 self.console.print(line, markup=False, highlight=False)
-        self.train_records = train_split.records[: cfg.max_images]
-        self.val_records = val_split.records[: cfg.max_images]
-        if not self.train_records:
+        train_records = train_split.records[: cfg.max_images]
+        val_records = val_split.records[: cfg.max_images]
+        if not train_records:
             raise DataError(f"{cfg.data}: the train split has no images")
+        dataset = DetectionDataset(
+            train_records,
+            img_size=cfg.img_size,
+            augment=cfg.augment if cfg.augment.enabled else None,
+        )
+        return TrainData(spec.names, train_records, val_records, dataset)
 
-        if self.resume:
-            ckpt = load_checkpoint(self.out / "last.pt")
+    def _make_model_config(self, ckpt: dict[str, Any] | None) -> ModelConfig:
+        """The model's config: its anchors come from ``ckpt`` (resume) or ``cfg.anchors``."""
+        cfg = self.cfg
+        if ckpt is not None:
             anchors = ckpt["model_config"]["anchors"]
             anchors = None if anchors is None else tuple(tuple(a) for a in anchors)
         else:
-            ckpt = None
             anchors = resolve_anchors(
                 cfg.anchors,
                 self.train_records,
@@ -175,20 +266,32 @@ class Trainer:
                 img_size=cfg.img_size,
                 seed=cfg.seed,
             )
-        self.model_config = ModelConfig(
+        return ModelConfig(
             arch=cfg.model,
-            num_classes=len(spec.names),
+            num_classes=len(self.names),
             img_size=cfg.infer_size,
             anchors=anchors,
-            names=tuple(spec.names),
+            names=tuple(self.names),
         )
-        model = build_model(self.model_config)
+
+    def build_model(self) -> torch.nn.Module:
+        """The bare model of ``model_config``, on the CPU, freshly initialised (from torch's
+        global generator, seeded by then). An override must return a module with the
+        attributes the loss and hooks read: ``anchors``, ``strides``, ``num_classes`` and a
+        ``backbone`` submodule (for ``freeze_epochs``), as :func:`edgeyolo.models.build_model`'s
+        models have."""
+        return build_yolo(self.model_config)
+
+    def _prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """SyncBatchNorm (``cfg.sync_bn``), the device, ``cfg.pretrained`` weights (not on
+        resume: those come from last.pt) and channels-last memory (CUDA, ``cfg.channels_last``)."""
+        cfg = self.cfg
         if cfg.sync_bn:
             if not (self.dist.enabled and self.device.type == "cuda"):
                 raise ConfigError("--sync-bn needs a multi-GPU (torchrun) run on CUDA")
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
-        if cfg.pretrained and not self.resume:  # on resume the weights come from last.pt
+        if cfg.pretrained and not self.resume:
             report = read_darknet(cfg.pretrained, model)
             self.log(report.summary())
             if not report.skipped and not report.partial and cfg.anchors != "default":
@@ -196,22 +299,18 @@ class Trainer:
                     "warning: the loaded heads were trained with darknet's anchors; "
                     "pass --anchors default to keep them"
                 )
-        self.use_cuda = self.device.type == "cuda"
         if self.use_cuda and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self._check_free_space(model)
-        self.loss_fn = YoloLoss(model.anchors, model.strides, model.num_classes, cfg.loss)
+        return model
 
-        self.dataset = DetectionDataset(
-            self.train_records,
-            img_size=cfg.img_size,
-            augment=cfg.augment if cfg.augment.enabled else None,
-        )
-        per_rank = math.ceil(len(self.dataset) / self.dist.world_size)
-        self.steps_per_epoch = math.ceil(per_rank / self.rank_batch)
-        total = self.steps_per_epoch * cfg.epochs
-        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+    def build_loss(self, model: torch.nn.Module) -> YoloLoss:
+        """The YOLOv3 loss for ``model``'s anchors, strides and classes (``cfg.loss``)."""
+        return YoloLoss(model.anchors, model.strides, model.num_classes, self.cfg.loss)
+
+    def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """``cfg.optimizer`` (SGD with Nesterov momentum, AdamW or Adam) at ``cfg.lr_init``, in
+        two groups: weights with ``cfg.weight_decay``, biases and norm parameters without."""
+        cfg = self.cfg
         params_decay, params_no_decay = [], []
         for n, p in model.named_parameters():
             (params_no_decay if p.ndim <= 1 or n.endswith(".bias") else params_decay).append(p)
@@ -220,39 +319,39 @@ class Trainer:
             {"params": params_no_decay, "weight_decay": 0.0},
         ]
         if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(
-                groups, lr=cfg.lr_init, momentum=cfg.momentum, nesterov=True
-            )
-        elif cfg.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr_init, betas=(cfg.momentum, 0.999))
-        else:
-            self.optimizer = torch.optim.Adam(groups, lr=cfg.lr_init)
-        self.scheduler = warmup_cosine(
-            self.optimizer, total_steps=total, warmup_steps=warmup, lr_end=cfg.lr_end
+            return torch.optim.SGD(groups, lr=cfg.lr_init, momentum=cfg.momentum, nesterov=True)
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=cfg.lr_init, betas=(cfg.momentum, 0.999))
+        return torch.optim.Adam(groups, lr=cfg.lr_init)
+
+    def build_schedule(self, optimizer: torch.optim.Optimizer) -> LRScheduler:
+        """Linear warmup over ``cfg.warmup_epochs``, then cosine decay to ``cfg.lr_end``,
+        stepped once per step for ``steps_per_epoch * cfg.epochs`` steps."""
+        total = self.steps_per_epoch * self.cfg.epochs
+        warmup = round(self.cfg.warmup_epochs * self.steps_per_epoch)
+        return warmup_cosine(
+            optimizer, total_steps=total, warmup_steps=warmup, lr_end=self.cfg.lr_end
         )
-        self.amp = cfg.amp and self.use_cuda
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.ema = make_ema(model, decay=cfg.ema_decay) if cfg.ema else None
-        self.forward_model: torch.nn.Module = model
-        if self.dist.enabled:
-            self.forward_model = torch.nn.parallel.DistributedDataParallel(
-                model,
-                device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.freeze_epochs > 0,
-            )
-        self.epoch = 0
-        self.start_epoch = 0
-        self.global_step = 0
-        self.best_map50 = -1.0
-        self.epoch_metrics: dict[str, Any] = {}
-        if ckpt is not None:
-            self._load_state(ckpt)
+
+    def build_ema(self, model: torch.nn.Module) -> AveragedModel | None:
+        """The EMA of ``model``'s weights (``cfg.ema``, ``cfg.ema_decay``), or None. When there
+        is one, it is what is evaluated and what best.pt holds."""
+        return make_ema(model, decay=self.cfg.ema_decay) if self.cfg.ema else None
+
+    def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` itself, or under DDP its ``DistributedDataParallel`` wrapper."""
+        if not self.dist.enabled:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.cfg.freeze_epochs > 0,
+        )
 
     def _check_free_space(self, model: torch.nn.Module) -> None:
         """Fail before training when the disk cannot hold the checkpoints: each holds the weights,
         the EMA and Adam's two moments (~4x the parameters); best.pt holds the weights only; and
         one temp file of last.pt's size."""
-
         need = (4 + 1 + 4) * sum(p.numel() * p.element_size() for p in model.parameters())
         free = shutil.disk_usage(self.out).free
         if free < need:
@@ -363,8 +462,8 @@ class Trainer:
             "batch_size": float(images.shape[0]),
         }
 
-    def evaluate(self):  # -> MapResult
-
+    def evaluate(self) -> MapResult:
+        """COCO mAP of :attr:`eval_model` (the EMA if any) on the val records."""
         return evaluate_model(
             self.eval_model,
             self.val_records,
@@ -381,13 +480,14 @@ class Trainer:
         the file people ship and export): the weights to run and how they were made, about the
         size of the fp32 weights; ``resumable=True`` (last.pt) adds the raw weights, the EMA and
         the optimizer, schedule and scaler states that ``--resume`` needs (~4x larger)."""
+        row = self.last_epoch.row() if self.last_epoch is not None else {}
         payload = {
             "model_config": to_dict(self.model_config),
             "model": {k: v.detach().cpu() for k, v in self.eval_model.state_dict().items()},
             "epoch": self.epoch,
             "global_step": self.global_step,
             "best_map50": self.best_map50,
-            "metrics": {k: v for k, v in self.epoch_metrics.items() if isinstance(v, (int, float))},
+            "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
             "train": to_dict(self.cfg),
         }
         if not resumable:
@@ -407,9 +507,92 @@ class Trainer:
         return save_checkpoint(self.out / name, self.checkpoint_payload(resumable=resumable))
 
     def train(self) -> TrainResult:
+        """Runs the epochs from ``start_epoch`` to ``cfg.epochs``, calling the hooks."""
+        self.log(self._describe())
+        for h in self.hooks:
+            h.before_train(self)
+        t_start = time.perf_counter()
+        seen = 0
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            self.epoch = epoch
+            for h in self.hooks:
+                h.before_epoch(self)
+            sums, n_img, dt = self._run_epoch(epoch)
+            result = self._finish_epoch(epoch, sums, n_img, dt)
+            seen += result.images
+            self.last_epoch = result
+            for h in self.hooks:
+                h.after_epoch(self, result)
+            self.log(self._epoch_line(result))
+        for h in self.hooks:
+            h.after_train(self)
+
+        shutdown(self.dist)
+        wall = time.perf_counter() - t_start
+        return TrainResult(
+            out=self.out,
+            best=self.out / "best.pt",
+            last=self.out / "last.pt",
+            best_map50=self.best_map50,
+            epochs=self.cfg.epochs,
+            wall_s=wall,
+            images_per_s=seen / max(wall, 1e-9),
+        )
+
+    def _run_epoch(self, epoch: int) -> tuple[dict[str, float], int, float]:
+        """The steps of one epoch: ``(sums, images, seconds)``, where ``sums`` holds the loss
+        and each :data:`~edgeyolo.loss.COMPONENTS` entry summed over images (all ranks)."""
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        n_img = 0
+        for images, targets, _idx in self._loader(epoch):
+            m = self.run_step(images, targets)
+            n_img += int(m["batch_size"])
+            for k in ("loss", *COMPONENTS):
+                sums[k] = sums.get(k, 0.0) + m[k] * m["batch_size"]
+            for h in self.hooks:
+                h.after_step(self, m)
+        dt = time.perf_counter() - t0
+        if self.dist.enabled:  # the epoch's figures over all ranks
+            total = all_reduce_sums({**sums, "n_img": float(n_img)}, self.dist)
+            n_img = int(total.pop("n_img"))
+            sums = total
+        return sums, n_img, dt
+
+    def _evaluates(self, epoch: int) -> bool:
+        """Whether ``epoch`` (0-based) is evaluated: every ``cfg.eval_interval`` epochs and the
+        last, on the main process only."""
+        number = epoch + 1
+        interval = max(1, self.cfg.eval_interval)
+        return self.dist.is_main and (number % interval == 0 or number == self.cfg.epochs)
+
+    def _finish_epoch(
+        self, epoch: int, sums: dict[str, float], n_img: int, dt: float
+    ) -> EpochResult:
+        """The epoch's record: training means, lr, and (when due) evaluation; updates
+        ``best_map50``."""
+        train_means = {k: v / max(1, n_img) for k, v in sums.items()}
+        lr = self.optimizer.param_groups[0]["lr"]
+        val = self.evaluate() if self._evaluates(epoch) else None
+        improved = val is not None and val.map50 > self.best_map50
+        if improved:
+            self.best_map50 = val.map50
+        return EpochResult(
+            epoch=epoch + 1,
+            train=MappingProxyType(train_means),
+            lr=lr,
+            epoch_s=dt,
+            images=n_img,
+            images_per_s=n_img / dt,
+            val=val,
+            improved=improved,
+        )
+
+    def _describe(self) -> str:
+        """The line that opens a run: model, device, data, sizes, schedule, anchors."""
         cfg = self.cfg
         n_params = sum(p.numel() for p in self.model.parameters())
-        self.log(
+        return (
             f"training {cfg.model} ({n_params / 1e6:.2f} M params, {len(self.names)} classes) on "
             f"{self.device} | {len(self.train_records)} train / {len(self.val_records)} val images "
             f"| {cfg.img_size} px (eval {cfg.infer_size} px), batch {cfg.batch}"
@@ -424,62 +607,16 @@ class Trainer:
             f"{', AMP' if self.amp else ''} | anchors "
             + " ".join(f"{w:.0f},{h:.0f}" for w, h in self.model_config.resolved_anchors)
         )
-        for h in self.hooks:
-            h.before_train(self)
-        t_start = time.perf_counter()
-        seen = 0
-        for epoch in range(self.start_epoch, cfg.epochs):
-            self.epoch = epoch
-            for h in self.hooks:
-                h.before_epoch(self)
-            sums: dict[str, float] = {}
-            t0 = time.perf_counter()
-            n_img = 0
-            for images, targets, _idx in self._loader(epoch):
-                m = self.run_step(images, targets)
-                n_img += int(m["batch_size"])
-                for k in ("loss", "box", "obj", "noobj", "cls"):
-                    sums[k] = sums.get(k, 0.0) + m[k] * m["batch_size"]
-                for h in self.hooks:
-                    h.after_step(self, m)
-            dt = time.perf_counter() - t0
-            if self.dist.enabled:  # the epoch's figures over all ranks
-                total = all_reduce_sums({**sums, "n_img": float(n_img)}, self.dist)
-                n_img = int(total.pop("n_img"))
-                sums = total
-            seen += n_img
-            self.epoch_metrics = {
-                "epoch": epoch + 1,
-                **{f"train_{k}": v / max(1, n_img) for k, v in sums.items()},
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "epoch_s": dt,
-                "images_per_s": n_img / dt,
-            }
-            for h in self.hooks:
-                h.after_epoch(self)
-            row = self.epoch_metrics
-            val = (
-                f" | val mAP@0.5 {row['val_map50']:.4f} mAP@0.5:0.95 {row['val_map50_95']:.4f}"
-                if "val_map50" in row
-                else ""
-            )
-            self.log(
-                f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, "
-                f"{row['images_per_s']:.1f} img/s, {dt:.0f} s{val}"
-            )
-        for h in self.hooks:
-            h.after_train(self)
 
-        shutdown(self.dist)
-        wall = time.perf_counter() - t_start
-        return TrainResult(
-            out=self.out,
-            best=self.out / "best.pt",
-            last=self.out / "last.pt",
-            best_map50=self.best_map50,
-            epochs=cfg.epochs,
-            wall_s=wall,
-            images_per_s=seen / max(wall, 1e-9),
+    def _epoch_line(self, result: EpochResult) -> str:
+        val = (
+            f" | val mAP@0.5 {result.val.map50:.4f} mAP@0.5:0.95 {result.val.map50_95:.4f}"
+            if result.val is not None
+            else ""
+        )
+        return (
+            f"epoch {result.epoch}/{self.cfg.epochs}: loss {result.train['loss']:.4f}, "
+            f"{result.images_per_s:.1f} img/s, {result.epoch_s:.0f} s{val}"
         )
 
 

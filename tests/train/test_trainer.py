@@ -1,15 +1,42 @@
 import dataclasses
 import json
+import shutil
+from collections import namedtuple
+from types import MappingProxyType
 
 import pytest
 import torch
 
-from edgeyolo.config import AugmentConfig, LossConfig, TrainConfig
+from edgeyolo.config import (
+    AugmentConfig,
+    LossConfig,
+    ModelConfig,
+    TrainConfig,
+    to_dict,
+    train_config_from_dict,
+)
 from edgeyolo.data.dataset import collate
-from edgeyolo.errors import CheckpointError, ConfigError, TrainingDivergedError
+from edgeyolo.errors import CheckpointError, ConfigError, ExportError, TrainingDivergedError
+from edgeyolo.loss import COMPONENTS
+from edgeyolo.metrics.coco_map import MapResult
+from edgeyolo.models import build_model
 from edgeyolo.models.checkpoint import load_checkpoint, load_model
-from edgeyolo.train.hooks import Hook
+from edgeyolo.models.darknet_weights import write_darknet
+from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from edgeyolo.train.hooks import Checkpointer, EpochResult, Hook, MetricsWriter
 from edgeyolo.train.trainer import Trainer, resolve_anchors, train
+
+#: the columns of metrics.jsonl / metrics.csv, in order, for an evaluated epoch
+COLUMNS = [
+    "epoch",
+    "train_loss",
+    *(f"train_{k}" for k in COMPONENTS),
+    "lr",
+    "epoch_s",
+    "images_per_s",
+    "val_map50",
+    "val_map50_95",
+]
 
 
 def _cfg(data, out, **kw) -> TrainConfig:
@@ -97,7 +124,7 @@ def test_train_writes_checkpoints_and_metrics(mnist_small_yaml, tmp_path):
 
 
 class _StopAfterFirstEpoch(Hook):
-    def after_epoch(self, trainer):
+    def after_epoch(self, trainer, result):
         if trainer.epoch == 0:
             raise KeyboardInterrupt
 
@@ -166,8 +193,6 @@ def test_resolve_anchors_forms():
 
 
 def test_config_round_trips_through_a_checkpoint_dict():
-    from edgeyolo.config import to_dict, train_config_from_dict
-
     cfg = TrainConfig(data="d.yaml", multi_scale=True, augment=AugmentConfig(hflip=0.5))
     assert train_config_from_dict(to_dict(cfg)) == cfg
     assert dataclasses.replace(cfg, epochs=3).epochs == 3
@@ -192,16 +217,12 @@ class _BackboneSnapshots(Hook):
     def __init__(self):
         self.after: list[dict[str, torch.Tensor]] = []
 
-    def after_epoch(self, trainer):
+    def after_epoch(self, trainer, result):
         sd = trainer.model.backbone.state_dict()
         self.after.append({k: v.detach().clone() for k, v in sd.items() if "running" not in k})
 
 
 def test_pretrained_darknet_weights_and_frozen_backbone(mnist_small_yaml, tmp_path):
-    from edgeyolo.config import ModelConfig
-    from edgeyolo.models import build_model
-    from edgeyolo.models.darknet_weights import write_darknet
-
     torch.manual_seed(3)
     donor = build_model(ModelConfig(arch="yolov3-tiny", num_classes=80))  # an 80-class "COCO" file
     weights = tmp_path / "yolov3-tiny.weights"
@@ -233,9 +254,6 @@ def test_pretrained_file_of_the_wrong_model_is_named(mnist_small_yaml, tmp_path)
 
 
 def test_full_disk_fails_before_training(mnist_small_yaml, tmp_path, monkeypatch):
-    import shutil
-    from collections import namedtuple
-
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 10**6, 10**6))
     with pytest.raises(ConfigError, match=r"1 MB free, but checkpoints need about \d+ MB"):
@@ -244,11 +262,119 @@ def test_full_disk_fails_before_training(mnist_small_yaml, tmp_path, monkeypatch
 
 
 def test_truncated_onnx_is_a_clear_error(tmp_path):
-    from edgeyolo.errors import ExportError
-    from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
-
     bad = tmp_path / "model_fp32.onnx"
     bad.write_bytes(b"\\x08\\x07\\x12\\x04half")
     session = OnnxRuntimeSession(bad)
     with pytest.raises(ExportError, match="model_fp32.onnx: ONNX Runtime cannot load this graph"):
         session.__enter__()
+
+
+class _RecordingTrainer(Trainer):
+    """Overrides two build steps: records the model it builds, trains with plain SGD."""
+
+    def build_model(self):
+        self.built = super().build_model()
+        self.train_forwards = 0
+
+        def count(module, _inputs, _output):
+            self.train_forwards += module.training
+
+        self.built.register_forward_hook(count)
+        return self.built
+
+    def build_optimizer(self, model):
+        self.sgd = torch.optim.SGD(model.parameters(), lr=0.01)
+        self.sgd_steps = 0
+
+        def count(_optimizer, _args, _kwargs):
+            self.sgd_steps += 1
+
+        self.sgd.register_step_post_hook(count)
+        return self.sgd
+
+
+def test_subclass_build_steps_are_used_by_a_real_run(mnist_small_yaml, tmp_path):
+    # amp off: on CUDA the grad scaler skips the first steps, and with them the optimizer's
+    cfg = _cfg(mnist_small_yaml, tmp_path / "run", epochs=1, ema=False, amp=False)
+    assert cfg.optimizer != "sgd"  # the default recipe would build another optimizer
+    trainer = _RecordingTrainer(cfg, progress=False)
+    assert trainer.model is trainer.built and trainer.optimizer is trainer.sgd
+    assert trainer.scheduler.optimizer is trainer.sgd  # the schedule drives the subclass's one
+    before = [p.detach().clone() for p in trainer.built.parameters()]
+    trainer.train()
+    steps = trainer.steps_per_epoch
+    assert steps == 2  # 6 images, batch 3
+    assert trainer.train_forwards == steps and trainer.sgd_steps == steps
+    after = list(trainer.built.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")["state"]["optimizer"]
+    assert len(saved["param_groups"]) == 1 and saved["param_groups"][0]["momentum"] == 0
+
+
+def _rows(out):
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _untimed(rows):
+    return [{k: v for k, v in r.items() if k not in ("epoch_s", "images_per_s")} for r in rows]
+
+
+def test_hook_order_does_not_change_metrics_or_checkpoints(mnist_small_yaml, tmp_path):
+    """The trainer evaluates and hands every hook the same EpochResult, so the metrics writer
+    listed before the checkpoint hook still writes the validation columns."""
+    outs = {}
+    for order in ("listed", "reversed"):
+        trainer = Trainer(_cfg(mnist_small_yaml, tmp_path / order), progress=False)
+        kinds = [type(h) for h in trainer.hooks]
+        assert kinds.index(Checkpointer) < kinds.index(MetricsWriter)
+        if order == "reversed":
+            trainer.hooks.reverse()
+        trainer.train()
+        outs[order] = tmp_path / order
+    listed, rev = _rows(outs["listed"]), _rows(outs["reversed"])
+    assert [list(r) for r in listed] == [list(r) for r in rev] == [COLUMNS, COLUMNS]
+    for a, b in zip(_untimed(listed), _untimed(rev), strict=True):
+        assert b == pytest.approx(a, rel=1e-6)
+    header = (outs["reversed"] / "metrics.csv").read_text().splitlines()[0]
+    assert header == ",".join(COLUMNS)
+    for out in outs.values():
+        last = load_checkpoint(out / "last.pt")
+        assert list(last["metrics"]) == COLUMNS and last["epoch"] == 1
+        assert (out / "best.pt").is_file()
+
+
+def _map(value: float) -> MapResult:
+    return MapResult(value, value / 2, (), num_images=2, num_gt=3, num_dets=4)
+
+
+def test_epoch_result_row_has_the_metrics_columns_in_order():
+    train_means = MappingProxyType({"loss": 4.0, **{k: 1.0 for k in COMPONENTS}})
+    plain = EpochResult(3, train_means, lr=0.1, epoch_s=2.0, images=10, images_per_s=5.0)
+    assert list(plain.row()) == COLUMNS[:-2] and plain.row()["epoch"] == 3
+    assert plain.val is None and not plain.improved
+    evaluated = dataclasses.replace(plain, val=_map(0.5), improved=True)
+    row = evaluated.row()
+    assert list(row) == COLUMNS and (row["val_map50"], row["val_map50_95"]) == (0.5, 0.25)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        evaluated.improved = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        evaluated.train["loss"] = 0.0  # type: ignore[index]
+
+
+def test_best_is_tracked_by_the_trainer_not_by_a_hook(mnist_small_yaml, tmp_path, monkeypatch):
+    """best_map50, EpochResult.improved and best.pt follow the evaluated mAP epoch by epoch."""
+    trainer = Trainer(_cfg(mnist_small_yaml, tmp_path, epochs=3), progress=False)
+    maps = iter([0.3, 0.2, 0.4])
+    monkeypatch.setattr(trainer, "evaluate", lambda: _map(next(maps)))
+    seen: list[tuple[bool, float]] = []
+
+    class _Watch(Hook):
+        def after_epoch(self, trainer, result):
+            seen.append((result.improved, trainer.best_map50))
+
+    trainer.hooks.insert(0, _Watch())  # first: the result is complete before any hook runs
+    result = trainer.train()
+    assert seen == [(True, 0.3), (False, 0.3), (True, 0.4)]
+    assert result.best_map50 == 0.4
+    assert load_checkpoint(tmp_path / "best.pt")["best_map50"] == 0.4
+    assert [r["val_map50"] for r in _rows(tmp_path)] == [0.3, 0.2, 0.4]

@@ -32,8 +32,15 @@ def test_amp_channels_last_step_on_cuda(mnist_small_yaml, tmp_path):
     assert first_conv.weight.is_contiguous(memory_format=torch.channels_last)
     images, targets, _ = collate([trainer.dataset[i] for i in range(3)])
     before = first_conv.weight.detach().clone()
-    metrics = [trainer.run_step(images, targets) for _ in range(3)]
-    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
-    assert not torch.equal(before, first_conv.weight.detach())  # the scaler let steps through
+    scale0 = trainer.scaler.get_scale()
+    # GradScaler starts at 2**16 and skips the steps whose fp16 gradients overflow, halving its
+    # scale each time (seen on an H100: the first 3 steps of this model); then steps go through.
+    for _ in range(30):
+        metrics = trainer.run_step(images, targets)
+        assert torch.isfinite(torch.tensor(metrics["loss"]))
+        if not torch.equal(before, first_conv.weight.detach()):
+            break
+    assert not torch.equal(before, first_conv.weight.detach())  # the scaler let a step through
+    assert trainer.scaler.get_scale() <= scale0
     result = trainer.evaluate()
     assert 0.0 <= result.map50 <= 1.0
