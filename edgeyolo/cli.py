@@ -13,9 +13,21 @@ from typing import Annotated, Any
 
 import typer
 import typer.core
+from rich.markup import escape
 from rich.table import Table
 
-from edgeyolo.config import AugmentConfig, ExportConfig, LossConfig, ModelConfig, TrainConfig
+from edgeyolo.config import (
+    DEFAULT_CONF_THRES,
+    DEFAULT_IOU_THRES,
+    DEFAULT_MAX_DET,
+    EVAL_CONF_THRES,
+    EVAL_IOU_THRES,
+    AugmentConfig,
+    ExportConfig,
+    LossConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from edgeyolo.console import make_console
 from edgeyolo.errors import ConfigError, EdgeYoloError
 from edgeyolo.lazy import lazy_import
@@ -69,7 +81,8 @@ def _cli_errors() -> Iterator[None]:
     try:
         yield
     except EdgeYoloError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # escaped: messages hold brackets (`pip install edgeyolo[gpu]`, lists) that are not markup
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
@@ -235,8 +248,8 @@ def eval_(
     img_size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    conf: Annotated[float, typer.Option(help="Score threshold.")] = 0.001,
-    iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.5,
+    conf: Annotated[float, typer.Option(help="Score threshold.")] = EVAL_CONF_THRES,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = EVAL_IOU_THRES,
     skip_bad: Annotated[bool, typer.Option(help="Skip and report bad labels/images.")] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the result as JSON.")
@@ -398,9 +411,15 @@ def export_cmd(
             "a value that contradicts it is refused."
         ),
     ] = None,
-    conf: Annotated[float, typer.Option(help="Score threshold inside the graph.")] = 0.25,
-    iou: Annotated[float, typer.Option(help="NMS IoU threshold inside the graph.")] = 0.45,
-    max_det: Annotated[int, typer.Option(help="Detections per image (output size K).")] = 100,
+    conf: Annotated[
+        float, typer.Option(help="Score threshold inside the graph.")
+    ] = DEFAULT_CONF_THRES,
+    iou: Annotated[
+        float, typer.Option(help="NMS IoU threshold inside the graph.")
+    ] = DEFAULT_IOU_THRES,
+    max_det: Annotated[
+        int, typer.Option(help="Detections per image (output size K).")
+    ] = DEFAULT_MAX_DET,
     multi_label: Annotated[bool, typer.Option(help="Score every class of a box.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = 17,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (checked).")] = True,
@@ -496,10 +515,10 @@ def bench(
 ) -> None:
     """Latency, mAP and box parity of exported models against their PyTorch checkpoint."""
     with _cli_errors():
-        result = _BENCH.run_bench(
-            weights,
-            models,
-            data,
+        config = _BENCH.BenchConfig(
+            weights=weights,
+            models=tuple(models),
+            data=data,
             split=split,
             batch_sizes=tuple(batch or (1, 8)),
             warmup=warmup,
@@ -509,6 +528,9 @@ def bench(
             max_images=max_images,
             device=device,
             torch_half=torch_half,
+        )
+        result = _BENCH.run_bench(
+            config,
             progress=progress,
             command=shlex.join(["edgeyolo", *sys.argv[1:]]),
             log=lambda s: err_console.print(f"[yellow]note:[/] {s}", highlight=False),
@@ -520,8 +542,8 @@ def bench(
         json_out.write_text(paths["json"].read_text())
         paths["json_copy"] = json_out
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
-    if result["failed"]:
-        err_console.print(f"[bold red]error:[/] {len(result['failed'])} model(s) failed to run")
+    if result.failed:
+        err_console.print(f"[bold red]error:[/] {len(result.failed)} model(s) failed to run")
         raise typer.Exit(1)
 
 

@@ -133,6 +133,17 @@ def test_errors_are_one_line_and_exit_1(args, message, tmp_path, monkeypatch):
     assert result.output.strip().startswith("error:")
 
 
+def test_a_missing_training_extra_is_one_line_with_its_brackets(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "edgeyolo.train.trainer", None)  # as if torch were absent
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "d.yaml")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = " ".join(result.output.split())
+    assert line.startswith("error: edgeyolo.train.trainer (needed for edgeyolo train)"), line
+    assert "pip install edgeyolo[train]" in line  # not eaten as rich markup
+
+
 @pytest.mark.parametrize("columns", [40, 200])
 def test_bad_label_line_is_named_or_skipped_and_counted(
     mnist_small_yaml, tmp_path, monkeypatch, columns

@@ -1,5 +1,7 @@
 """The bench result (:func:`edgeyolo.bench.runner.run_bench`) as JSON, Markdown, PNG and a table.
 
+Every function here takes the :class:`~edgeyolo.bench.results.BenchResult` or its ``to_dict()``.
+
 Ratios are against the reference (the PyTorch checkpoint): ``× PyTorch`` is the artifact's batch-1
 median latency over the checkpoint's, so 0.5 means twice as fast.
 
@@ -14,13 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
+from edgeyolo.bench.results import BenchResult, as_dict
 from edgeyolo.console import make_console
 from edgeyolo.lazy import lazy_import
 
@@ -33,6 +36,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+#: What the functions here take: a :class:`BenchResult`, or its ``to_dict()`` (or that read back
+#: from ``bench.json``).
+Result = BenchResult | Mapping[str, Any]
 _STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
 #: Beside a figure timed while the machine was disturbed.
 MARK = "!"
@@ -131,8 +137,9 @@ def _notes(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def disturbed_line(result: dict[str, Any]) -> str | None:
+def disturbed_line(result: Result) -> str | None:
     """``DISTURBED: <reasons> ...`` for a run other work disturbed, else ``None``."""
+    result = as_dict(result)
     st = result.get("stability") or {}
     if not st.get("disturbed"):
         return None
@@ -189,8 +196,9 @@ def _compute_lines(c: dict[str, Any] | None, result: dict[str, Any]) -> list[str
     return out
 
 
-def to_markdown(result: dict[str, Any]) -> str:
+def to_markdown(result: Result) -> str:
     """The summary table, stage split, worst images and notes as Markdown."""
+    result = as_dict(result)
     h, s = result["header"], result["header"]["settings"]
     m, v = h["machine"], h["versions"]
     rows = _rows(result)
@@ -389,9 +397,10 @@ def _iou_panel(ax: Any, result: dict[str, Any]) -> None:
                 va="top", fontsize=8, color="dimgrey")  # fmt: skip
 
 
-def plot_figure(result: dict[str, Any]) -> Any:
+def plot_figure(result: Result) -> Any:
     """The ``matplotlib.figure.Figure`` of bench.png (no pyplot state): batch-1 p50 latency vs
     mAP@0.5 per artifact, and each artifact's matched-IoU histogram against the reference."""
+    result = as_dict(result)
     fig = MPL_FIGURE.Figure(figsize=(12, 4.8))
     canvas = MPL_AGG.FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
@@ -408,18 +417,20 @@ def plot_figure(result: dict[str, Any]) -> Any:
     return fig
 
 
-def plot_report(result: dict[str, Any], path: str | Path) -> Path:
+def plot_report(result: Result, path: str | Path) -> Path:
     """Write :func:`plot_figure` as a PNG at ``path``. Needs matplotlib."""
+    result = as_dict(result)
     path = Path(path)
     plot_figure(result).savefig(path, dpi=120)
     return path
 
 
 def write_report(
-    result: dict[str, Any], out_dir: str | Path, *, log: Callable[[str], object] | None = None
+    result: Result, out_dir: str | Path, *, log: Callable[[str], object] | None = None
 ) -> dict[str, Path]:
     """Write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir``; returns their paths
     by kind (``json``, ``md``, ``png``). Without matplotlib the PNG is skipped with a note."""
+    result = as_dict(result)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "bench.json", "md": out / "bench.md"}
@@ -456,8 +467,9 @@ def _fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
     return [c for c in rows[0] if c in chosen]
 
 
-def print_report(result: dict[str, Any], console: Any = None) -> None:
+def print_report(result: Result, console: Any = None) -> None:
     """The summary as a rich table, then the notes (what was not benched, and why)."""
+    result = as_dict(result)
 
     console = console or make_console()
     s = result["header"]["settings"]

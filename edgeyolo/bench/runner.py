@@ -7,9 +7,9 @@ export folders whose manifest lists them):
   batch size (:mod:`edgeyolo.bench.latency`), with the backend's stage split and the CPU cost
   of preprocessing one frame. With ``isolate=True`` every backend is timed in a fresh process
   (``multiprocessing`` spawn): torch and ONNX Runtime in one process fight over cores.
-- **mAP@0.5 and mAP@0.5:0.95** at COCO settings (conf 0.001, IoU 0.5, 300 detections): an
-  ``.onnx`` is scored through a copy of its graph with the NMS retargeted to those settings; an
-  engine can only be scored at the thresholds baked into it, which the report says.
+- **mAP@0.5 and mAP@0.5:0.95** at COCO settings (:data:`COCO_NMS`: conf 0.001, IoU 0.5, 300
+  detections): an ``.onnx`` is scored through a copy of its graph with the NMS retargeted to those
+  settings; an engine can only be scored at the thresholds baked into it, which the report says.
 - **parity** (:func:`edgeyolo.metrics.parity.parity_report`) at the deployment thresholds in the
   export's ``manifest.json``, against the checkpoint run at the same thresholds.
 - **compute**: the model's GFLOP per image, each artifact's achieved GFLOP/s at batch 1, and the
@@ -20,8 +20,11 @@ export folders whose manifest lists them):
   after them, each latency series' p99/p50, and the 1-minute load average before and after. A
   disturbed run is marked in every output, and its speed ratios are flagged as unreliable.
 
-The result is a JSON-ready dict (:func:`run_bench`); :mod:`edgeyolo.bench.report` writes
-it as JSON, Markdown and a PNG plot and prints it as a rich table.
+:func:`run_bench` takes a :class:`~edgeyolo.bench.config.BenchConfig` and returns a
+:class:`~edgeyolo.bench.results.BenchResult` (``to_dict()``: the JSON-ready ``bench.json``);
+:mod:`edgeyolo.bench.report` writes it as JSON, Markdown and a PNG plot and prints it as a rich
+table. The steps: :func:`_prepare` (data, artifacts, reference), :func:`_time_all`,
+:func:`_compute` and :func:`_stability`, then :func:`_score` per artifact.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,7 @@ from rich.progress import (
 
 from edgeyolo import cpuinfo
 from edgeyolo.bench import roofline
+from edgeyolo.bench.config import BenchConfig
 from edgeyolo.bench.latency import (
     available_cores,
     cpu_snapshot,
@@ -61,82 +66,186 @@ from edgeyolo.bench.latency import (
     time_model_isolated,
 )
 from edgeyolo.bench.report import print_report, to_markdown, write_report
+from edgeyolo.bench.results import (
+    SCHEMA,
+    ArtifactResult,
+    ArtifactSpec,
+    BenchResult,
+    Compute,
+    Score,
+    Timing,
+)
+from edgeyolo.config import (
+    DEFAULT_CONF_THRES,
+    DEFAULT_IOU_THRES,
+    DEFAULT_MAX_DET,
+    EVAL_CONF_THRES,
+    EVAL_IOU_THRES,
+    EVAL_MAX_DET,
+)
 from edgeyolo.console import make_console
 from edgeyolo.data.formats import load_data_yaml, read_split
+from edgeyolo.data.records import ImageRecord
 from edgeyolo.device import select_device
 from edgeyolo.errors import ConfigError
 from edgeyolo.evaluate.evaluator import predict_with
 from edgeyolo.metrics.coco_map import compute_map
 from edgeyolo.metrics.parity import parity_report
 from edgeyolo.models.info import count_flops
-from edgeyolo.postprocess import Detections, from_outputs
+from edgeyolo.postprocess import Detections, Prediction, from_outputs
 from edgeyolo.runtime.backends import artifacts_in, open_backend
 from edgeyolo.runtime.environment import environment
 from edgeyolo.runtime.gpu import tensorrt_version
-from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest
+from edgeyolo.runtime.manifest import MANIFEST_NAME, find_entry, read_manifest
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
-from edgeyolo.runtime.thresholds import retarget_nms
+from edgeyolo.runtime.thresholds import NmsSettings, manifest_nms, retarget_nms
 
-__all__ = ["COCO_NMS", "print_report", "run_bench", "to_markdown", "write_report"]
+__all__ = [
+    "COCO_NMS",
+    "DEPLOY_NMS",
+    "BenchConfig",
+    "BenchResult",
+    "print_report",
+    "run_bench",
+    "to_markdown",
+    "write_report",
+]
 
-SCHEMA = "edgeyolo.bench/1"
-COCO_NMS: dict[str, float | int] = {"conf_thres": 0.001, "iou_thres": 0.5, "max_det": 300}
-_DEPLOY_DEFAULT: dict[str, float | int] = {"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 100}
+#: The NMS every artifact's mAP is scored at (an engine's baked NMS excepted).
+COCO_NMS = NmsSettings(EVAL_CONF_THRES, EVAL_IOU_THRES, EVAL_MAX_DET)
+#: The deployment NMS of a model whose manifest gives none (``edgeyolo export``'s defaults).
+DEPLOY_NMS = NmsSettings(DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET)
 _EVAL_BATCH = 8
 #: Bins of the matched pairs' ``1 - IoU`` (log-spaced; IoU 1 - 1e-7 lands in the first bin).
 _GAP_EDGES = np.geomspace(1e-6, 0.5, 41)
 Log = Callable[[str], object]
+#: key → what to bench and how it timed, the reference first.
+Timed = dict[str, tuple[ArtifactSpec, Timing]]
 
 
-def _nms_text(nms: dict[str, Any]) -> str:
-    return f"conf {nms['conf_thres']}, IoU {nms['iou_thres']}, {nms['max_det']} dets"
+def _nms_text(nms: NmsSettings) -> str:
+    return f"conf {nms.conf_thres}, IoU {nms.iou_thres}, {nms.max_det} dets"
 
 
-def _artifacts(weights: Path, models: Sequence[Path]) -> list[dict[str, Any]]:
-    """The reference first, then every model file (folders expanded through their manifest)."""
+def _note(bucket: list[str], line: str, log: Log | None) -> None:
+    """Append ``line`` to ``bucket`` (``not_available`` or ``failed``) and pass it to ``log``."""
+    bucket.append(line)
+    if log:
+        log(line)
 
+
+@dataclass
+class _Run:
+    """What the steps of one run share (the scored images, the reference model, the progress
+    display, the lines reported so far) and the reference's predictions per ``(input size,
+    NMS)``, so that exports at the same settings share one pass of the checkpoint."""
+
+    config: BenchConfig
+    records: list[ImageRecord]
+    names: tuple[str, ...]
+    img_size: int
+    net: torch.nn.Module
+    log: Log | None = None
+    prog: Any = None
+    not_available: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    ref_preds: dict[tuple[int, NmsSettings], list[Prediction]] = field(default_factory=dict)
+
+    @property
+    def files(self) -> list[str]:
+        return [str(r.path) for r in self.records]
+
+
+def _model_files(models: Sequence[Path]) -> list[Path]:
+    """Every model file given (folders expanded through their manifest), each once, in order."""
     found: list[Path] = []
-    for m in map(Path, models):
+    for m in models:
         found += artifacts_in(m) if m.is_dir() else [m]
     files: list[Path] = []
-    for f in found:  # each file once, in the order given
+    for f in found:
         if f.resolve() not in {g.resolve() for g in files}:
             files.append(f)
-    nms0 = dict(_DEPLOY_DEFAULT)
-    out = [{"path": weights, "kind": "pt", "nms": nms0, "img_size": None, "half": False}]
-    out[0]["cpu_target"] = None
-    for f in files:
-        if not f.is_file():
-            raise ConfigError(f"{f}: no such model file (.onnx or .engine, or an export folder)")
-        kind = "engine" if f.suffix.lower() in (".engine", ".plan") else f.suffix.lower()[1:]
-        if kind not in ("onnx", "engine"):
-            raise ConfigError(f"{f}: bench takes .onnx and .engine files (the .pt is --weights)")
-        has = (f.parent / MANIFEST_NAME).is_file()
-        man = read_manifest(f.parent) if has else {}
-        nms = {k: man["nms"][k] for k in _DEPLOY_DEFAULT} if "nms" in man else dict(_DEPLOY_DEFAULT)
-        size = int(man["input"]["shape"][-1]) if "input" in man else None
-        entry = next((e for e in man.get("artifacts", []) if e.get("file") == f.name), {})
-        out.append(
-            {
-                "path": f,
-                "kind": kind,
-                "nms": nms,
-                "img_size": size,
-                "raw": man.get("raw"),
-                "half": False,
-                "cpu_target": entry.get("cpu_target"),
-            }
+    return files
+
+
+def _export_spec(f: Path) -> ArtifactSpec:
+    """An exported file: its kind, and from its folder's manifest (if any) the deployment NMS,
+    the input size, whether it is raw, and its ``cpu_target``."""
+    if not f.is_file():
+        raise ConfigError(f"{f}: no such model file (.onnx or .engine, or an export folder)")
+    kind = "engine" if f.suffix.lower() in (".engine", ".plan") else f.suffix.lower()[1:]
+    if kind not in ("onnx", "engine"):
+        raise ConfigError(f"{f}: bench takes .onnx and .engine files (the .pt is --weights)")
+    man = read_manifest(f.parent) if (f.parent / MANIFEST_NAME).is_file() else {}
+    return ArtifactSpec(
+        key=f.name,
+        path=f,
+        kind=kind,
+        nms=manifest_nms(man) or DEPLOY_NMS,
+        img_size=int(man["input"]["shape"][-1]) if "input" in man else None,
+        raw=man.get("raw"),
+        cpu_target=(find_entry(man, file=f.name) or {}).get("cpu_target"),
+    )
+
+
+def _artifacts(weights: Path, models: Sequence[Path]) -> list[ArtifactSpec]:
+    """The reference first (at the first export's NMS, so that its timing compares like with
+    like), then every model file; keys are file names, ``folder/name`` where names repeat."""
+    exports = [_export_spec(f) for f in _model_files(models)]
+    nms = exports[0].nms if exports else DEPLOY_NMS
+    specs = [ArtifactSpec(key=weights.name, path=weights, kind="pt", nms=nms), *exports]
+    names = [s.path.name for s in specs]
+    return [
+        replace(s, key=f"{s.path.parent.name}/{s.path.name}") if names.count(s.path.name) > 1 else s
+        for s in specs
+    ]
+
+
+def _benchable(
+    specs: list[ArtifactSpec], config: BenchConfig, not_available: list[str], log: Log | None
+) -> list[ArtifactSpec]:
+    """``specs`` less what this machine cannot bench (each a line in ``not_available``), with
+    the checkpoint in fp16 after the reference where ``config.torch_half`` asks for it."""
+    has_trt = tensorrt_version() is not None
+    if not has_trt and not any(s.kind == "engine" for s in specs):
+        not_available.append("TensorRT not installed: no engine benched")
+    for s in specs:
+        if s.kind == "engine" and not has_trt:
+            _note(not_available, f"{s.key}: TensorRT not installed: not benched", log)
+        elif s.raw:
+            _note(not_available, f"{s.key}: ends at the raw head maps (--raw): not benched", log)
+    specs = [s for s in specs if not s.raw and (s.kind != "engine" or has_trt)]
+    half = config.torch_half
+    if half or (half is None and select_device(config.device).type == "cuda"):
+        specs.insert(1, replace(specs[0], half=True, key=f"{specs[0].key} (fp16)"))
+    elif half is None:  # beside the exports' fp16 on CUDA only
+        not_available.append(
+            f"{specs[0].key} (fp16): PyTorch fp16 is benched by default on CUDA only (this run "
+            "is on cpu, where it is slow); --torch-half forces it"
         )
-    names = [a["path"].name for a in out]
-    for a in out:  # file name, or parent/name where two folders hold the same name
-        dup = names.count(a["path"].name) > 1
-        a["key"] = f"{a['path'].parent.name}/{a['path'].name}" if dup else a["path"].name
-    if out[1:] and out[1]["nms"] != _DEPLOY_DEFAULT:
-        out[0]["nms"] = dict(out[1]["nms"])  # time the reference at the export's thresholds
-    return out
+    return specs
 
 
-def _letterboxed(records: Sequence[Any], img_size: int, n: int) -> np.ndarray:
+def _prepare(config: BenchConfig, log: Log | None) -> tuple[_Run, list[ArtifactSpec]]:
+    """Read the split, list what to bench (each with its input size) and open the reference."""
+    data = load_data_yaml(config.data)
+    records = read_split(data, config.split).records[: config.max_images]
+    if not records:
+        raise ConfigError(f"{config.data}: the {config.split!r} split has no images")
+    not_available: list[str] = []
+    specs = _benchable(_artifacts(config.weights, config.models), config, not_available, log)
+    with open_backend(config.weights, device="cpu") as ref:
+        names, ref_size, net = tuple(ref.class_names), ref.img_size, ref.model
+    if len(data.names) != len(names):
+        raise ConfigError(
+            f"{config.data} has {len(data.names)} classes but {config.weights} has {len(names)}"
+        )
+    size = config.img_size or ref_size
+    run = _Run(config, records, names, size, net, log=log, not_available=not_available)
+    return run, [replace(s, img_size=s.img_size or size) for s in specs]
+
+
+def _letterboxed(records: Sequence[ImageRecord], img_size: int, n: int) -> np.ndarray:
     """``float32[n, 3, S, S]``: the first ``n`` records (cycled) as every backend receives them."""
 
     chosen = [records[i % len(records)] for i in range(n)]
@@ -150,14 +259,52 @@ def _letterboxed(records: Sequence[Any], img_size: int, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(got), dtype=np.float32)
 
 
+def _time_all(run: _Run, specs: Sequence[ArtifactSpec]) -> tuple[Timed, float | None]:
+    """Time every artifact, all before this process loads any model for scoring; returns those
+    timed and the share of the CPU other processes used meanwhile. One that fails is a line in
+    ``failed`` (``not_available`` where this machine cannot run it).
+
+    Raises:
+        ConfigError: the reference itself could not be timed.
+    """
+    cfg = run.config
+    frame = cv2.imread(str(run.records[0].path))
+    timer = time_model_isolated if cfg.isolate else time_model
+    batches: dict[int, np.ndarray] = {}
+    timed: Timed = {}
+    ref_error = ""
+    start = cpu_snapshot()
+    for s in specs:
+        assert s.img_size is not None  # set by _prepare
+        if s.img_size not in batches:
+            batches[s.img_size] = _letterboxed(run.records, s.img_size, cfg.batch_sizes[-1])
+        with _task(run.prog, f"timing {s.key}"):
+            t = timer(
+                s.path, images=batches[s.img_size], frame=frame, batch_sizes=cfg.batch_sizes,
+                warmup=cfg.warmup, runs=cfg.runs, device=cfg.device, threads=cfg.threads,
+                nms=asdict(s.nms), half=s.half,
+            )  # fmt: skip
+        if t["ok"]:
+            timed[s.key] = (s, Timing.from_dict(t))
+            continue
+        why = f"{s.key}: {t['error']}"
+        _note(run.not_available if t["unavailable"] else run.failed, why, run.log)
+        if s is specs[0]:
+            ref_error = why
+    others = others_share(start, cpu_snapshot())
+    if specs[0].key not in timed:
+        raise ConfigError(f"the reference {cfg.weights} could not be timed: {ref_error}")
+    return timed, others
+
+
 def _predict(
     backend_fn: Callable[[np.ndarray], list[Any]],
-    records: Sequence[Any],
+    records: Sequence[ImageRecord],
     img_size: int,
     batch: int,
     progress: Any,
     label: str,
-) -> list[Any]:
+) -> list[Prediction]:
     """Predictions ``(boxes, scores, labels)`` per record in image pixels, with a progress task."""
 
     task = progress.add_task(label, total=math.ceil(len(records) / batch)) if progress else None
@@ -175,12 +322,82 @@ def _predict(
             progress.remove_task(task)
 
 
-def _as_dets(preds: Sequence[Any]) -> list[Any]:
+def _predict_file(
+    run: _Run, path: Path, size: int, label: str, nms: NmsSettings | None = None, **kw: Any
+) -> list[Prediction]:
+    """Predictions of the model file ``path`` at input size ``size``; ``nms`` and ``kw``
+    (``half``, ``img_size``) go to a checkpoint's backend (an export has its own NMS)."""
+    cfg = run.config
+    kw.update(asdict(nms) if nms else {})
+    with open_backend(path, device=cfg.device, threads=cfg.threads, **kw) as b:
+        bs = min(_EVAL_BATCH, b.max_batch) if b.name == "tensorrt" else _EVAL_BATCH
+        return _predict(b.infer, run.records, size, bs, run.prog, label)
 
+
+def _predict_retargeted(run: _Run, spec: ArtifactSpec, size: int) -> list[Prediction]:
+    """Predictions of an ``.onnx`` through a copy of its graph with the NMS set to COCO's."""
+    coco = retarget_nms(onnx.load(str(spec.path)), **asdict(COCO_NMS)).SerializeToString()
+    with OnnxRuntimeSession(coco, threads=run.config.threads) as s:
+
+        def infer(x: np.ndarray) -> list[Any]:
+            return from_outputs(s.run(x))
+
+        return _predict(infer, run.records, size, _EVAL_BATCH, run.prog, f"{spec.key}: mAP")
+
+
+def _as_dets(preds: Sequence[Prediction]) -> list[Detections]:
     return [
         Detections(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(c))
         for b, s, c in preds
     ]
+
+
+def _parity(run: _Run, ref: Sequence[Prediction], preds: Sequence[Prediction]) -> dict[str, Any]:
+    """:func:`parity_report`'s dict plus the histogram of the matched pairs' ``1 - IoU``."""
+    rep = parity_report(_as_dets(ref), _as_dets(preds), files=run.files)
+    gap = np.clip(1.0 - rep.ious, _GAP_EDGES[0], _GAP_EDGES[-1])
+    edges = [float(f"{e:.4g}") for e in _GAP_EDGES]
+    hist = {
+        "of": "1 - IoU",
+        "edges": edges,
+        "counts": np.histogram(gap, bins=_GAP_EDGES)[0].tolist(),
+    }
+    return {**rep.to_dict(), "iou_histogram": hist}
+
+
+def _reference_preds(run: _Run, size: int, nms: NmsSettings) -> list[Prediction]:
+    """The checkpoint's predictions at ``size`` and ``nms``, computed once per pair."""
+    if (size, nms) not in run.ref_preds:
+        run.ref_preds[size, nms] = _predict_file(
+            run, run.config.weights, size, "reference at the export's NMS", nms, img_size=size
+        )
+    return run.ref_preds[size, nms]
+
+
+def _score(run: _Run, spec: ArtifactSpec) -> Score:
+    """mAP (COCO settings where the format allows) and parity against the checkpoint."""
+    key, size = spec.key, spec.img_size
+    assert size is not None  # set by _prepare
+    setting = f"COCO ({_nms_text(COCO_NMS)})"
+    parity = None
+    if spec.kind == "pt" and not spec.half:
+        map_preds = _predict_file(run, spec.path, size, f"{key}: mAP", COCO_NMS, img_size=size)
+    else:
+        ref = _reference_preds(run, size, spec.nms)
+        if spec.kind == "pt":  # the checkpoint in fp16: its own NMS, at both settings
+            pt = {"img_size": size, "half": True}
+            preds = _predict_file(run, spec.path, size, f"{key}: parity", spec.nms, **pt)
+            map_preds = _predict_file(run, spec.path, size, f"{key}: mAP", COCO_NMS, **pt)
+        elif spec.kind == "onnx":
+            preds = _predict_file(run, spec.path, size, f"{key}: parity")
+            map_preds = _predict_retargeted(run, spec, size)
+            setting += ", through a copy of the graph with its NMS retargeted"
+        else:
+            map_preds = preds = _predict_file(run, spec.path, size, f"{key}: parity")
+            setting = f"the engine's baked NMS ({_nms_text(spec.nms)}), not COCO's"
+        parity = _parity(run, ref, preds)
+    m = compute_map(map_preds, run.records, run.names)
+    return Score(map50=m.map50, map50_95=m.map50_95, parity=parity, map_setting=setting)
 
 
 def _progress(enabled: bool) -> Any:
@@ -199,120 +416,50 @@ def _progress(enabled: bool) -> Any:
     )
 
 
-def _entry(a: dict[str, Any], t: dict[str, Any]) -> dict[str, Any]:
-    b1 = t["batches"]["1"]
-    return {
-        "file": str(a["path"]),
-        "kind": a["kind"],
-        "backend": t["backend"],
-        "precision": t["precision"],
-        "device": t["device"],
-        "latency_ms": {k: b1[k] for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")},
-        "throughput_ips": b1["throughput_ips"],
-        "stages_ms": b1["stages_ms"],
-        "bytes_d2h": b1["bytes_d2h"],
-        "batches": t["batches"],
-        "threads": t["threads"],
-        "skipped": t["skipped"],
-        "nms": a["nms"],
-        "cpu_target": a["cpu_target"],
-    }
-
-
-def _score(
-    a: dict[str, Any], records: Sequence[Any], ctx: dict[str, Any], prog: Any
-) -> dict[str, Any]:
-    """mAP (COCO settings where the format allows) and parity against the checkpoint."""
-
-    key, size, dev, threads = a["key"], a["img_size"], ctx["device"], ctx["threads"]
-
-    def predict(path: Path, label: str, **kw: Any) -> list[Any]:
-        torch_threads = torch.get_num_threads()  # a pinned PyTorch backend changes it globally
-        try:
-            with open_backend(path, device=dev, threads=threads, **kw) as b:
-                bs = min(_EVAL_BATCH, b.max_batch) if b.name == "tensorrt" else _EVAL_BATCH
-                return _predict(b.infer, records, size, bs, prog, label)
-        finally:
-            torch.set_num_threads(torch_threads)
-
-    out: dict[str, Any] = {"parity": None, "map_setting": f"COCO ({_nms_text(COCO_NMS)})"}
-    if a["kind"] == "pt" and not a["half"]:
-        map_preds = predict(a["path"], f"{key}: mAP", **COCO_NMS)
-    else:
-        rk = (size, *a["nms"].values())
-        if rk not in ctx["ref_preds"]:
-            ctx["ref_preds"][rk] = predict(
-                ctx["weights"], "reference at the export's NMS", img_size=size, **a["nms"]
-            )
-        if a["kind"] == "pt":  # the checkpoint in fp16: its own NMS, at both settings
-            preds = predict(a["path"], f"{key}: parity", half=True, **a["nms"])
-            map_preds = predict(a["path"], f"{key}: mAP", half=True, **COCO_NMS)
-        elif a["kind"] == "onnx":
-            preds = predict(a["path"], f"{key}: parity")
-            coco = retarget_nms(onnx.load(str(a["path"])), **COCO_NMS).SerializeToString()
-            with OnnxRuntimeSession(coco, threads=threads) as s:
-
-                def run(x: np.ndarray) -> list[Any]:
-                    o = s.run(x)
-                    return from_outputs(o)
-
-                map_preds = _predict(run, records, size, _EVAL_BATCH, prog, f"{key}: mAP")
-            out["map_setting"] += ", through a copy of the graph with its NMS retargeted"
-        else:
-            map_preds = preds = predict(a["path"], f"{key}: parity")
-            out["map_setting"] = f"the engine's baked NMS ({_nms_text(a['nms'])}), not COCO's"
-        rep = parity_report(_as_dets(ctx["ref_preds"][rk]), _as_dets(preds), files=ctx["files"])
-        gap = np.clip(1.0 - rep.ious, _GAP_EDGES[0], _GAP_EDGES[-1])
-        edges = [float(f"{e:.4g}") for e in _GAP_EDGES]
-        hist = {"of": "1 - IoU", "edges": edges, "counts": []}
-        hist["counts"] = np.histogram(gap, bins=_GAP_EDGES)[0].tolist()
-        out["parity"] = {**rep.to_dict(), "iou_histogram": hist}
-    m = compute_map(map_preds, records, ctx["names"])
-    return {"map50": m.map50, "map50_95": m.map50_95, **out}
+def _roof_measure(isolate: bool) -> Callable[..., roofline.Roof]:
+    """The fp32 roof measurement: in its own process with ``isolate`` (read at call time, so a
+    test may replace it)."""
+    return roofline.matmul_roof_isolated if isolate else roofline.matmul_roof
 
 
 def _compute(
-    out: dict[str, dict[str, Any]],
-    model: torch.nn.Module,
-    threads: int | None,
-    isolate: bool,
-    not_available: list[str],
-) -> dict[str, Any]:
+    timed: Timed, model: torch.nn.Module, config: BenchConfig, not_available: list[str]
+) -> tuple[dict[str, Compute], dict[str, Any]]:
     """Each artifact's achieved GFLOP/s at batch 1 against its device's fp32 matmul roof
-    (:mod:`edgeyolo.bench.roofline`); returns the header's ``compute`` block. A roof that
-    cannot be measured is a line in ``not_available``, and its artifacts get GFLOP/s only."""
+    (:mod:`edgeyolo.bench.roofline`), and the header's ``compute`` block. A roof that cannot be
+    measured is a line in ``not_available``, and its artifacts get GFLOP/s only."""
 
     gflop: dict[int, float] = {}
     roofs: dict[str, dict[str, Any]] = {}
     tried: set[str] = set()
-    for a in out.values():
-        size, dev = a["img_size"], a["device"]
+    out: dict[str, Compute] = {}
+    for key, (s, t) in timed.items():
+        size, dev = s.img_size, t.device
+        assert size is not None  # set by _prepare
         if size not in gflop:
             gflop[size] = count_flops(model, size) / 1e9
         if dev not in tried:
             tried.add(dev)
-            measure = roofline.matmul_roof_isolated if isolate else roofline.matmul_roof
+            measure = _roof_measure(config.isolate)
             try:
-                roofs[dev] = measure(device=dev, threads=threads).to_dict()
+                roofs[dev] = measure(device=dev, threads=config.threads).to_dict()
             except Exception as e:  # a broken CUDA context must not lose the timings above
                 not_available.append(f"fp32 roof on {dev}: not measured ({one_line(e)})")
-        rate = gflop[size] / (a["latency_ms"]["p50"] / 1000.0)
-        a["compute"] = {"gflop_per_image": gflop[size], "gflops_per_s": rate}
+        rate = gflop[size] / (t.p50_ms / 1000.0)
+        out[key] = Compute(gflop_per_image=gflop[size], gflops_per_s=rate)
         if dev in roofs:
             peak = roofs[dev]["gflops_per_s"]
-            a["compute"].update(roof_fraction=rate / peak, floor_ms=1000.0 * gflop[size] / peak)
-    return {"gflop_per_image": {str(k): v for k, v in gflop.items()}, "roofs": roofs}
+            out[key] = replace(
+                out[key], roof_fraction=rate / peak, floor_ms=1e3 * gflop[size] / peak
+            )
+    return out, {"gflop_per_image": {str(k): v for k, v in gflop.items()}, "roofs": roofs}
 
 
-def _cpu_roof(
-    threads: int | None, isolate: bool, when: str, not_available: list[str]
-) -> float | None:
+def _cpu_roof(config: BenchConfig, when: str, not_available: list[str]) -> float | None:
     """The CPU's fp32 roof in GFLOP/s, measured as :func:`_compute` does; ``None`` (and a line in
     ``not_available``) where it cannot be."""
-
-    measure = roofline.matmul_roof_isolated if isolate else roofline.matmul_roof
     try:
-        return measure(device="cpu", threads=threads).gflops_per_s
+        return _roof_measure(config.isolate)(device="cpu", threads=config.threads).gflops_per_s
     except Exception as e:
         not_available.append(
             f"fp32 roof on cpu {when} the timed runs: not measured ({one_line(e)})"
@@ -321,15 +468,16 @@ def _cpu_roof(
 
 
 def _stability(
-    out: dict[str, dict[str, Any]],
+    timed: Timed,
     before: tuple[float | None, float | None],
     compute: dict[str, Any],
     measure_after: Callable[[], float | None],
     *,
     others: float | None = None,
-) -> dict[str, Any]:
-    """Judge the run (:func:`~edgeyolo.bench.latency.judge_stability`) and mark each artifact:
-    ``disturbed`` (its own series is noisy, or the machine was busy) and ``disturbed_reasons``.
+) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
+    """Judge the run (:func:`~edgeyolo.bench.latency.judge_stability`); returns the verdict and,
+    per artifact, why its timing is suspect (its own series is noisy, or the machine was busy;
+    empty: it is not).
 
     Args:
         before: ``(fp32 roof on the CPU, load average)`` read just before the first timed run.
@@ -340,9 +488,9 @@ def _stability(
     """
 
     roof_after = compute["roofs"].get("cpu", {}).get("gflops_per_s")
-    if before[0] is not None and all(a["device"] != "cpu" for a in out.values()):
+    if before[0] is not None and all(t.device != "cpu" for _, t in timed.values()):
         roof_after = measure_after()  # every backend ran on a GPU: _compute measured no CPU roof
-    noisy = {k: noisy_series(a["batches"]) for k, a in out.items()}
+    noisy = {k: noisy_series(t.batches) for k, (_, t) in timed.items()}
     verdict = judge_stability(
         roof_before=before[0],
         roof_after=roof_after,
@@ -352,18 +500,14 @@ def _stability(
         noisy={k: v for k, v in noisy.items() if v},
         others=others,
     )
-    for k, a in out.items():
-        why = noisy[k] + (
-            ["the machine was busy (see stability)"] if verdict["machine_busy"] else []
-        )
-        a.update(disturbed=bool(why), disturbed_reasons=why)
-    return verdict
+    busy = ["the machine was busy (see stability)"] if verdict["machine_busy"] else []
+    return verdict, {k: (*noisy[k], *busy) for k in timed}
 
 
-def _cpu_target_notes(arts: Sequence[dict[str, Any]]) -> list[str]:
+def _cpu_target_notes(specs: Sequence[ArtifactSpec]) -> list[str]:
     """A note per int8 graph made for VNNI (``cpu_target: vnni``) benched on a CPU without it."""
 
-    vnni = [a["key"] for a in arts if a.get("cpu_target") == "vnni"]
+    vnni = [s.key for s in specs if s.cpu_target == "vnni"]
     if not vnni or cpuinfo.has_vnni():
         return []
     return [
@@ -386,10 +530,15 @@ def _task(prog: Any, label: str) -> Iterator[None]:
             prog.remove_task(task)
 
 
-def _header(
-    command: str | None, settings: dict[str, Any], compute: dict[str, Any]
-) -> dict[str, Any]:
+def _header(run: _Run, command: str | None, compute: dict[str, Any]) -> dict[str, Any]:
     """The report's header: schema, date, command, machine and versions, settings, compute."""
+    cfg = run.config
+    settings = {
+        "weights": str(cfg.weights), "data": str(cfg.data), "split": cfg.split,
+        "images": len(run.records), "img_size": run.img_size, "batch_sizes": list(cfg.batch_sizes),
+        "warmup": cfg.warmup, "runs": cfg.runs, "device": cfg.device, "threads": cfg.threads,
+        "isolate": cfg.isolate, "isolation": cfg.isolation,
+    }  # fmt: skip
     return {
         "schema": SCHEMA,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -398,159 +547,66 @@ def _header(
         "settings": settings,
         "compute": compute,
         "thresholds": {
-            "map": dict(COCO_NMS),
+            "map": asdict(COCO_NMS),
             "parity": "each export's deployment NMS (manifest.json), the reference at the same; "
             "matching greedy by reference score, same class, IoU >= 0.5",
         },
     }
 
 
-def _isolation(isolate: bool, threads: int | None) -> str:
-    where = "each backend timed in its own process (spawn)" if isolate else "one process"
-    if threads:
-        return f"{where}; torch and ONNX Runtime intra-op threads pinned to {threads}"
-    return f"{where}; thread counts at torch's and ONNX Runtime's defaults" + (
-        "" if isolate else " (they may contend for cores)"
-    )
-
-
 def run_bench(
-    weights: str | Path,
-    models: Sequence[str | Path],
-    data: str | Path,
+    config: BenchConfig,
     *,
-    split: str = "val",
-    batch_sizes: Sequence[int] = (1, 8),
-    warmup: int = 10,
-    runs: int = 100,
-    threads: int | None = None,
-    isolate: bool = True,
-    max_images: int | None = None,
-    device: str = "auto",
-    torch_half: bool | None = None,
     progress: bool = True,
     command: str | None = None,
     log: Log | None = None,
-) -> dict[str, Any]:
-    """Bench the checkpoint ``weights`` (the reference) and every model in ``models``.
+) -> BenchResult:
+    """Bench the checkpoint ``config.weights`` (the reference) and every model in
+    ``config.models`` (see :class:`~edgeyolo.bench.config.BenchConfig` for the settings).
 
     Args:
-        weights: the ``.pt`` checkpoint the exports were made from.
-        models: ``.onnx`` / ``.engine`` files, or export folders (their ``manifest.json``).
-        data: a ``data.yaml``; its ``split`` is scored (the first ``max_images`` images).
-        batch_sizes: batch sizes to time; batch 1 is always timed (it is ``latency_ms``).
-        warmup, runs: untimed and timed calls of ``infer`` per batch size.
-        threads: intra-op threads of torch and ONNX Runtime (``None``: their defaults).
-        isolate: time each backend in its own spawned process.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``auto`` runs ONNX Runtime on CPU).
-        torch_half: also bench the checkpoint in fp16 (``model.half()``), with parity against
-            its fp32 self. ``None``: where it runs on CUDA (on a CPU the report says it was
-            not benched); ``True``: on a CPU too; ``False``: never.
+        config: what to bench, and how.
+        progress: show progress bars on stderr.
         command: the command line recorded in the report (default: ``sys.argv``).
         log: called with each note as it happens (models skipped or failed).
 
-    With ``isolate=True`` the timing processes are *spawned*: a script calling this must guard
+    With ``config.isolate`` the timing processes are *spawned*: a script calling this must guard
     its entry point with ``if __name__ == "__main__":`` (spawn re-imports the main module).
 
     Returns:
-        JSON-ready: ``header`` (machine, versions, command, date, settings), ``reference`` (the
-        checkpoint's key), ``artifacts`` (key → figures, reference first), ``stability``
-        (whether other work disturbed the timing, and why: :func:`_stability`), ``notes``
-        (facts that qualify a figure), ``not_available`` and ``failed`` (one line per model or
-        fact).
+        The header (machine, versions, command, date, settings), the reference's key, a result
+        per artifact (reference first), the stability verdict (:func:`_stability`), notes (facts
+        that qualify a figure), and a line per model or fact not available or failed.
+
+    Raises:
+        ConfigError: no images in the split, a model file that is missing or of the wrong kind,
+            a class count that differs from the checkpoint's, or a reference that cannot run.
     """
-
-    weights = Path(weights)
-    if weights.suffix != ".pt" or not weights.is_file():
-        raise ConfigError(f"{weights}: no such checkpoint (--weights takes the .pt file)")
-    sizes = sorted({1, *batch_sizes})
-    if sizes[0] < 1 or warmup < 0 or runs < 1:
-        raise ConfigError(f"need batches >= 1, warmup >= 0, runs >= 1; got {sizes}/{warmup}/{runs}")
-    spec = load_data_yaml(data)
-    records = read_split(spec, split).records[:max_images]
-    if not records:
-        raise ConfigError(f"{data}: the {split!r} split has no images")
-    arts = _artifacts(weights, models)
-    not_available: list[str] = []
-    failed: list[str] = []
-
-    def skip(a: dict[str, Any], why: str, bucket: list[str]) -> None:
-        bucket.append(f"{a['key']}: {why}")
-        if log:
-            log(bucket[-1])
-
-    has_trt = tensorrt_version() is not None
-    if not has_trt and not any(a["kind"] == "engine" for a in arts):
-        not_available.append("TensorRT not installed: no engine benched")
-    for a in arts:
-        if a["kind"] == "engine" and not has_trt:
-            skip(a, "TensorRT not installed: not benched", not_available)
-        elif a.get("raw"):
-            skip(a, "ends at the raw head maps (--raw): not benched", not_available)
-    arts = [a for a in arts if not a.get("raw") and (a["kind"] != "engine" or has_trt)]
-    ref_dev = select_device(device).type
-    if torch_half or (torch_half is None and ref_dev == "cuda"):  # beside the exports' fp16
-        arts.insert(1, {**arts[0], "half": True, "key": f"{arts[0]['key']} (fp16)"})
-    elif torch_half is None:
-        not_available.append(
-            f"{arts[0]['key']} (fp16): PyTorch fp16 is benched by default on CUDA only (this run "
-            "is on cpu, where it is slow); --torch-half forces it"
-        )
-    with open_backend(weights, device="cpu") as ref:
-        names, ref_size, net = ref.class_names, ref.img_size, ref.model
-    if len(spec.names) != len(names):
-        raise ConfigError(f"{data} has {len(spec.names)} classes but {weights} has {len(names)}")
-    frame = cv2.imread(str(records[0].path))
-    timer = time_model_isolated if isolate else time_model
-    ctx = {"device": device, "threads": threads, "weights": weights, "names": names}
-    ctx.update(files=[str(r.path) for r in records], ref_preds={})
-    out: dict[str, dict[str, Any]] = {}
-    batches: dict[int, np.ndarray] = {}
+    run, specs = _prepare(config, log)
     with _progress(progress) as prog:
+        run.prog = prog
         with _task(prog, "measuring the fp32 roof"):
-            before = (_cpu_roof(threads, isolate, "before", not_available), load_average())
-        start = cpu_snapshot()
-        for a in arts:  # all timing first, before this process loads any model for scoring
-            size = a["img_size"] = a["img_size"] or ref_size
-            if size not in batches:
-                batches[size] = _letterboxed(records, size, sizes[-1])
-            with _task(prog, f"timing {a['key']}"):
-                t = timer(
-                    a["path"], images=batches[size], frame=frame, batch_sizes=sizes,
-                    warmup=warmup, runs=runs, device=device, threads=threads, nms=a["nms"],
-                    half=a["half"],
-                )  # fmt: skip
-            if t["ok"]:
-                out[a["key"]] = {**_entry(a, t), "img_size": size}
-            else:
-                skip(a, t["error"], not_available if t["unavailable"] else failed)
-        others = others_share(start, cpu_snapshot())
-        if arts[0]["key"] not in out:
-            raise ConfigError(f"the reference {weights} could not be timed: {failed[0]}")
+            before = (_cpu_roof(config, "before", run.not_available), load_average())
+        timed, others = _time_all(run, specs)
         with _task(prog, "measuring the fp32 roof"):
-            compute = _compute(out, net, threads, isolate, not_available)
-            stability = _stability(
-                out,
+            compute, block = _compute(timed, run.net, config, run.not_available)
+            stability, suspect = _stability(
+                timed,
                 before,
-                compute,
-                lambda: _cpu_roof(threads, isolate, "after", not_available),
+                block,
+                lambda: _cpu_roof(config, "after", run.not_available),
                 others=others,
             )
-        for a in arts:
-            if a["key"] in out:
-                out[a["key"]].update(_score(a, records, ctx, prog))
-    settings = {
-        "weights": str(weights), "data": str(data), "split": split, "images": len(records),
-        "img_size": ref_size, "batch_sizes": sizes, "warmup": warmup, "runs": runs,
-        "device": device, "threads": threads, "isolate": isolate,
-        "isolation": _isolation(isolate, threads),
-    }  # fmt: skip
-    return {
-        "header": _header(command, settings, compute),
-        "reference": arts[0]["key"],
-        "artifacts": out,
-        "stability": stability,
-        "notes": _cpu_target_notes([a for a in arts if a["key"] in out]),
-        "not_available": not_available,
-        "failed": failed,
-    }
+        scores = {k: _score(run, s) for k, (s, _) in timed.items()}
+    return BenchResult(
+        header=_header(run, command, block),
+        reference=specs[0].key,
+        artifacts={
+            k: ArtifactResult(s, t, compute[k], suspect[k], scores[k])
+            for k, (s, t) in timed.items()
+        },
+        stability=stability,
+        notes=tuple(_cpu_target_notes([s for s, _ in timed.values()])),
+        not_available=tuple(run.not_available),
+        failed=tuple(run.failed),
+    )

@@ -9,32 +9,52 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import FrozenInstanceError, replace
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from edgeyolo.bench.config import BenchConfig
+from edgeyolo.bench.results import ArtifactResult, ArtifactSpec, BenchResult
 from edgeyolo.bench.runner import print_report, run_bench, to_markdown, write_report
 from edgeyolo.cli import app
 from edgeyolo.cpuinfo import cpu_summary
+from edgeyolo.errors import ConfigError
 from edgeyolo.runtime.gpu import tensorrt_version
+from edgeyolo.runtime.thresholds import NmsSettings
 
 LATENCY_KEYS = {"min", "mean", "p50", "p90", "p95", "p99", "max"}
-FAST = {"warmup": 1, "runs": 3, "progress": False}
+FAST = {"warmup": 1, "runs": 3}
+
+
+def bench(weights, models, data, **settings) -> dict:
+    """``run_bench`` of a :class:`BenchConfig` with these settings, quietly, as ``bench.json``'s
+    dict."""
+    return run_bench(
+        BenchConfig(weights, tuple(models), data, **settings), progress=False
+    ).to_dict()
 
 
 @pytest.fixture(scope="module")
-def result(exported, busy_checkpoint, mnist_small_yaml):
+def typed(exported, busy_checkpoint, mnist_small_yaml) -> BenchResult:
     """The CPU bench (on a GPU machine too): the checkpoint, fp32 and fp16 graphs."""
-    return run_bench(
+    config = BenchConfig(
         busy_checkpoint,
-        [exported],
+        (exported,),
         mnist_small_yaml,
         batch_sizes=(2,),
         isolate=False,
         device="cpu",
         **FAST,
     )
+    return run_bench(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def result(typed):
+    return typed.to_dict()
 
 
 def test_bench_json_has_the_stable_keys(result):
@@ -69,6 +89,136 @@ def test_bench_json_has_the_stable_keys(result):
     for a in arts.values():
         assert isinstance(a["disturbed"], bool) and a["disturbed"] == bool(a["disturbed_reasons"])
     assert result["notes"] == []  # no int8 graph here
+
+
+ARTIFACT_KEYS = [
+    "file", "kind", "backend", "precision", "device", "latency_ms", "throughput_ips", "stages_ms",
+    "bytes_d2h", "batches", "threads", "skipped", "nms", "cpu_target", "img_size", "compute",
+    "disturbed", "disturbed_reasons", "map50", "map50_95", "parity", "map_setting",
+]  # fmt: skip
+
+
+def test_bench_json_keeps_its_keys_and_their_order(result):
+    """bench.json's schema (bench/README.md): a typed result must write the same keys."""
+    top = ["header", "reference", "artifacts", "stability", "notes", "not_available", "failed"]
+    assert list(result) == top
+    h = result["header"]
+    assert list(h) == [
+        "schema", "date", "command", "machine", "versions", "settings", "compute", "thresholds"
+    ]  # fmt: skip
+    assert h["schema"] == "edgeyolo.bench/1"
+    assert list(h["settings"]) == [
+        "weights", "data", "split", "images", "img_size", "batch_sizes", "warmup", "runs",
+        "device", "threads", "isolate", "isolation",
+    ]  # fmt: skip
+    assert h["thresholds"]["map"] == {"conf_thres": 0.001, "iou_thres": 0.5, "max_det": 300}
+    for a in result["artifacts"].values():
+        assert list(a) == ARTIFACT_KEYS
+        assert list(a["compute"]) == [
+            "gflop_per_image",
+            "gflops_per_s",
+            "roof_fraction",
+            "floor_ms",
+        ]
+        assert list(a["nms"]) == ["conf_thres", "iou_thres", "max_det"]
+    # The reference is timed and compared at the export's deployment NMS (its manifest's conf 0.3).
+    assert result["artifacts"]["busy.pt"]["nms"] == {
+        "conf_thres": 0.3, "iou_thres": 0.45, "max_det": 100
+    }  # fmt: skip
+
+
+def test_the_typed_result_is_what_bench_json_holds(typed, result, tmp_path):
+    assert typed.reference == "busy.pt" and list(typed.artifacts) == list(result["artifacts"])
+    a = typed.artifacts["model_fp32.onnx"]
+    assert isinstance(a, ArtifactResult)
+    assert (a.spec.kind, a.spec.img_size, a.spec.half) == ("onnx", 128, False)
+    assert a.spec.nms == NmsSettings(0.3, 0.45, 100)
+    assert (a.timing.backend, a.timing.precision, a.timing.device) == ("onnxruntime", "fp32", "cpu")
+    assert a.latency_ms == result["artifacts"]["model_fp32.onnx"]["latency_ms"]
+    assert a.timing.p50_ms == a.latency_ms["p50"] and a.disturbed == bool(a.disturbed_reasons)
+    roof = typed.header["compute"]["roofs"]["cpu"]["gflops_per_s"]
+    assert a.compute.roof_fraction == pytest.approx(a.compute.gflops_per_s / roof)
+    assert a.score.parity == result["artifacts"]["model_fp32.onnx"]["parity"]
+    assert a.score.parity["ref_count"] > 20 and typed.artifacts["busy.pt"].score.parity is None
+    assert typed.failed == () and a.to_dict() == result["artifacts"]["model_fp32.onnx"]
+    # the report takes the typed result or its dict, and writes the same files from both
+    from_typed, from_dict = (
+        write_report(typed, tmp_path / "t"),
+        write_report(result, tmp_path / "d"),
+    )
+    assert from_typed["json"].read_text() == from_dict["json"].read_text()
+    assert from_typed["md"].read_text() == from_dict["md"].read_text() == to_markdown(typed)
+    console = Console(record=True, width=120)
+    print_report(typed, console)
+    assert "model_fp32.onnx" in console.export_text()
+
+
+def test_bench_config_normalises_its_settings(busy_checkpoint, tmp_path):
+    c = BenchConfig(str(busy_checkpoint), [str(tmp_path)], "data.yaml", batch_sizes=[8, 2, 8])
+    assert c == BenchConfig(busy_checkpoint, (tmp_path,), Path("data.yaml"), batch_sizes=(1, 2, 8))
+    assert c.batch_sizes == (1, 2, 8) and c.models == (tmp_path,) and c.weights == busy_checkpoint
+    assert (c.split, c.warmup, c.runs, c.threads, c.isolate) == ("val", 10, 100, None, True)
+    assert (c.max_images, c.device, c.torch_half, c.img_size) == (None, "auto", None, None)
+    assert c.isolation == (
+        "each backend timed in its own process (spawn); thread counts at torch's and ONNX "
+        "Runtime's defaults"
+    )
+    pinned = replace(c, isolate=False, threads=2)
+    assert pinned.isolation == "one process; torch and ONNX Runtime intra-op threads pinned to 2"
+    assert replace(c, isolate=False).isolation.endswith("(they may contend for cores)")
+    with pytest.raises(FrozenInstanceError):
+        c.runs = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"weights": "missing.pt"},
+            "missing.pt: no such checkpoint (--weights takes the .pt file)",
+        ),
+        (
+            {"weights": "model.onnx"},
+            "model.onnx: no such checkpoint (--weights takes the .pt file)",
+        ),
+        (
+            {"batch_sizes": (0, 8)},
+            "need batches >= 1, warmup >= 0, runs >= 1; got [0, 1, 8]/10/100",
+        ),
+        ({"warmup": -1}, "need batches >= 1, warmup >= 0, runs >= 1; got [1, 8]/-1/100"),
+        ({"runs": 0}, "need batches >= 1, warmup >= 0, runs >= 1; got [1, 8]/10/0"),
+        ({"threads": 0}, "--threads must be >= 1 (or left out), got 0"),
+        ({"max_images": 0}, "--max-images must be >= 1 (or left out), got 0"),
+        ({"split": "dev"}, "--split must be train, val or test, got 'dev'"),
+        ({"img_size": 100}, "img_size must be a positive multiple of 32, got 100"),
+    ],
+)
+def test_bench_config_refuses_bad_settings(busy_checkpoint, change, message):
+    settings = {"weights": busy_checkpoint, "models": (), "data": "data.yaml", **change}
+    with pytest.raises(ConfigError) as e:
+        BenchConfig(**settings)
+    assert str(e.value) == message
+
+
+def test_the_checkpoint_alone_at_the_size_asked_for(busy_checkpoint, mnist_small_yaml):
+    """No export: the checkpoint at the deployment defaults, at ``img_size`` (not its own 128)."""
+    r = bench(
+        busy_checkpoint,
+        (),
+        mnist_small_yaml,
+        batch_sizes=(1,),
+        isolate=False,
+        device="cpu",
+        torch_half=False,
+        img_size=96,
+        **FAST,
+    )
+    assert list(r["artifacts"]) == ["busy.pt"] and r["failed"] == []
+    a = r["artifacts"]["busy.pt"]
+    assert a["img_size"] == 96 and r["header"]["settings"]["img_size"] == 96
+    assert list(r["header"]["compute"]["gflop_per_image"]) == ["96"]
+    assert a["nms"] == {"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 100}
+    assert 0.0 <= a["map50"] <= 1.0 and a["parity"] is None
 
 
 def test_bench_header_says_how_it_was_measured(result, mnist_small_yaml):
@@ -117,7 +267,7 @@ def test_a_roof_that_cannot_be_measured_is_reported_and_keeps_the_timings(
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(roofline, "matmul_roof", broken)
-    r = run_bench(
+    r = bench(
         busy_checkpoint,
         [exported / "model_fp32.onnx"],
         mnist_small_yaml,
@@ -186,7 +336,7 @@ def test_unavailable_and_broken_models_are_reported_not_guessed(
         engine = tmp_path / "model_fp32.engine"
         engine.write_bytes(b"\0")
         models.append(engine)
-    r = run_bench(
+    r = bench(
         busy_checkpoint,
         models,
         mnist_small_yaml,
@@ -209,7 +359,7 @@ def test_isolated_timing_runs_each_backend_in_its_own_process(
     busy_checkpoint,
     mnist_small_yaml,
 ):
-    r = run_bench(
+    r = bench(
         busy_checkpoint,
         [exported / "model_fp32.onnx"],
         mnist_small_yaml,
@@ -218,7 +368,6 @@ def test_isolated_timing_runs_each_backend_in_its_own_process(
         isolate=True,
         warmup=0,
         runs=2,
-        progress=False,
     )
     assert r["failed"] == [] and list(r["artifacts"]) == ["busy.pt", "model_fp32.onnx"]
     assert "own process" in r["header"]["settings"]["isolation"]
@@ -249,7 +398,7 @@ def test_the_checkpoint_in_fp16_is_benched_against_its_fp32_self(
     exported, busy_checkpoint, mnist_small_yaml, device, torch_half, where
 ):
     """Forced on a CPU; by default on CUDA, where ONNX Runtime still runs on the CPU."""
-    r = run_bench(
+    r = bench(
         busy_checkpoint,
         [exported / "model_fp32.onnx"],
         mnist_small_yaml,
@@ -310,7 +459,7 @@ def test_a_bench_beside_cpu_hogs_is_reported_disturbed(
 
     monkeypatch.setattr(roofline, "matmul_roof", roof_then_hog)
     try:
-        r = run_bench(
+        r = bench(
             busy_checkpoint,
             [exported / "model_fp32.onnx"],
             mnist_small_yaml,
@@ -458,7 +607,7 @@ def test_an_int8_graph_for_vnni_on_a_cpu_without_it_gets_a_note(
     man["artifacts"].append(entry)
     (folder / "manifest.json").write_text(json.dumps(man))
     monkeypatch.setattr(cpuinfo, "has_vnni", lambda flags=None: False)
-    r = run_bench(
+    r = bench(
         busy_checkpoint,
         [folder / "model_int8.onnx"],
         mnist_small_yaml,
@@ -478,6 +627,9 @@ def test_an_int8_graph_for_vnni_on_a_cpu_without_it_gets_a_note(
     console = Console(record=True, width=60)
     print_report(r, console)
     assert "note: model_int8.onnx: an int8 graph for another CPU" in console.export_text()
-    assert _cpu_target_notes([{"key": "x.onnx", "cpu_target": "any"}]) == []
+    x = ArtifactSpec(
+        key="x.onnx", path=folder / "x.onnx", kind="onnx", nms=NmsSettings(0.3, 0.45, 9)
+    )
+    assert _cpu_target_notes([replace(x, cpu_target="any")]) == []
     monkeypatch.setattr(cpuinfo, "has_vnni", lambda flags=None: True)
-    assert _cpu_target_notes([{"key": "x.onnx", "cpu_target": "vnni"}]) == []
+    assert _cpu_target_notes([replace(x, cpu_target="vnni")]) == []
