@@ -24,23 +24,22 @@ export folders whose manifest lists them):
 :class:`~edgeyolo.bench.results.BenchResult` (``to_dict()``: the JSON-ready ``bench.json``);
 :mod:`edgeyolo.bench.report` writes it as JSON, Markdown and a PNG plot and prints it as a rich
 table. The steps: :func:`_prepare` (data, artifacts, reference), :func:`_time_all`,
-:func:`_compute` and :func:`_stability`, then :func:`_score` per artifact.
+:func:`_compute` and :func:`_stability`, then :func:`~edgeyolo.bench.scoring.score` per
+artifact.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import onnx
 import torch
 from rich.progress import (
     BarColumn,
@@ -72,33 +71,27 @@ from edgeyolo.bench.results import (
     ArtifactSpec,
     BenchResult,
     Compute,
-    Score,
     Timing,
 )
-from edgeyolo.config import (
-    DEFAULT_CONF_THRES,
-    DEFAULT_IOU_THRES,
-    DEFAULT_MAX_DET,
-    EVAL_CONF_THRES,
-    EVAL_IOU_THRES,
-    EVAL_MAX_DET,
+from edgeyolo.bench.scoring import (
+    COCO_NMS,
+    DEPLOY_NMS,
+    BenchRun,
+    Log,
+    letterboxed,
+    note,
+    score,
 )
 from edgeyolo.console import make_console
 from edgeyolo.data.formats import load_data_yaml, read_split
-from edgeyolo.data.records import ImageRecord
 from edgeyolo.device import select_device
 from edgeyolo.errors import ConfigError
-from edgeyolo.evaluate.evaluator import predict_with
-from edgeyolo.metrics.coco_map import compute_map
-from edgeyolo.metrics.parity import parity_report
 from edgeyolo.models.info import count_flops
-from edgeyolo.postprocess import Detections, Prediction, from_outputs
 from edgeyolo.runtime.backends import artifacts_in, open_backend
 from edgeyolo.runtime.environment import environment
 from edgeyolo.runtime.gpu import tensorrt_version
 from edgeyolo.runtime.manifest import MANIFEST_NAME, find_entry, read_manifest
-from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
-from edgeyolo.runtime.thresholds import NmsSettings, manifest_nms, retarget_nms
+from edgeyolo.runtime.thresholds import manifest_nms
 
 __all__ = [
     "COCO_NMS",
@@ -111,49 +104,8 @@ __all__ = [
     "write_report",
 ]
 
-#: The NMS every artifact's mAP is scored at (an engine's baked NMS excepted).
-COCO_NMS = NmsSettings(EVAL_CONF_THRES, EVAL_IOU_THRES, EVAL_MAX_DET)
-#: The deployment NMS of a model whose manifest gives none (``edgeyolo export``'s defaults).
-DEPLOY_NMS = NmsSettings(DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET)
-_EVAL_BATCH = 8
-#: Bins of the matched pairs' ``1 - IoU`` (log-spaced; IoU 1 - 1e-7 lands in the first bin).
-_GAP_EDGES = np.geomspace(1e-6, 0.5, 41)
-Log = Callable[[str], object]
 #: key → what to bench and how it timed, the reference first.
 Timed = dict[str, tuple[ArtifactSpec, Timing]]
-
-
-def _nms_text(nms: NmsSettings) -> str:
-    return f"conf {nms.conf_thres}, IoU {nms.iou_thres}, {nms.max_det} dets"
-
-
-def _note(bucket: list[str], line: str, log: Log | None) -> None:
-    """Append ``line`` to ``bucket`` (``not_available`` or ``failed``) and pass it to ``log``."""
-    bucket.append(line)
-    if log:
-        log(line)
-
-
-@dataclass
-class _Run:
-    """What the steps of one run share (the scored images, the reference model, the progress
-    display, the lines reported so far) and the reference's predictions per ``(input size,
-    NMS)``, so that exports at the same settings share one pass of the checkpoint."""
-
-    config: BenchConfig
-    records: list[ImageRecord]
-    names: tuple[str, ...]
-    img_size: int
-    net: torch.nn.Module
-    log: Log | None = None
-    prog: Any = None
-    not_available: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    ref_preds: dict[tuple[int, NmsSettings], list[Prediction]] = field(default_factory=dict)
-
-    @property
-    def files(self) -> list[str]:
-        return [str(r.path) for r in self.records]
 
 
 def _model_files(models: Sequence[Path]) -> list[Path]:
@@ -211,9 +163,9 @@ def _benchable(
         not_available.append("TensorRT not installed: no engine benched")
     for s in specs:
         if s.kind == "engine" and not has_trt:
-            _note(not_available, f"{s.key}: TensorRT not installed: not benched", log)
+            note(not_available, f"{s.key}: TensorRT not installed: not benched", log)
         elif s.raw:
-            _note(not_available, f"{s.key}: ends at the raw head maps (--raw): not benched", log)
+            note(not_available, f"{s.key}: ends at the raw head maps (--raw): not benched", log)
     specs = [s for s in specs if not s.raw and (s.kind != "engine" or has_trt)]
     half = config.torch_half
     if half or (half is None and select_device(config.device).type == "cuda"):
@@ -226,7 +178,7 @@ def _benchable(
     return specs
 
 
-def _prepare(config: BenchConfig, log: Log | None) -> tuple[_Run, list[ArtifactSpec]]:
+def _prepare(config: BenchConfig, log: Log | None) -> tuple[BenchRun, list[ArtifactSpec]]:
     """Read the split, list what to bench (each with its input size) and open the reference."""
     data = load_data_yaml(config.data)
     records = read_split(data, config.split).records[: config.max_images]
@@ -241,25 +193,11 @@ def _prepare(config: BenchConfig, log: Log | None) -> tuple[_Run, list[ArtifactS
             f"{config.data} has {len(data.names)} classes but {config.weights} has {len(names)}"
         )
     size = config.img_size or ref_size
-    run = _Run(config, records, names, size, net, log=log, not_available=not_available)
+    run = BenchRun(config, records, names, size, net, log=log, not_available=not_available)
     return run, [replace(s, img_size=s.img_size or size) for s in specs]
 
 
-def _letterboxed(records: Sequence[ImageRecord], img_size: int, n: int) -> np.ndarray:
-    """``float32[n, 3, S, S]``: the first ``n`` records (cycled) as every backend receives them."""
-
-    chosen = [records[i % len(records)] for i in range(n)]
-    got: list[np.ndarray] = []
-
-    def grab(images: torch.Tensor) -> list[Detections]:
-        got.append(images.numpy())
-        return [Detections.empty() for _ in range(len(images))]
-
-    predict_with(grab, chosen, img_size=img_size, batch=n)
-    return np.ascontiguousarray(np.concatenate(got), dtype=np.float32)
-
-
-def _time_all(run: _Run, specs: Sequence[ArtifactSpec]) -> tuple[Timed, float | None]:
+def _time_all(run: BenchRun, specs: Sequence[ArtifactSpec]) -> tuple[Timed, float | None]:
     """Time every artifact, all before this process loads any model for scoring; returns those
     timed and the share of the CPU other processes used meanwhile. One that fails is a line in
     ``failed`` (``not_available`` where this machine cannot run it).
@@ -277,7 +215,7 @@ def _time_all(run: _Run, specs: Sequence[ArtifactSpec]) -> tuple[Timed, float | 
     for s in specs:
         assert s.img_size is not None  # set by _prepare
         if s.img_size not in batches:
-            batches[s.img_size] = _letterboxed(run.records, s.img_size, cfg.batch_sizes[-1])
+            batches[s.img_size] = letterboxed(run.records, s.img_size, cfg.batch_sizes[-1])
         with _task(run.prog, f"timing {s.key}"):
             t = timer(
                 s.path, images=batches[s.img_size], frame=frame, batch_sizes=cfg.batch_sizes,
@@ -288,116 +226,13 @@ def _time_all(run: _Run, specs: Sequence[ArtifactSpec]) -> tuple[Timed, float | 
             timed[s.key] = (s, Timing.from_dict(t))
             continue
         why = f"{s.key}: {t['error']}"
-        _note(run.not_available if t["unavailable"] else run.failed, why, run.log)
+        note(run.not_available if t["unavailable"] else run.failed, why, run.log)
         if s is specs[0]:
             ref_error = why
     others = others_share(start, cpu_snapshot())
     if specs[0].key not in timed:
         raise ConfigError(f"the reference {cfg.weights} could not be timed: {ref_error}")
     return timed, others
-
-
-def _predict(
-    backend_fn: Callable[[np.ndarray], list[Any]],
-    records: Sequence[ImageRecord],
-    img_size: int,
-    batch: int,
-    progress: Any,
-    label: str,
-) -> list[Prediction]:
-    """Predictions ``(boxes, scores, labels)`` per record in image pixels, with a progress task."""
-
-    task = progress.add_task(label, total=math.ceil(len(records) / batch)) if progress else None
-
-    def detect(images: torch.Tensor) -> list[Any]:
-        dets = backend_fn(images.numpy())
-        if progress:
-            progress.advance(task)
-        return dets
-
-    try:
-        return predict_with(detect, records, img_size=img_size, batch=batch)
-    finally:
-        if progress:
-            progress.remove_task(task)
-
-
-def _predict_file(
-    run: _Run, path: Path, size: int, label: str, nms: NmsSettings | None = None, **kw: Any
-) -> list[Prediction]:
-    """Predictions of the model file ``path`` at input size ``size``; ``nms`` and ``kw``
-    (``half``, ``img_size``) go to a checkpoint's backend (an export has its own NMS)."""
-    cfg = run.config
-    kw.update(asdict(nms) if nms else {})
-    with open_backend(path, device=cfg.device, threads=cfg.threads, **kw) as b:
-        bs = min(_EVAL_BATCH, b.max_batch) if b.name == "tensorrt" else _EVAL_BATCH
-        return _predict(b.infer, run.records, size, bs, run.prog, label)
-
-
-def _predict_retargeted(run: _Run, spec: ArtifactSpec, size: int) -> list[Prediction]:
-    """Predictions of an ``.onnx`` through a copy of its graph with the NMS set to COCO's."""
-    coco = retarget_nms(onnx.load(str(spec.path)), **asdict(COCO_NMS)).SerializeToString()
-    with OnnxRuntimeSession(coco, threads=run.config.threads) as s:
-
-        def infer(x: np.ndarray) -> list[Any]:
-            return from_outputs(s.run(x))
-
-        return _predict(infer, run.records, size, _EVAL_BATCH, run.prog, f"{spec.key}: mAP")
-
-
-def _as_dets(preds: Sequence[Prediction]) -> list[Detections]:
-    return [
-        Detections(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(c))
-        for b, s, c in preds
-    ]
-
-
-def _parity(run: _Run, ref: Sequence[Prediction], preds: Sequence[Prediction]) -> dict[str, Any]:
-    """:func:`parity_report`'s dict plus the histogram of the matched pairs' ``1 - IoU``."""
-    rep = parity_report(_as_dets(ref), _as_dets(preds), files=run.files)
-    gap = np.clip(1.0 - rep.ious, _GAP_EDGES[0], _GAP_EDGES[-1])
-    edges = [float(f"{e:.4g}") for e in _GAP_EDGES]
-    hist = {
-        "of": "1 - IoU",
-        "edges": edges,
-        "counts": np.histogram(gap, bins=_GAP_EDGES)[0].tolist(),
-    }
-    return {**rep.to_dict(), "iou_histogram": hist}
-
-
-def _reference_preds(run: _Run, size: int, nms: NmsSettings) -> list[Prediction]:
-    """The checkpoint's predictions at ``size`` and ``nms``, computed once per pair."""
-    if (size, nms) not in run.ref_preds:
-        run.ref_preds[size, nms] = _predict_file(
-            run, run.config.weights, size, "reference at the export's NMS", nms, img_size=size
-        )
-    return run.ref_preds[size, nms]
-
-
-def _score(run: _Run, spec: ArtifactSpec) -> Score:
-    """mAP (COCO settings where the format allows) and parity against the checkpoint."""
-    key, size = spec.key, spec.img_size
-    assert size is not None  # set by _prepare
-    setting = f"COCO ({_nms_text(COCO_NMS)})"
-    parity = None
-    if spec.kind == "pt" and not spec.half:
-        map_preds = _predict_file(run, spec.path, size, f"{key}: mAP", COCO_NMS, img_size=size)
-    else:
-        ref = _reference_preds(run, size, spec.nms)
-        if spec.kind == "pt":  # the checkpoint in fp16: its own NMS, at both settings
-            pt = {"img_size": size, "half": True}
-            preds = _predict_file(run, spec.path, size, f"{key}: parity", spec.nms, **pt)
-            map_preds = _predict_file(run, spec.path, size, f"{key}: mAP", COCO_NMS, **pt)
-        elif spec.kind == "onnx":
-            preds = _predict_file(run, spec.path, size, f"{key}: parity")
-            map_preds = _predict_retargeted(run, spec, size)
-            setting += ", through a copy of the graph with its NMS retargeted"
-        else:
-            map_preds = preds = _predict_file(run, spec.path, size, f"{key}: parity")
-            setting = f"the engine's baked NMS ({_nms_text(spec.nms)}), not COCO's"
-        parity = _parity(run, ref, preds)
-    m = compute_map(map_preds, run.records, run.names)
-    return Score(map50=m.map50, map50_95=m.map50_95, parity=parity, map_setting=setting)
 
 
 def _progress(enabled: bool) -> Any:
@@ -530,7 +365,7 @@ def _task(prog: Any, label: str) -> Iterator[None]:
             prog.remove_task(task)
 
 
-def _header(run: _Run, command: str | None, compute: dict[str, Any]) -> dict[str, Any]:
+def _header(run: BenchRun, command: str | None, compute: dict[str, Any]) -> dict[str, Any]:
     """The report's header: schema, date, command, machine and versions, settings, compute."""
     cfg = run.config
     settings = {
@@ -597,7 +432,7 @@ def run_bench(
                 lambda: _cpu_roof(config, "after", run.not_available),
                 others=others,
             )
-        scores = {k: _score(run, s) for k, (s, _) in timed.items()}
+        scores = {k: score(run, s) for k, (s, _) in timed.items()}
     return BenchResult(
         header=_header(run, command, block),
         reference=specs[0].key,
