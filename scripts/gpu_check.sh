@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU proof on a lent GPU machine (torch with CUDA and nvcc there; no TensorRT, CPU-only ONNX
 # Runtime). Fetches nothing: packages the machine lacks travel as wheels in .whl/ and pycuda as its
-# source package in .ci/wheels/ (scripts/fetch_trt_wheels.sh puts it there). Under 5 minutes.
+# source package in .ci/wheels/ (scripts/gpu_wheels.sh and scripts/fetch_trt_wheels.sh put them
+# there; carry both folders). Under 5 minutes (87 s on an H100).
 #   bash scripts/gpu_check.sh [OUT_DIR]      # default: $OUT (the device tool's), else gpu_check_out
 # Writes OUT_DIR/gpu_check.json (bench/gpu_check.py), pycuda_build.log and pytest_gpu.log. Without a
 # CUDA device it runs the CPU-side checks, says why it stops, and exits 2.
