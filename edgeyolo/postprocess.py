@@ -24,7 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from edgeyolo.config import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET
+from edgeyolo.config import (
+    DEFAULT_CONF_THRES,
+    DEFAULT_IOU_THRES,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_MAX_DET,
+)
 from edgeyolo.ops.boxes import batched_nms, make_grid
 
 __all__ = [
@@ -178,7 +183,7 @@ def postprocess(
     iou_thres: float = DEFAULT_IOU_THRES,
     max_det: int = DEFAULT_MAX_DET,
     multi_label: bool = False,
-    max_candidates: int = 30000,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
 ) -> list[Detections]:
     """Score threshold and class-aware NMS, image by image.
 
@@ -187,6 +192,10 @@ def postprocess(
     candidate. Candidates (at most ``max_candidates``, the highest-scoring) go through
     ``torchvision.ops.batched_nms`` (boxes of different classes never suppress each other), and the
     ``max_det`` best survivors are kept.
+
+    The cap is the exported graph's (:func:`edgeyolo.export.graph.nms_tail`), tie for tie: of
+    candidates with equal scores the one with the lower index is kept, where a box's index is its
+    prediction index ``n`` and a (box, class) pair's is ``n * C + class``.
 
     Args:
         boxes (Tensor[B, N, 4]): xyxy boxes, e.g. from :func:`decode_heads`.
@@ -214,12 +223,23 @@ def postprocess(
             s, labels = scores.max(dim=1)
             keep = s > conf_thres
             b, s, labels = b[keep], s[keep], labels[keep]
-        if s.shape[0] > max_candidates:
-            top = s.topk(max_candidates).indices
+        top = _top_candidates(s, max_candidates)
+        if top is not None:
             b, s, labels = b[top], s[top], labels[top]
         keep = batched_nms(b, s, labels, iou_thres)[:max_det]
         out.append(Detections(boxes=b[keep], scores=s[keep], labels=labels[keep].long()))
     return out
+
+
+def _top_candidates(scores: Tensor, cap: int) -> Tensor | None:
+    """Indices of the ``cap`` highest ``scores`` (Tensor[n]), ties to the lower index, in index
+    order (as ONNX ``TopK`` picks them); ``None`` when there are at most ``cap``."""
+    if cap < 1:
+        raise ValueError(f"max_candidates must be at least 1, got {cap}")
+    if scores.shape[0] <= cap:
+        return None
+    order = torch.sort(scores, descending=True, stable=True).indices[:cap]
+    return order.sort().values
 
 
 def from_padded(

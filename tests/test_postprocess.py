@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgeyolo.config import DEFAULT_MAX_CANDIDATES
 from edgeyolo.postprocess import Detections, decode_heads, postprocess, split_head
 
 A = 3
@@ -160,6 +161,47 @@ def test_max_det_keeps_the_best_sorted_descending() -> None:
     torch.testing.assert_close(det.boxes[:, 0], torch.tensor([20.0, 100.0, 60.0]))
     (det,) = postprocess(*_inputs(boxes, obj, [[1.0]] * 6), max_det=6, max_candidates=2)
     torch.testing.assert_close(det.scores, torch.tensor([0.9, 0.8]))
+
+
+def _far_apart(n: int) -> list[list[float]]:
+    """``n`` 10x10 boxes that never overlap (NMS keeps every one)."""
+    return [
+        [20.0 * (i % 100), 20.0 * (i // 100), 20.0 * (i % 100) + 10, 20.0 * (i // 100) + 10]
+        for i in range(n)
+    ]
+
+
+def test_candidate_cap_keeps_the_best_and_ties_go_to_the_lower_box_index() -> None:
+    obj = [0.5, 0.9, 0.5, 0.7, 0.5, 0.2]
+    inputs = _inputs(_far_apart(6), obj, [[1.0]] * 6)
+    (det,) = postprocess(*inputs, max_det=10, max_candidates=3)
+    torch.testing.assert_close(det.scores, torch.tensor([0.9, 0.7, 0.5]))
+    # of the three boxes scoring 0.5 the first (index 0, x = 0) is the one that entered NMS
+    torch.testing.assert_close(det.boxes[:, 0], torch.tensor([20.0, 60.0, 0.0]))
+    (det,) = postprocess(*inputs, max_det=10, max_candidates=4)
+    torch.testing.assert_close(det.boxes[:, 0], torch.tensor([20.0, 60.0, 0.0, 40.0]))
+
+
+def test_multi_label_candidate_cap_counts_pairs_box_major() -> None:
+    # four (box, class) pairs of score 0.5: the graph's order is box * C + class, so a cap of 2
+    # keeps both classes of box 0, and a cap of 3 adds class 0 of box 1
+    inputs = _inputs(_far_apart(2), [1.0, 1.0], [[0.5, 0.5], [0.5, 0.5]])
+    (det,) = postprocess(*inputs, conf_thres=0.25, multi_label=True, max_candidates=2)
+    assert sorted(det.labels.tolist()) == [0, 1]
+    assert det.boxes[:, 0].tolist() == [0.0, 0.0]
+    (det,) = postprocess(*inputs, conf_thres=0.25, multi_label=True, max_candidates=3)
+    pairs = zip(det.boxes[:, 0].tolist(), det.labels.tolist(), strict=True)
+    assert sorted(pairs) == [(0, 0), (0, 1), (20, 0)]
+
+
+def test_default_candidate_cap_is_the_graphs() -> None:
+    n = DEFAULT_MAX_CANDIDATES + 10
+    obj = torch.linspace(0.99, 0.3, n).tolist()
+    (det,) = postprocess(*_inputs(_far_apart(n), obj, [[1.0]] * n), max_det=n)
+    assert len(det) == DEFAULT_MAX_CANDIDATES == 3840
+    assert float(det.scores.min()) == pytest.approx(obj[DEFAULT_MAX_CANDIDATES - 1])
+    with pytest.raises(ValueError, match="max_candidates"):
+        postprocess(*_inputs(_far_apart(2), [0.9, 0.8], [[1.0]] * 2), max_candidates=0)
 
 
 def test_multi_label_scores_every_class_over_the_threshold() -> None:

@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeyolo.config import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET
+from edgeyolo.config import (
+    DEFAULT_CONF_THRES,
+    DEFAULT_IOU_THRES,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_MAX_DET,
+)
 from edgeyolo.device import select_device
 from edgeyolo.models.checkpoint import load_model
 from edgeyolo.postprocess import Detections, decode_heads, postprocess
@@ -30,13 +35,21 @@ def detect_batch(
     conf_thres: float,
     iou_thres: float,
     max_det: int,
+    multi_label: bool = False,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
 ) -> list[Detections]:
     """Model, decode and NMS on ``images`` (``Tensor[B, 3, H, W]``, letterboxed, 0..1).
 
     Boxes of the returned detections are in letterboxed input pixels.
     """
     return heads_to_detections(
-        model, model(images), conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det
+        model,
+        model(images),
+        conf_thres=conf_thres,
+        iou_thres=iou_thres,
+        max_det=max_det,
+        multi_label=multi_label,
+        max_candidates=max_candidates,
     )
 
 
@@ -47,8 +60,11 @@ def heads_to_detections(
     conf_thres: float,
     iou_thres: float,
     max_det: int,
+    multi_label: bool = False,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
 ) -> list[Detections]:
-    """Decode ``model``'s raw head maps and run NMS (in fp32, whatever the model ran in)."""
+    """Decode ``model``'s raw head maps and run NMS (in fp32, whatever the model ran in);
+    ``multi_label`` and ``max_candidates`` as in :func:`edgeyolo.postprocess.postprocess`."""
     boxes, obj, cls_prob = decode_heads(heads, model.anchors, model.strides)
     return postprocess(
         boxes.float(),
@@ -57,6 +73,8 @@ def heads_to_detections(
         conf_thres=conf_thres,
         iou_thres=iou_thres,
         max_det=max_det,
+        multi_label=multi_label,
+        max_candidates=max_candidates,
     )
 
 

@@ -179,33 +179,66 @@ def retarget_nms(
 ) -> onnx.ModelProto:
     """A copy of an exported graph (any precision) with other NMS thresholds and ``K``.
 
-    Only the tail's initializers change, so a quantized or fp16 network is scored exactly as it
+    Only the tail's settings change, so a quantized or fp16 network is scored exactly as it
     is: this is how a graph exported with deployment thresholds is evaluated with COCO's
-    (``conf 0.001``, ``max_det 300``).
+    (``conf 0.001``, ``max_det 300``). What changes: the ``NonMaxSuppression`` node's three
+    settings, the ``K`` of the one ``TopK`` after it, and the ``K`` in the pads of the ``Pad``
+    nodes after it (the per-image padding of :func:`edgeyolo.export.graph.nms_tail`). Each gets
+    an initializer of its own: onnxsim merges equal initializers, so the candidate cap's ``TopK``
+    (before NMS) or an axes constant may share a name with ``K``, and must keep its value.
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    nms = [n for n in m.graph.node if n.op_type == "NonMaxSuppression"]
-    topk = [n for n in m.graph.node if n.op_type == "TopK"]
-    if len(nms) != 1 or len(topk) != 1:
-        raise ValueError("not an edgeyolo deploy graph (needs one NonMaxSuppression and one TopK)")
+    nodes = list(m.graph.node)
+    at = [i for i, n in enumerate(nodes) if n.op_type == "NonMaxSuppression"]
+    after = nodes[at[0] + 1 :] if len(at) == 1 else []
+    topk = [n for n in after if n.op_type == "TopK"]
+    if len(at) != 1 or len(topk) != 1:
+        raise ValueError(
+            "not an edgeyolo deploy graph (needs one NonMaxSuppression and one TopK after it)"
+        )
+    nms = nodes[at[0]]
     inits = {i.name: i for i in m.graph.initializer}
-    new = {
-        nms[0].input[2]: np.array([max_det], np.int64),
-        nms[0].input[3]: np.array([iou_thres], np.float32),
-        nms[0].input[4]: np.array([conf_thres], np.float32),
-        topk[0].input[1]: np.array([max_det], np.int64),
-    }
-    for name, value in new.items():
-        if name not in inits:
-            raise ValueError(f"NMS input {name!r} is not an initializer; cannot retarget")
-        inits[name].CopyFrom(onnx.numpy_helper.from_array(value, name))
+    pads = [n for n in after if n.op_type == "Pad"]
+    replaced = {*nms.input[2:5], topk[0].input[1], *(n.input[1] for n in pads)}
+    for name in sorted(replaced - set(inits)):
+        raise ValueError(f"NMS input {name!r} is not an initializer; cannot retarget")
+    old_k = int(onnx.numpy_helper.to_array(inits[topk[0].input[1]]).reshape(-1)[0])
+    _own_input(m, nms, 2, np.array([max_det], np.int64))
+    _own_input(m, nms, 3, np.array([iou_thres], np.float32))
+    _own_input(m, nms, 4, np.array([conf_thres], np.float32))
+    _own_input(m, topk[0], 1, np.array([max_det], np.int64))
+    for pad in pads:
+        width = onnx.numpy_helper.to_array(inits[pad.input[1]]).astype(np.int64)
+        _own_input(m, pad, 1, np.where(width == old_k, max_det, width))
+    _drop_unused_initializers(m.graph, replaced)
     for out in m.graph.output:
         dims = out.type.tensor_type.shape.dim
         if out.name != "num_dets" and len(dims) >= 2:
             dims[1].dim_value = max_det
     del m.graph.value_info[:]
     return m
+
+
+def _own_input(model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
+    """Point ``node.input[index]`` at an initializer holding ``value`` that no other input uses."""
+    name = f"retarget/{node.output[0]}/{index}"
+    new = onnx.numpy_helper.from_array(value, name)
+    for init in model.graph.initializer:
+        if init.name == name:  # retargeted before: the initializer is this input's own
+            init.CopyFrom(new)
+            break
+    else:
+        model.graph.initializer.append(new)
+    node.input[index] = name
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Remove those of ``names`` that no node reads any more (ONNX Runtime warns about each)."""
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [i for i in graph.initializer if i.name in used or i.name not in names]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 def manifest_nms(manifest: dict[str, Any] | None) -> NmsSettings | None:
