@@ -17,11 +17,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxsim
-from onnxruntime.transformers.float16 import convert_float_to_float16
 from torch import nn
 
-from edgeyolo.config import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET
+from edgeyolo.config import (
+    DEFAULT_CONF_THRES,
+    DEFAULT_IOU_THRES,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_MAX_DET,
+    TRT_TARGETS,
+)
 from edgeyolo.errors import ExportError
+from edgeyolo.export.fp16 import convert_region_to_fp16
 from edgeyolo.export.graph import (
     NET_PREFIX,
     dedupe_opsets,
@@ -31,8 +37,20 @@ from edgeyolo.export.graph import (
 )
 from edgeyolo.fileio import write_bytes_atomic
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from edgeyolo.runtime.trt_support import TARGETS
 
-__all__ = ["SimplifyReport", "build_fp32", "compare_outputs", "simplify_checked", "to_fp16"]
+__all__ = [
+    "MIN_OPSET",
+    "SimplifyReport",
+    "build_fp32",
+    "check_opset",
+    "compare_outputs",
+    "simplify_checked",
+    "to_fp16",
+]
+
+#: The oldest opset written (the graph's ops and attributes are those of opset 17).
+MIN_OPSET = 17
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,26 @@ def _captured_stderr() -> Iterator[io.StringIO]:
             buf.write(tmp.read().decode(errors="replace"))
 
 
+def check_opset(opset: int, trt: tuple[str, ...] = TRT_TARGETS) -> None:
+    """Refuse an opset older than :data:`MIN_OPSET` or newer than a TensorRT target in ``trt``
+    parses (:data:`edgeyolo.runtime.trt_support.TARGETS`: 8.6 stops at 17, 10.3 at 20).
+
+    Raises:
+        ExportError: naming the opset, the TensorRT version and where its limit is documented.
+    """
+    if opset < MIN_OPSET:
+        raise ExportError(f"--opset {opset} is too old; use {MIN_OPSET} or newer")
+    over = [TARGETS[t] for t in trt if opset > TARGETS[t].max_opset]
+    if over:
+        low = min(t.max_opset for t in over)
+        names = ", ".join(f"{t.label} parses opsets up to {t.max_opset}" for t in over)
+        raise ExportError(
+            f"--opset {opset} is newer than a target TensorRT parses: {names} "
+            f"({over[0].opset_source}); use --opset {low} or lower, or leave "
+            f"{', '.join(t.key for t in over)} out of --trt"
+        )
+
+
 def build_fp32(
     net: nn.Module,
     path: str | Path,
@@ -134,8 +172,10 @@ def build_fp32(
     conf_thres: float = DEFAULT_CONF_THRES,
     iou_thres: float = DEFAULT_IOU_THRES,
     max_det: int = DEFAULT_MAX_DET,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
     multi_label: bool = False,
-    opset: int = 17,
+    opset: int = MIN_OPSET,
+    trt: tuple[str, ...] = TRT_TARGETS,
     raw: bool = False,
     simplify: bool = True,
     check_images: np.ndarray | None = None,
@@ -145,6 +185,9 @@ def build_fp32(
     Args:
         net: a trained YOLOv3 (``edgeyolo.models.YOLOv3``), in eval mode or not.
         img_size: square input size (a multiple of 32); batch stays dynamic.
+        max_candidates: candidates per image that enter NMS (see :func:`nms_tail`).
+        opset: ONNX opset of the graph, checked against ``trt`` (:func:`check_opset`).
+        trt: the TensorRT targets (``--trt``) the graph is meant for.
         raw: end at the raw head maps (``head0``, ``head1``[, ``head2``]); no decode or NMS.
         simplify: run onnxsim, checked on ``check_images`` (``float32[B, 3, S, S]``; random
             noise when not given, which checks less).
@@ -152,8 +195,7 @@ def build_fp32(
         ``(path, SimplifyReport or None)``.
     """
 
-    if opset < 17:
-        raise ExportError(f"opset {opset} is too old; use 17 or newer")
+    check_opset(opset, trt)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval().float().cpu()
@@ -173,6 +215,8 @@ def build_fp32(
             conf_thres=conf_thres,
             iou_thres=iou_thres,
             max_det=max_det,
+            max_candidates=max_candidates,
+            multi_label=multi_label,
             opset=opset,
         )
         tail.ir_version = model.ir_version
@@ -195,43 +239,24 @@ def build_fp32(
 def to_fp16(fp32_path: str | Path, path: str | Path) -> Path:
     """The network half of the graph in fp16; inputs, outputs, decoding and NMS stay fp32.
 
-    Every node outside the ``/net/`` prefix is kept in fp32 through
-    ``onnxruntime.transformers.float16.convert_float_to_float16``'s block list; it inserts the
-    casts at the boundary, so the graph carries its precision (what TensorRT 11 requires).
+    The ``/net/`` nodes (and what they depend on) are converted by
+    :func:`edgeyolo.export.fp16.convert_region_to_fp16`, which casts at the network's edges only:
+    ``images`` once into fp16, each head map once back to fp32 before the decode + NMS tail (3
+    ``Cast`` nodes for yolov3-tiny, 4 for yolov3), so that strongly typed TensorRT runs the
+    network in fp16 without a cast between layers. The graph carries its precision, which is
+    what TensorRT 11 requires. It does not depend on ``onnxruntime.transformers.float16``, whose
+    output differs by version (module docstring of :mod:`edgeyolo.export.fp16`).
+
+    Raises:
+        ExportError: a weight does not fit in fp16, or the converted graph fails ONNX's checks.
     """
 
     model = onnx.load(str(fp32_path))
-    block = [n.name for n in model.graph.node if not n.name.startswith(NET_PREFIX)]
-    half = convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=block, disable_shape_infer=False
-    )
-    dedupe_opsets(half)
-    _toposort(half.graph)
-    onnx.checker.check_model(half)
+    dedupe_opsets(model)
+    half, _ = convert_region_to_fp16(model, NET_PREFIX)
+    onnx.checker.check_model(half, full_check=True)
     _save(half, Path(path))
     return Path(path)
-
-
-def _toposort(graph) -> None:
-    """Order ``graph.node`` so every node follows its producers (the fp16 converter appends
-    its boundary casts at the end, which ONNX Runtime accepts but the checker and TensorRT do not).
-    """
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending = list(graph.node)
-    ordered = []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in available for i in n.input):
-                ordered.append(n)
-                available.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise ExportError(f"graph has a cycle or a missing input near node {rest[0].name!r}")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:

@@ -4,7 +4,7 @@ TensorRT 11 has no implicit INT8 (no calibrator, no ``BuilderFlag.INT8``): preci
 the ONNX graph as ``QuantizeLinear``/``DequantizeLinear`` pairs, and TensorRT 8.6/10.x accept the
 same graph. The placement follows TensorRT's Q/DQ recommendations:
 
-* **Only ``Conv`` is quantized**, on its inputs: the activation (per tensor) and the weight (per
+* **``Conv`` is quantized on its inputs**: the activation (per tensor) and the weight (per
   output channel, axis 0). Both symmetric int8, zero point 0 (TensorRT supports nothing else).
 * **The Conv output is not quantized** (``OpTypesToExcludeOutputQuantization``): TensorRT fuses
   Conv + bias + LeakyReLU and re-quantizes at the next Conv's input; a Q/DQ between Conv and its
@@ -15,6 +15,16 @@ same graph. The placement follows TensorRT's Q/DQ recommendations:
 * **Biases stay float** (``QuantizeBias=False``), as NVIDIA's own Q/DQ exporters write them:
   TensorRT folds a float bias into the int8 convolution; ORT's default int32 bias + DQ is not the
   pattern TensorRT's Q/DQ fusion is documented for (not checked on a GPU here).
+* **Residual ``Add`` nodes get Q/DQ on their skip input** (:func:`residual_adds`; yolov3 has
+  23, tiny none), the pair its conv already reads: TensorRT's guide asks for it so that the Add
+  fuses into the int8 conv making its other input, which stays unquantized.
+* **fp16 outside the Q/DQ pairs** (``high_precision``, :func:`resolve_high_precision`): strongly
+  typed TensorRT (10.12+, 11) runs every layer outside them at the graph's own dtype, so the
+  graph carries fp16 there, as NVIDIA's ModelOpt writes with ``high_precision_dtype=fp16``
+  (:func:`fp16_outside_qdq`: opset 19, fp16 scales, one Cast at each edge of the network). The
+  ``onnxruntime`` placement stays fp32 (a CPU graph), and so does ``high_precision="fp32"``,
+  for TensorRT 8.6/10.3 (weakly typed: the builder's FP16 flag picks fp16 kernels). ONNX
+  Runtime's CPU runs both, so the accuracy gate scores the graph that ships.
 * Only nodes under ``/net/`` are candidates; the decode + NMS tail is never quantized (box
   coordinates and scores in int8 would cost accuracy and TensorRT runs it in float anyway). The
   heads' last 1x1 convs (raw box offsets and logits) stay fp32 unless ``quantize_heads``.
@@ -41,7 +51,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper
+from onnx import helper, numpy_helper, version_converter
 from onnxruntime.quantization import QuantFormat, QuantType, TensorsData, quantize_static
 from onnxruntime.quantization.calibrate import save_tensors_data
 
@@ -54,11 +64,16 @@ from edgeyolo.export.calib import (
     _quiet,
     calibrate,
 )
+from edgeyolo.export.fp16 import Fp16Report, convert_region_to_fp16
 from edgeyolo.export.graph import NET_PREFIX, dedupe_opsets
+from edgeyolo.fileio import write_bytes_atomic
 
 __all__ = [
+    "FP16_QDQ_OPSET",
+    "HIGH_PRECISIONS",
     "METHODS",
     "QUANT_OP_TYPES",
+    "WEAKLY_TYPED_TARGETS",
     "GateReport",
     "QuantResult",
     "calibrate",
@@ -66,7 +81,10 @@ __all__ = [
     "int8_with_budget",
     "layer_sensitivity",
     "quantize_int8",
+    "fp16_outside_qdq",
+    "resolve_high_precision",
     "resolve_reduce_range",
+    "residual_adds",
 ]
 
 #: Op types that get Q/DQ on their inputs (module docstring: why only Conv).
@@ -75,6 +93,15 @@ QUANT_OP_TYPES = ("Conv",)
 #: CPU kernels fuse DQ → op → Q into integer kernels (QLinearConv ...); TensorRT also accepts it.
 ORT_OP_TYPES = ("Conv", "LeakyRelu", "MaxPool", "Concat", "Resize")
 PLACEMENTS = ("tensorrt", "onnxruntime")
+#: The dtype of everything outside the Q/DQ pairs (``high_precision``): see :func:`quantize_int8`.
+HIGH_PRECISIONS = ("fp16", "fp32")
+#: ``QuantizeLinear``/``DequantizeLinear`` take fp16 inputs and scales from opset 19 on.
+FP16_QDQ_OPSET = 19
+#: ``--trt`` targets whose engines are built weakly typed by default (TensorRT before 10.12,
+#: :func:`edgeyolo.export.tensorrt.choose_typing`): the FP16 flag picks fp16 kernels there, so
+#: an fp32 graph outside the Q/DQ pairs serves them (and 8.6 cannot parse an fp16 Q/DQ graph:
+#: it stops at opset 17 and reads Q/DQ scales as FP32).
+WEAKLY_TYPED_TARGETS = ("8.6", "10.3")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -104,13 +131,18 @@ def head_conv_names(model: onnx.ModelProto) -> list[str]:
 @dataclass(frozen=True)
 class QuantResult:
     """What :func:`quantize_int8` wrote: the Q/DQ file, the calibration method of its ranges,
-    the Conv nodes with Q/DQ on activation and weight, and the ``/net/`` Conv nodes kept in fp32
-    (heads unless ``quantize_heads``, plus ``exclude``), both in graph order."""
+    the Conv nodes with Q/DQ on activation and weight, and the ``/net/`` Conv nodes kept out of
+    int8 (heads unless ``quantize_heads``, plus ``exclude``), both in graph order; the residual
+    ``Add`` nodes with Q/DQ on their skip input; the dtype outside the Q/DQ pairs (``fp16`` or
+    ``fp32``: the kept convs run in it too) and the graph's opset."""
 
     path: Path
     method: str
     quantized: tuple[str, ...]
     excluded: tuple[str, ...]
+    residual_adds: tuple[str, ...] = ()
+    high_precision: str = "fp32"
+    opset: int = 17
 
 
 def _quantized_convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -132,6 +164,36 @@ def resolve_reduce_range(
     return ExportConfig.reduce_range_for(placement, cpu_target)
 
 
+def resolve_high_precision(
+    placement: str, high_precision: str | None = None, trt: Sequence[str] | None = None
+) -> str:
+    """The dtype outside the Q/DQ pairs: ``high_precision`` when ``fp16`` or ``fp32``; for
+    ``None``/``auto``, ``fp32`` for the ``onnxruntime`` placement (a CPU graph: ONNX Runtime's
+    integer kernels take fp32 around them) and, for ``tensorrt``, ``fp16`` unless every TensorRT
+    target in ``trt`` builds weakly typed (:data:`WEAKLY_TYPED_TARGETS`: the builder's FP16
+    flag picks fp16 kernels there; 8.6 cannot parse an fp16 Q/DQ graph, see
+    :func:`quantize_int8`).
+
+    Raises:
+        ExportError: an unknown value, or ``fp16`` asked of the ``onnxruntime`` placement.
+    """
+    if high_precision in (None, "auto"):
+        if placement != "tensorrt":
+            return "fp32"
+        strong = trt is None or any(t not in WEAKLY_TYPED_TARGETS for t in trt)
+        return "fp16" if strong else "fp32"
+    if high_precision not in HIGH_PRECISIONS:
+        raise ExportError(
+            f"unknown int8 high precision {high_precision!r}; use {' or '.join(HIGH_PRECISIONS)}"
+        )
+    if placement == "onnxruntime" and high_precision == "fp16":
+        raise ExportError(
+            "the onnxruntime int8 placement is a CPU graph and stays fp32 outside its Q/DQ "
+            "pairs; use --int8-high-precision fp32 or the tensorrt placement"
+        )
+    return high_precision
+
+
 def quantize_int8(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -141,15 +203,26 @@ def quantize_int8(
     quantize_heads: bool = False,
     placement: str = "tensorrt",
     reduce_range: bool | None = None,
+    high_precision: str | None = None,
 ) -> QuantResult:
     """Write the Q/DQ int8 graph of ``fp32_path`` to ``out_path`` with ``ranges`` from
     :func:`calibrate` (no calibration runs here). ``exclude``: further ``/net/`` Conv node names
-    kept in fp32; ``quantize_heads``: quantize the heads' last 1x1 convs too.
+    kept out of int8; ``quantize_heads``: quantize the heads' last 1x1 convs too.
 
-    ``placement``: ``tensorrt`` (default; Q/DQ on conv inputs only, float bias, as TensorRT
+    ``placement``: ``tensorrt`` (default; Q/DQ on conv inputs and on the skip input of residual
+    ``Add`` nodes (:func:`residual_adds`), float bias, as TensorRT's Q/DQ placement guide
     recommends) or ``onnxruntime`` (activations quantized after every conv, activation, pool,
     concat and resize of the network, int32 bias: ONNX Runtime's CPU kernels then run integer
     convolutions, measured faster than fp32 on CPU where the TensorRT placement is slower).
+
+    ``high_precision`` (:func:`resolve_high_precision`; ``fp16`` for ``tensorrt``): the dtype of
+    everything outside the Q/DQ pairs. Strongly typed TensorRT (10.12+, the only mode in 11)
+    runs each layer outside them at the graph's own dtype, so an fp32 graph would run its
+    unquantized layers in fp32; ``fp16`` writes them in fp16, with one Cast at each edge of the
+    network, as ModelOpt's ``high_precision_dtype=fp16`` does. fp16 Q/DQ needs opset 19
+    (:data:`FP16_QDQ_OPSET`; the graph is converted with ``onnx.version_converter``) and fp16
+    scales, which TensorRT 8.6 does not parse: for 8.6 (weakly typed; the builder's FP16 flag
+    picks fp16 kernels) use ``fp32``.
 
     ``reduce_range``: 7-bit weights (ONNX Runtime's option). ``None``: on for the ``onnxruntime``
     placement, off for ``tensorrt`` (CPU target ``any``; ``edgeyolo export`` passes the value
@@ -161,8 +234,9 @@ def quantize_int8(
     and ORT's Q/DQ simulation compute in wider types and keep the full range.
 
     Raises:
-        ExportError: an ``exclude`` name is not a ``/net/`` Conv, nothing is left to quantize, or
-            ONNX Runtime skipped a conv (e.g. ``ranges`` lack its input: another graph's ranges).
+        ExportError: an ``exclude`` name is not a ``/net/`` Conv, nothing is left to quantize,
+            ONNX Runtime skipped a conv (e.g. ``ranges`` lack its input: another graph's ranges),
+            or an unknown placement or high precision.
     """
     model = _load(fp32_path)
     convs, keep, targets = _conv_targets(model, fp32_path, exclude, quantize_heads)
@@ -170,6 +244,7 @@ def quantize_int8(
         raise ExportError(f"unknown int8 placement {placement!r}; use {' or '.join(PLACEMENTS)}")
     ort_placement = placement == "onnxruntime"
     reduce_range = resolve_reduce_range(placement, reduce_range)
+    high_precision = resolve_high_precision(placement, high_precision)
     if ort_placement:
         heads = set() if quantize_heads else set(head_conv_names(model))
         nodes = _ort_nodes(model, keep, heads)
@@ -186,8 +261,7 @@ def quantize_int8(
         ort_placement=ort_placement,
         reduce_range=reduce_range,
     )
-    qmodel = onnx.load(str(out_path))
-    onnx.checker.check_model(qmodel)
+    qmodel, adds = _finish(out_path, model, ranges, ort_placement, high_precision)
     done = {n.name for n in _quantized_convs(qmodel)}
     missing = sorted(set(targets) - done)
     if missing:
@@ -197,7 +271,141 @@ def quantize_int8(
         method=method,
         quantized=tuple(c for c in convs if c in done),
         excluded=tuple(c for c in convs if c in keep),
+        residual_adds=adds,
+        high_precision=high_precision,
+        opset=_opset(qmodel),
     )
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _finish(
+    path: Path,
+    fp32: onnx.ModelProto,
+    ranges: TensorsData,
+    ort_placement: bool,
+    high_precision: str,
+) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """ONNX Runtime's Q/DQ graph at ``path``, then (``tensorrt`` placement) Q/DQ on the residual
+    Adds' skip inputs and (``fp16``) fp16 outside the Q/DQ pairs; rewritten only if changed.
+    Returns the checked graph and the residual Adds given Q/DQ."""
+    qmodel = onnx.load(str(path))
+    adds: tuple[str, ...] = ()
+    if not ort_placement:
+        adds = _qdq_residuals(qmodel, residual_adds(fp32), ranges)
+    if high_precision == "fp16":
+        qmodel, _ = fp16_outside_qdq(qmodel)
+    if adds or high_precision == "fp16":
+        onnx.checker.check_model(qmodel, full_check=True)
+        write_bytes_atomic(path, qmodel.SerializeToString())
+    else:
+        onnx.checker.check_model(qmodel)
+    return qmodel, adds
+
+
+def fp16_outside_qdq(qmodel: onnx.ModelProto) -> tuple[onnx.ModelProto, Fp16Report]:
+    """``qmodel`` (a Q/DQ graph) at opset :data:`FP16_QDQ_OPSET` or newer with its network in
+    fp16 outside the Q/DQ pairs (scales in fp16; :func:`edgeyolo.export.fp16.
+    convert_region_to_fp16`); the decode + NMS tail, inputs and outputs stay fp32."""
+    dedupe_opsets(qmodel)
+    if _opset(qmodel) < FP16_QDQ_OPSET:
+        try:
+            qmodel = version_converter.convert_version(qmodel, FP16_QDQ_OPSET)
+        except Exception as e:  # onnx raises bare RuntimeErrors from C++
+            raise ExportError(
+                f"cannot convert the int8 graph to opset {FP16_QDQ_OPSET} for fp16 Q/DQ ({e}); "
+                "use --int8-high-precision fp32"
+            ) from e
+        for node in qmodel.graph.node:  # e.g. ReduceMax's axes, an input from opset 18 on
+            node.name = node.name or f"opset{FP16_QDQ_OPSET}/{node.output[0]}"
+    return convert_region_to_fp16(qmodel, NET_PREFIX)
+
+
+def residual_adds(model: onnx.ModelProto) -> dict[str, str]:
+    """``{Add node: its skip input}`` for the ``/net/`` Adds of residual blocks.
+
+    A residual Add sums two computed tensors one of which the other is computed from: that one
+    is the skip connection (TensorRT's guide: quantize it, so that the Add fuses into the int8
+    conv that makes the other input, which stays unquantized).
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def upstream(tensor: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [tensor]
+        while stack:
+            node = producer.get(stack.pop())
+            for t in node.input if node is not None else ():
+                if t and t not in seen:
+                    seen.add(t)
+                    stack.append(t)
+        return seen
+
+    out = {}
+    for n in model.graph.node:
+        if n.op_type != "Add" or not n.name.startswith(NET_PREFIX) or len(n.input) != 2:
+            continue
+        a, b = n.input
+        if a in producer and b in producer:
+            if a in upstream(b):
+                out[n.name] = a
+            elif b in upstream(a):
+                out[n.name] = b
+    return out
+
+
+def _qdq_residuals(
+    qmodel: onnx.ModelProto, adds: dict[str, str], ranges: TensorsData
+) -> tuple[str, ...]:
+    """Feed each residual Add's skip input through Q/DQ: the pair its convs already read (one
+    tensor, one scale), or a new symmetric pair from ``ranges``; an input with neither (not
+    calibrated) stays float. Returns the Adds changed."""
+    g = qmodel.graph
+    q_of = {n.input[0]: n for n in g.node if n.op_type == "QuantizeLinear"}
+    dq_of = {n.input[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
+    done = []
+    for node in list(g.node):
+        x = adds.get(node.name)
+        if x is None:
+            continue
+        if x in q_of:
+            dq = dq_of[q_of[x].output[0]].output[0]
+        elif x in ranges.data:
+            dq = _insert_qdq(g, x, ranges.data[x], before=node)
+        else:
+            continue
+        node.input[:] = [dq if t == x else t for t in node.input]
+        done.append(node.name)
+    return tuple(done)
+
+
+def _insert_qdq(graph: onnx.GraphProto, x: str, data: Any, *, before: onnx.NodeProto) -> str:
+    """Add ``x → Q → DQ`` (symmetric int8, zero point 0, per tensor, scale ``max|range| / 127``
+    as ONNX Runtime computes it) just before ``before``; returns the DQ output's name."""
+    lo, hi = data.range_value
+    absmax = max(abs(float(np.min(lo))), abs(float(np.max(hi))))
+    scale, zero = f"{x}_scale", f"{x}_zero_point"
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(absmax / 127.0 if absmax else 1.0, np.float32), scale),
+            numpy_helper.from_array(np.array(0, np.int8), zero),
+        ]
+    )
+    q = helper.make_node(
+        "QuantizeLinear", [x, scale, zero], [f"{x}_QuantizeLinear_Output"], name=f"{x}_Q"
+    )
+    dq = helper.make_node(
+        "DequantizeLinear",
+        [q.output[0], scale, zero],
+        [f"{x}_DequantizeLinear_Output"],
+        name=f"{x}_DQ",
+    )
+    at = list(graph.node).index(before)
+    graph.node.insert(at, dq)
+    graph.node.insert(at, q)
+    return dq.output[0]
 
 
 def _conv_targets(
@@ -269,9 +477,13 @@ def _quantize_static(
         )
 
 
-def _qdq_subgraph(conv: onnx.NodeProto, qmodel: onnx.ModelProto) -> tuple[bytes, str]:
-    """A model ``x (fp32) → Q → DQ → Conv(DQ(w), b)`` holding one quantized conv; returns it
-    serialized, with the name of its fp32 input ``x`` (the same tensor name as in fp32)."""
+def _qdq_subgraph(
+    conv: onnx.NodeProto, qmodel: onnx.ModelProto, types: dict[str, int]
+) -> tuple[bytes, str, int]:
+    """A model ``x → [Cast →] Q → DQ → Conv(DQ(w), b)`` holding one quantized conv; returns it
+    serialized, with the name of its input ``x`` (the same tensor name as in fp32) and ``x``'s
+    dtype there (fp16 inside a graph with fp16 outside the Q/DQ pairs; ``types`` maps tensor
+    names of ``qmodel`` to ONNX dtypes)."""
     producers = {o: n for n in qmodel.graph.node for o in n.output}
     inits = {i.name: i for i in qmodel.graph.initializer}
     nodes, leaves, used = [conv], set(), set()
@@ -280,7 +492,7 @@ def _qdq_subgraph(conv: onnx.NodeProto, qmodel: onnx.ModelProto) -> tuple[bytes,
         name = stack.pop()
         if name in inits:
             used.add(name)
-        elif name in producers and producers[name].op_type in _QDQ:
+        elif name in producers and producers[name].op_type in (*_QDQ, "Cast"):
             nodes.append(producers[name])
             stack.extend(t for t in producers[name].input if t)
         else:
@@ -289,16 +501,27 @@ def _qdq_subgraph(conv: onnx.NodeProto, qmodel: onnx.ModelProto) -> tuple[bytes,
         raise ExportError(f"{conv.name}: expected one fp32 input behind its Q/DQ, got {leaves}")
     x = leaves.pop()
     order = {id(n): i for i, n in enumerate(qmodel.graph.node)}
+    x_type = types.get(x, onnx.TensorProto.FLOAT)
+    y_type = types.get(conv.output[0], onnx.TensorProto.FLOAT)
     graph = helper.make_graph(
         sorted(nodes, key=lambda n: order[id(n)]),
         "qdq_conv",
-        [helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info(conv.output[0], onnx.TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(x, x_type, None)],
+        [helper.make_tensor_value_info(conv.output[0], y_type, None)],
         initializer=[inits[n] for n in sorted(used)],
     )
     model = helper.make_model(graph, opset_imports=qmodel.opset_import)
     model.ir_version = qmodel.ir_version
-    return model.SerializeToString(), x
+    return model.SerializeToString(), x, x_type
+
+
+def _dtypes(model: onnx.ModelProto) -> dict[str, int]:
+    """ONNX dtype of every tensor of ``model`` (shape inference)."""
+    g = onnx.shape_inference.infer_shapes(model).graph
+    types = {i.name: i.data_type for i in g.initializer}
+    types.update((v.name, v.type.tensor_type.elem_type) for v in [*g.input, *g.value_info])
+    types.update((v.name, v.type.tensor_type.elem_type) for v in g.output)
+    return types
 
 
 def layer_sensitivity(
@@ -311,31 +534,36 @@ def layer_sensitivity(
     """SQNR (dB) of each quantized conv's own quantization, worst (lowest) first.
 
     For every Conv with Q/DQ in ``int8_path``, its fp32 input activation (from the fp32 graph) goes
-    through that conv's Q/DQ and int8 weights; the result is compared with the fp32 conv output:
+    through that conv's Q/DQ and int8 weights (in fp16, with the input rounded to fp16, where the
+    int8 graph is fp16 outside its Q/DQ pairs); the result is compared with the fp32 conv output:
     ``SQNR = 10 log10(sum(y^2) / sum((y - y_q)^2))`` over the first ``max_images`` images. The
     layers are measured in isolation (upstream error does not accumulate), so the ranking says
     which layer's *own* quantization loses the most signal; ``inf`` means no loss.
     """
     qmodel = onnx.load(str(int8_path))
-    minis = {c.name: (*_qdq_subgraph(c, qmodel), c.output[0]) for c in _quantized_convs(qmodel)}
+    types = _dtypes(qmodel)
+    minis = {
+        c.name: (*_qdq_subgraph(c, qmodel, types), c.output[0]) for c in _quantized_convs(qmodel)
+    }
     fp32 = onnx.load(str(fp32_path))
     existing = {o.name for o in fp32.graph.output}
-    wanted = sorted({t for _, x, y in minis.values() for t in (x, y)} - existing)
+    wanted = sorted({t for _, x, _, y in minis.values() for t in (x, y)} - existing)
     fp32.graph.output.extend(
         helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in wanted
     )
     ref = _session(fp32.SerializeToString())
-    sessions = {name: _session(blob, threads=1) for name, (blob, _, _) in minis.items()}
+    sessions = {name: _session(blob, threads=1) for name, (blob, *_) in minis.items()}
     input_name = ref.get_inputs()[0].name
     names = [o.name for o in ref.get_outputs()]
     signal = dict.fromkeys(minis, 0.0)
     noise = dict.fromkeys(minis, 0.0)
     for i in range(min(max_images, len(calib))):
         acts = dict(zip(names, ref.run(None, {input_name: calib.images[i : i + 1]}), strict=True))
-        for name, (_, x, y) in minis.items():
-            y_q = sessions[name].run(None, {x: acts[x]})[0]
+        for name, (_, x, x_type, y) in minis.items():
+            feed = acts[x].astype(onnx.helper.tensor_dtype_to_np_dtype(x_type))
+            y_q = sessions[name].run(None, {x: feed})[0].astype(np.float64)
             signal[name] += float(np.sum(np.square(acts[y], dtype=np.float64)))
-            noise[name] += float(np.sum(np.square(acts[y] - y_q, dtype=np.float64)))
+            noise[name] += float(np.sum(np.square(acts[y] - y_q)))
     db = {
         n: 10 * math.log10(max(signal[n], 1e-30) / noise[n]) if noise[n] else math.inf
         for n in minis
@@ -379,7 +607,7 @@ class GateReport:
         for i, (excl, score) in enumerate(self.steps):
             lines.append(
                 f"  step {i}: int8 mAP@0.5 {score:.2f} (drop {self.fp32_score - score:.2f}), "
-                f"fp32 layers: {', '.join(excl) or 'none'}"
+                f"layers out of int8: {', '.join(excl) or 'none'}"
             )
         return "\n".join(lines)
 
@@ -398,6 +626,7 @@ def int8_with_budget(
     quantize_heads: bool = False,
     placement: str = "tensorrt",
     reduce_range: bool | None = None,
+    high_precision: str | None = None,
     log: Callable[[str], object] = print,
 ) -> GateReport:
     """Quantize, score, and keep the most sensitive layers in fp32 until the drop is in budget.
@@ -434,6 +663,7 @@ def int8_with_budget(
             quantize_heads=quantize_heads,
             placement=placement,
             reduce_range=reduce_range,
+            high_precision=high_precision,
         )
         score = float(evaluate(out_path))
         if not math.isfinite(score):
@@ -443,7 +673,7 @@ def int8_with_budget(
         passed = drop <= max_drop
         log(
             f"int8 step {len(steps) - 1}: mAP@0.5 {score:.2f} vs fp32 {fp32_score:.2f} "
-            f"(drop {drop:.2f}, budget {max_drop:.2f}) fp32 layers: {len(result.excluded)}"
+            f"(drop {drop:.2f}, budget {max_drop:.2f}) layers out of int8: {len(result.excluded)}"
             + (f", latest {extra[-1]}" if extra else "")
         )
         if not ranking and not passed:

@@ -59,7 +59,17 @@ def ranges(fp32: Path, calib: CalibSet) -> TensorsData:
 
 @pytest.fixture(scope="module")
 def int8(fp32: Path, ranges: TensorsData, tmp_path_factory: pytest.TempPathFactory) -> QuantResult:
+    """The default: TensorRT placement, fp16 outside the Q/DQ pairs."""
     return quantize_int8(fp32, tmp_path_factory.mktemp("q8") / "int8.onnx", ranges=ranges)
+
+
+@pytest.fixture(scope="module")
+def int8_fp32(
+    fp32: Path, ranges: TensorsData, tmp_path_factory: pytest.TempPathFactory
+) -> QuantResult:
+    """TensorRT placement, fp32 outside the Q/DQ pairs (for TensorRT 8.6)."""
+    out = tmp_path_factory.mktemp("q8f") / "int8.onnx"
+    return quantize_int8(fp32, out, ranges=ranges, high_precision="fp32")
 
 
 @pytest.fixture
@@ -84,28 +94,45 @@ def dq_fed(model: onnx.ModelProto) -> set[str]:
     return {n.name for n in model.graph.node if dq & set(n.input)}
 
 
-def test_int8_graph_places_symmetric_qdq_on_net_convs_only(fp32: Path, int8: QuantResult) -> None:
-    m32, m8 = onnx.load(fp32), onnx.load(int8.path)
+@pytest.mark.parametrize("variant", ["fp16", "fp32"])
+def test_int8_graph_places_symmetric_qdq_on_net_convs_only(
+    fp32: Path, int8: QuantResult, int8_fp32: QuantResult, variant: str
+) -> None:
+    q = int8 if variant == "fp16" else int8_fp32
+    half = variant == "fp16"
+    m32, m8 = onnx.load(fp32), onnx.load(q.path)
     onnx.checker.check_model(m8, full_check=True)  # valid and topologically sorted (TensorRT)
+    assert (q.high_precision, q.opset) == (("fp16", 19) if half else ("fp32", 17))
+    assert m8.opset_import[0].version == q.opset
     heads = [c for c in net_convs(m32) if "/head/" in c]
     assert len(heads) == 2 and all(c.startswith(NET_PREFIX) for c in net_convs(m32))
-    assert int8.excluded == tuple(heads)
-    assert int8.quantized == tuple(c for c in net_convs(m32) if c not in heads)
-    assert int8.method == "minmax"
+    assert q.excluded == tuple(heads)
+    assert q.quantized == tuple(c for c in net_convs(m32) if c not in heads)
+    assert q.method == "minmax" and q.residual_adds == ()  # tiny has no residual block
     # Q/DQ feed exactly the quantized convs; head convs and the decode/NMS tail see none.
-    assert {n for n in dq_fed(m8) if n not in QDQ} == set(int8.quantized)
-    # Apart from the inserted Q/DQ, the graph is unchanged (same nodes, same names).
+    assert {n for n in dq_fed(m8) if n not in QDQ} == set(q.quantized)
+    # Apart from the inserted Q/DQ (and, in fp16, the Casts at the network's edges and the
+    # constant axes of ReduceMax from opset 18 on), the graph is unchanged (same names).
+    added = [n for n in m8.graph.node if n.name.startswith(("to_fp16/", "to_fp32/", "opset19/"))]
+    edges = [("to_fp16/images", "Cast")] + [(f"to_fp32/{h}_output_0", "Cast") for h in heads]
+    assert [(n.name, n.op_type) for n in added if n.op_type == "Cast"] == (edges if half else [])
+    assert [n.op_type for n in added if n.op_type != "Cast"] == (["Constant"] if half else [])
+    casts = [len([n for n in m.graph.node if n.op_type == "Cast"]) for m in (m8, m32)]
+    assert casts[0] == casts[1] + len(edges) * half  # and the tail's own casts
     rest = sorted((n.name, n.op_type) for n in m8.graph.node if n.op_type not in QDQ)
+    rest = [r for r in rest if r[0] not in {n.name for n in added}]
     assert rest == sorted((n.name, n.op_type) for n in m32.graph.node)
 
+    float_type = np.float16 if half else np.float32
     inits = {i.name: numpy_helper.to_array(i) for i in m8.graph.initializer}
     nodes = {o: n for n in m8.graph.node for o in n.output}
     for n in m8.graph.node:
         if n.op_type in QDQ:  # symmetric int8: every zero point is an int8 zero
             zp = inits[n.input[2]]
             assert zp.dtype == np.int8 and not zp.any(), n.name
+            assert inits[n.input[1]].dtype == float_type  # fp16 scales need opset 19
     for n in m8.graph.node:
-        if n.name not in int8.quantized:
+        if n.name not in q.quantized:
             continue
         act, weight = nodes[n.input[0]], nodes[n.input[1]]
         assert inits[act.input[1]].shape == ()  # activations: per tensor
@@ -114,7 +141,10 @@ def test_int8_graph_places_symmetric_qdq_on_net_convs_only(fp32: Path, int8: Qua
         assert w.dtype == np.int8 and axis == 0
         assert inits[weight.input[1]].shape == (w.shape[0],)
         assert np.abs(w).max() == 127  # symmetric per-channel scale uses the full range
-        assert inits[n.input[2]].dtype == np.float32  # bias stays float (TensorRT folds it)
+        assert inits[n.input[2]].dtype == float_type  # bias stays float (TensorRT folds it)
+    for h in heads:  # the convs kept out of int8 run in the high precision
+        conv = next(n for n in m8.graph.node if n.name == h)
+        assert inits[conv.input[1]].dtype == float_type
 
 
 def test_heads_and_exclusions_follow_the_arguments(
@@ -141,7 +171,7 @@ def test_duplicate_opset_imports_are_merged_before_quantizing(
     onnx.save(model, dup)
     again = quantize_int8(dup, tmp_path / "int8.onnx", ranges=ranges)
     assert again.quantized == int8.quantized and again.excluded == int8.excluded
-    assert [(o.domain, o.version) for o in onnx.load(again.path).opset_import][:1] == [("", 17)]
+    assert [(o.domain, o.version) for o in onnx.load(again.path).opset_import][:1] == [("", 19)]
 
 
 def test_calibration_methods_and_their_errors(fp32: Path, calib: CalibSet) -> None:
@@ -160,9 +190,13 @@ def test_calibration_methods_and_their_errors(fp32: Path, calib: CalibSet) -> No
 
 
 def run_graph(path: Path, images: np.ndarray, extra: tuple[str, ...] = ()) -> list[np.ndarray]:
+    """The four outputs and the ``extra`` tensors (in their own dtype: fp16 inside an fp16
+    network)."""
     model = onnx.load(path)
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.value_info}
     model.graph.output.extend(
-        helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in extra
+        helper.make_tensor_value_info(t, types.get(t, TensorProto.FLOAT), None) for t in extra
     )
     with OnnxRuntimeSession(model.SerializeToString(), threads=1) as s:
         out = s.run(images)
@@ -186,6 +220,7 @@ def test_int8_runs_in_onnxruntime_and_agrees_with_fp32(
         assert (iou.max(dim=1).values >= 0.5).float().mean() >= 0.9
     assert np.abs(a[4] - b[4]).mean() < 1.0
     for ref, q in zip(a[5:], b[5:], strict=True):
+        q = q.astype(np.float64)
         sqnr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - q) ** 2))
         assert 15.0 < sqnr < 80.0
 
