@@ -12,7 +12,7 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-from edgeyolo.errors import EngineMismatchError, TensorRTNotAvailableError
+from edgeyolo.errors import ConfigError, EngineMismatchError, TensorRTNotAvailableError
 from edgeyolo.lazy import TORCH, lazy_import
 
 __all__ = [
@@ -62,11 +62,23 @@ def tensorrt_version() -> str | None:
     return str(TENSORRT.__version__) if TENSORRT.available() else None
 
 
-def gpu_identity() -> tuple[str, tuple[int, int]]:
-    """Name and compute capability of CUDA device 0, via torch.cuda, else pycuda."""
+def gpu_identity(device: int = 0) -> tuple[str, tuple[int, int]]:
+    """Name and compute capability of CUDA device ``device``, via torch.cuda, else pycuda.
+
+    Args:
+        device: CUDA device index, as CUDA numbers the visible devices (``CUDA_VISIBLE_DEVICES``).
+
+    Raises:
+        ConfigError: ``device`` is negative or beyond the devices this machine has.
+        TensorRTNotAvailableError: no CUDA device can be seen (no CUDA torch, no pycuda, or
+            CUDA fails to initialise).
+    """
+    if device < 0:
+        raise ConfigError(f"CUDA device index {device} is negative; give 0 for the first GPU")
     if TORCH.available() and TORCH.cuda.is_available():
-        major, minor = TORCH.cuda.get_device_capability(0)
-        return str(TORCH.cuda.get_device_name(0)), (int(major), int(minor))
+        _check_index(device, int(TORCH.cuda.device_count()))
+        major, minor = TORCH.cuda.get_device_capability(device)
+        return str(TORCH.cuda.get_device_name(device)), (int(major), int(minor))
     try:
         cuda = PYCUDA.load()
     except TensorRTNotAvailableError as exc:
@@ -77,18 +89,29 @@ def gpu_identity() -> tuple[str, tuple[int, int]]:
         ) from exc
     try:
         cuda.init()
-        if cuda.Device.count() < 1:
+        count = int(cuda.Device.count())
+        if count < 1:
             raise TensorRTNotAvailableError(
                 "pycuda sees no CUDA device; check the driver (`nvidia-smi`) and "
                 "CUDA_VISIBLE_DEVICES, and run this on the GPU machine the engine is for"
             )
-        device = cuda.Device(0)
-        major, minor = device.compute_capability()
-        return str(device.name()), (int(major), int(minor))
+        _check_index(device, count)
+        gpu = cuda.Device(device)
+        major, minor = gpu.compute_capability()
+        return str(gpu.name()), (int(major), int(minor))
     except cuda.Error as exc:
         raise TensorRTNotAvailableError(
             f"CUDA initialisation failed ({exc}); check the driver with `nvidia-smi`"
         ) from exc
+
+
+def _check_index(device: int, count: int) -> None:
+    """``device`` must name one of the ``count`` visible CUDA devices."""
+    if device >= count:
+        raise ConfigError(
+            f"CUDA device {device} does not exist: this machine shows {count} "
+            f"(0..{count - 1}); check the device index and CUDA_VISIBLE_DEVICES"
+        )
 
 
 def check_engine_compat(

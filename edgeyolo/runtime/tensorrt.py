@@ -254,20 +254,10 @@ class EngineRunner:
                 f"{self.engine_path} is not the file its manifest entry describes (sha256 "
                 f"differs); {REBUILD}"
             )
-        gpu_name, cc = self._gpu_identity()
+        gpu_name, cc = gpu_identity(self.device)
         check_engine_compat(
             entry, trt_version=trt_version, gpu_name=gpu_name, compute_capability=cc
         )
-
-    def _gpu_identity(self) -> tuple[str, tuple[int, int]]:
-        """Name and compute capability of ``self.device`` (via the shared helper for device 0)."""
-        if self.device == 0:
-            return gpu_identity()
-        cuda = import_pycuda()
-        cuda.init()
-        dev = cuda.Device(self.device)
-        major, minor = dev.compute_capability()
-        return str(dev.name()), (int(major), int(minor))
 
     def _load(self, trt: Any, cuda: ModuleType, blob: bytes) -> None:
         """Deserialize, enumerate I/O, allocate buffers for the max batch, stream and events."""

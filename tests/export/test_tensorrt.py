@@ -1,7 +1,9 @@
 """edgeyolo.export.tensorrt: version branches (with fake TensorRT modules), errors, a real build.
 
 The fakes mimic what the API check (test_tensorrt_api.py) found in the real bindings: 11.x has no
-``EXPLICIT_BATCH`` and no ``BuilderFlag.FP16/INT8``; 8.6 has no ``STRONGLY_TYPED``.
+``EXPLICIT_BATCH`` and no ``BuilderFlag.FP16/INT8``; 8.6 has no ``STRONGLY_TYPED``. Severities
+count down as in TensorRT's ``ILogger.Severity`` (INTERNAL_ERROR 0 ... VERBOSE 4) and print as
+pybind11 enums do (``Severity.WARNING``).
 """
 
 from __future__ import annotations
@@ -25,17 +27,27 @@ from edgeyolo.export import tensorrt as ext
 from edgeyolo.runtime import gpu
 
 PLAN = b"serialized-plan"
+OUTPUTS = ["num_dets", "boxes", "scores", "classes"]
+SEVERITIES = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
+
+
+class Severity(int):
+    """``tensorrt.ILogger.Severity`` stand-in: an int that prints like a pybind11 enum."""
+
+    def __str__(self) -> str:
+        return f"Severity.{SEVERITIES[int(self)]}"
 
 
 class FakeTensorRT(types.ModuleType):
-    """A ``tensorrt`` stand-in that records every builder call in ``calls``."""
+    """A ``tensorrt`` stand-in that records every builder call in ``calls``; the build sends
+    one message per severity to a Python ``ILogger`` subclass, as TensorRT calls ``log``."""
 
     def __init__(self, version: str, **behaviour: Any) -> None:
         super().__init__("tensorrt")
         self.__version__ = version
         self.calls: list[tuple] = []
         self.behaviour = {"shape": (-1, 3, -1, -1), "errors": [], "plan": PLAN, "stale": None}
-        self.behaviour.update(behaviour)
+        self.behaviour.update({"outputs": OUTPUTS, **behaviour})
         major = int(version.split(".")[0])
         kinds = {"EXPLICIT_BATCH": 0} if major < 11 else {}
         kinds |= {"STRONGLY_TYPED": 1} if major >= 10 else {}
@@ -43,26 +55,42 @@ class FakeTensorRT(types.ModuleType):
         flags = {"FP16": "FP16", "INT8": "INT8"} if major < 11 else {}
         self.BuilderFlag = SimpleNamespace(TF32="TF32", **flags)
         self.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
-        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, severity: None})
+        self.ProfilingVerbosity = SimpleNamespace(DETAILED="DETAILED", LAYER_NAMES_ONLY="NAMES")
         fake = self
+        levels = {name: Severity(i) for i, name in enumerate(SEVERITIES)}
+        self.ILogger = type("ILogger", (), {**levels, "__init__": lambda s: None})
+
+        class Logger(self.ILogger):  # TensorRT's own console logger
+            def __init__(self, min_severity: Severity) -> None:
+                fake.calls.append(("Logger", str(min_severity)))
 
         class Builder:
             def __init__(self, logger: Any) -> None:
-                pass
+                self.logger = logger
 
             def create_network(self, flags: int) -> Any:
                 fake.calls.append(("create_network", flags))
                 tensor = SimpleNamespace(name="images", shape=fake.behaviour["shape"])
-                return SimpleNamespace(num_inputs=1, get_input=lambda i: tensor)
+                outs = [SimpleNamespace(name=n) for n in fake.behaviour["outputs"]]
+                return SimpleNamespace(
+                    num_inputs=1,
+                    get_input=lambda i: tensor,
+                    num_outputs=len(outs),
+                    get_output=lambda i: outs[i],
+                )
 
             def create_builder_config(self) -> Any:
-                return FakeConfig(fake)
+                fake.config = FakeConfig(fake)
+                return fake.config
 
             def create_optimization_profile(self) -> Any:
                 return SimpleNamespace(set_shape=lambda *a: fake.calls.append(("set_shape", *a)))
 
             def build_serialized_network(self, network: Any, config: Any) -> Any:
                 fake.calls.append(("build",))
+                if not isinstance(self.logger, Logger):
+                    for i, name in enumerate(SEVERITIES):
+                        self.logger.log(Severity(i), f"{name.lower()} message")
                 return fake.behaviour["plan"]
 
         class OnnxParser:
@@ -76,7 +104,7 @@ class FakeTensorRT(types.ModuleType):
             def get_error(self, i: int) -> Any:
                 return fake.behaviour["errors"][i]
 
-        self.Builder, self.OnnxParser = Builder, OnnxParser
+        self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
 
     def recorded(self, name: str) -> list[tuple]:
         return [c[1:] for c in self.calls if c[0] == name]
@@ -85,12 +113,16 @@ class FakeTensorRT(types.ModuleType):
 class FakeConfig:
     def __init__(self, fake: FakeTensorRT) -> None:
         self.fake, self.cache = fake, None
+        self.profiling_verbosity = "NAMES"  # TensorRT's default, LAYER_NAMES_ONLY
 
     def set_memory_pool_limit(self, pool: str, size: int) -> None:
         self.fake.calls.append(("pool", pool, size))
 
     def set_flag(self, flag: str) -> None:
         self.fake.calls.append(("set_flag", flag))
+
+    def clear_flag(self, flag: str) -> None:
+        self.fake.calls.append(("clear_flag", flag))
 
     def add_optimization_profile(self, profile: Any) -> int:
         return 0
@@ -159,8 +191,23 @@ def test_build_without_tensorrt_touches_no_file(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tensorrt_older_than_86_is_refused_before_building(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path
+) -> None:
+    fake = FakeTensorRT("8.5.3.1")
+    with pytest.raises(TensorRTNotAvailableError, match=r"tensorrt >= 8\.6 .* has 8\.5\.3\.1"):
+        fake_build(monkeypatch, fake, onnx_file, timing_cache=onnx_file.parent / "t.cache")
+    assert fake.calls == [] and [p.name for p in onnx_file.parent.iterdir()] == ["model.onnx"]
+
+
 @pytest.mark.parametrize(
-    "kw", [{"precision": "int4"}, {"img_size": 100}, {"min_batch": 4, "max_batch": 2}]
+    "kw",
+    [
+        {"precision": "int4"},
+        {"img_size": 100},
+        {"min_batch": 4, "max_batch": 2},
+        {"typing": "medium"},
+    ],
 )
 def test_impossible_settings_fail_first(monkeypatch: pytest.MonkeyPatch, kw: dict) -> None:
     no_tensorrt(monkeypatch)
@@ -170,66 +217,250 @@ def test_impossible_settings_fail_first(monkeypatch: pytest.MonkeyPatch, kw: dic
     assert not isinstance(info.value, TensorRTNotAvailableError)
 
 
-META = ext.EngineInfo(Path("m.engine"), "10.3.0", "Orin", (8, 7), "int8", True, 12.5).to_dict()
+META = ext.EngineInfo(
+    Path("m.engine"), "10.3.0", "Orin", (8, 7), "int8", False, 12.5, False, ("INT8", "FP16")
+).to_dict()
 
 
 def test_engine_info_is_json_types() -> None:
     assert META["compute_capability"] == [8, 7] and META["path"] == "m.engine"
+    assert META["typing"] == "weak" and META["builder_flags"] == ["INT8", "FP16"]
+    assert META["tf32"] is False and META["build_log"] is None
     assert json.loads(json.dumps(META)) == META
 
 
-def test_trt11_builds_strongly_typed_and_never_sets_precision_flags(
+# ------------------------------------------------------------------------- typing per version
+
+
+@pytest.mark.parametrize(
+    ("version", "asked", "strong", "why"),
+    [
+        ("8.6.1", "auto", False, "incomplete before TensorRT 10.12"),
+        ("10.3.0", "auto", False, "incomplete before TensorRT 10.12"),  # JetPack 6.1/6.2
+        ("10.11.0.33", "auto", False, "incomplete before TensorRT 10.12"),
+        ("10.12.0.36", "auto", True, "complete from TensorRT 10.12"),
+        ("10.16.1", "auto", True, "complete from TensorRT 10.12"),
+        ("11.4.0.106", "auto", True, "strong typing only"),
+        ("10.3.0", "strong", True, "--typing strong"),
+        ("10.16.1", "weak", False, "--typing weak"),
+        ("8.6.1", "weak", False, "--typing weak"),
+        ("11.4.0.106", "strong", True, "--typing strong"),
+    ],
+)
+def test_typing_is_chosen_per_version(
+    monkeypatch: pytest.MonkeyPatch,
+    onnx_file: Path,
+    version: str,
+    asked: str,
+    strong: bool,
+    why: str,
+) -> None:
+    fake = FakeTensorRT(version)
+    lines: list[str] = []
+    info = fake_build(monkeypatch, fake, onnx_file, typing=asked, log=lines.append)
+    assert info.strongly_typed is strong and why in info.typing_reason
+    major = int(version.split(".")[0])
+    flags = (1 << 1 if strong else 0) | (1 << 0 if major < 10 else 0)  # + EXPLICIT_BATCH on 8.6
+    assert fake.recorded("create_network") == [(flags,)]
+    precision_flags = [f for (f,) in fake.recorded("set_flag") if f in ("FP16", "INT8")]
+    assert precision_flags == ([] if strong else ["FP16"])  # fp16 variant
+    assert ("strongly" if strong else "weakly") + " typed" in lines[0] and why in lines[0]
+    warned = any("complete from 10.12" in line for line in lines)
+    assert warned == (asked == "strong" and version.startswith("10.3"))
+
+
+@pytest.mark.parametrize(
+    ("version", "asked", "match"),
+    [
+        ("8.6.1", "strong", r"TensorRT 8\.6\.1 has no strongly typed networks"),
+        ("11.4.0.106", "weak", r"strongly typed networks only \(11\.0 removed weak typing"),
+    ],
+)
+def test_typing_a_version_cannot_give_is_refused(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path, version: str, asked: str, match: str
+) -> None:
+    fake = FakeTensorRT(version)
+    with pytest.raises(ExportError, match=match) as info:
+        fake_build(monkeypatch, fake, onnx_file, typing=asked)
+    assert "--typing auto" in str(info.value)
+    assert fake.recorded("create_network") == [] and not onnx_file.with_suffix(".engine").exists()
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags"), [("fp32", []), ("fp16", ["FP16"]), ("int8", ["INT8", "FP16"])]
+)
+def test_weakly_typed_builds_get_precision_flags_int8_with_fp16(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path, precision: str, flags: list[str]
+) -> None:
+    fake = FakeTensorRT("10.3.0")
+    info = fake_build(monkeypatch, fake, onnx_file, precision=precision)
+    assert fake.recorded("create_network") == [(0,)] and not info.strongly_typed
+    assert fake.recorded("set_flag") == [(f,) for f in flags]
+    assert info.builder_flags == tuple(flags) and info.to_dict()["builder_flags"] == flags
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0", "10.12.0", "11.4.0.106"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tf32_is_cleared_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path, version: str, precision: str
+) -> None:
+    fake = FakeTensorRT(version)
+    info = fake_build(monkeypatch, fake, onnx_file, precision=precision)
+    assert fake.recorded("clear_flag") == [("TF32",)] and ("TF32",) not in fake.recorded("set_flag")
+    assert info.tf32 is False and "TF32" not in info.builder_flags
+    fake = FakeTensorRT(version)
+    lines: list[str] = []
+    info = fake_build(
+        monkeypatch, fake, onnx_file, precision=precision, tf32=True, log=lines.append
+    )
+    assert fake.recorded("clear_flag") == [] and fake.recorded("set_flag")[0] == ("TF32",)
+    assert info.tf32 and info.builder_flags[0] == "TF32" and "TF32 on" in lines[0]
+
+
+def test_trt11_builds_strongly_typed_with_batch_range_and_cache(
     monkeypatch: pytest.MonkeyPatch, onnx_file: Path
 ) -> None:
     fake = FakeTensorRT("11.4.0.106")
     cache = onnx_file.parent / "timing.cache"
     lines: list[str] = []
     options = {"max_batch": 4, "opt_batch": 2, "timing_cache": cache, "log": lines.append}
-    info = fake_build(monkeypatch, fake, onnx_file, strongly_typed=False, **options)
+    info = fake_build(monkeypatch, fake, onnx_file, **options)
     assert fake.recorded("create_network") == [(1 << 1,)]  # STRONGLY_TYPED only
-    assert fake.recorded("set_flag") == []
-    assert any("strongly typed networks only" in line for line in lines)
-    assert "11.4.0.106" in lines[-2] and "Fake GPU" in lines[-2]
+    assert fake.recorded("set_flag") == [] and fake.recorded("clear_flag") == [("TF32",)]
+    assert "11.4.0.106" in lines[0] and "Fake GPU" in lines[0] and "TF32 off" in lines[0]
     assert fake.recorded("set_shape") == [
         ("images", (1, 3, 416, 416), (2, 3, 416, 416), (4, 3, 416, 416))
     ]
     assert fake.recorded("pool") == [("WORKSPACE", 2 << 30)]
     assert fake.recorded("set_timing_cache") == [(b"", False)]
+    assert fake.recorded("Logger") == [("Severity.WARNING",)]  # TensorRT's console logger
     assert info.path.read_bytes() == PLAN and cache.read_bytes() == b"cache:" + PLAN
     assert info.strongly_typed and info.trt_version == "11.4.0.106"
     assert info.compute_capability == (8, 7) and info.precision == "fp16"
 
 
-def test_trt10_is_strongly_typed_by_default(
+# ----------------------------------------------------------------------------- the build log
+
+
+def test_verbose_log_goes_to_the_file_and_warnings_to_the_console(
     monkeypatch: pytest.MonkeyPatch, onnx_file: Path
 ) -> None:
-    fake = FakeTensorRT("10.3.0")
-    info = fake_build(monkeypatch, fake, onnx_file, precision="int8")
-    assert fake.recorded("create_network") == [(1 << 1,)]  # no deprecated EXPLICIT_BATCH
-    assert fake.recorded("set_flag") == [] and info.strongly_typed
+    log_file = onnx_file.parent / "tensorrt_build.log"
+    lines: list[str] = []
+    for precision in ("fp32", "fp16"):  # two builds append to one file
+        fake = FakeTensorRT("10.3.0")
+        info = fake_build(
+            monkeypatch, fake, onnx_file, precision=precision, verbose=True, log_file=log_file,
+            log=lines.append,
+        )  # fmt: skip
+        assert fake.config.profiling_verbosity == "DETAILED" and fake.recorded("Logger") == []
+    text = log_file.read_text()
+    assert text.count("=== model.engine from model.onnx, TensorRT 10.3.0 ===") == 2
+    assert "[VERBOSE] verbose message" in text and "[WARNING] warning message" in text
+    echoed = [line for line in lines if line.split(":")[0][9:] in SEVERITIES]
+    assert echoed == 2 * [
+        "TensorRT INTERNAL_ERROR: internal_error message",
+        "TensorRT ERROR: error message",
+        "TensorRT WARNING: warning message",
+    ]  # INFO and VERBOSE stay in the file
+    assert info.log_file == log_file and info.to_dict()["build_log"] == "tensorrt_build.log"
 
 
-@pytest.mark.parametrize(
-    ("precision", "flags"), [("fp32", []), ("fp16", ["FP16"]), ("int8", ["INT8"])]
-)
-def test_trt10_weakly_typed_gets_builder_flags(
-    monkeypatch: pytest.MonkeyPatch, onnx_file: Path, precision: str, flags: list[str]
-) -> None:
-    fake = FakeTensorRT("10.3.0")
-    info = fake_build(monkeypatch, fake, onnx_file, precision=precision, strongly_typed=False)
-    assert fake.recorded("create_network") == [(0,)]
-    assert fake.recorded("set_flag") == [(f,) for f in flags] and not info.strongly_typed
+def test_quiet_log_file_starts_at_info(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
+    log_file = onnx_file.parent / "build.log"
+    fake = FakeTensorRT("11.4.0.106")
+    fake_build(monkeypatch, fake, onnx_file, log_file=log_file)
+    text = log_file.read_text()
+    assert "[INFO] info message" in text and "VERBOSE" not in text
+    assert fake.config.profiling_verbosity == "NAMES"
 
 
-def test_trt86_needs_explicit_batch_and_cannot_be_strongly_typed(
+def test_verbose_without_file_uses_the_console_logger_at_verbose(
     monkeypatch: pytest.MonkeyPatch, onnx_file: Path
 ) -> None:
     fake = FakeTensorRT("8.6.1")
-    info = fake_build(monkeypatch, fake, onnx_file)
-    assert fake.recorded("create_network") == [(1 << 0,)]
-    assert fake.recorded("set_flag") == [("FP16",)] and not info.strongly_typed
-    with pytest.raises(ExportError, match="no strongly typed networks"):
-        fake_build(monkeypatch, FakeTensorRT("8.6.1"), onnx_file, strongly_typed=True)
+    fake_build(monkeypatch, fake, onnx_file, verbose=True)
+    assert fake.recorded("Logger") == [("Severity.VERBOSE",)]
+
+
+# ------------------------------------------------------------------ graphs TensorRT must not get
+
+
+@pytest.mark.parametrize(
+    ("artifact", "match"),
+    [
+        ({"placement": "onnxruntime", "precision": "int8"}, r"onnx-tensorrt/issues/850"),
+        ({"targets": ["onnxruntime"], "targets_reason": "int32 bias"}, r"\.onnx: int32 bias$"),
+        ({"raw": True}, r"--raw graph"),
+        ({"kind": "darknet"}, r"a darknet file"),
+    ],
+)
+def test_graphs_not_meant_for_tensorrt_are_refused_before_importing_it(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path, artifact: dict, match: str
+) -> None:
+    no_tensorrt(monkeypatch)  # refused first: a TensorRT-less machine gets the same answer
+    entry = {"kind": "onnx", "file": onnx_file.name, **artifact}
+    assert ext.tensorrt_refusal(entry) is not None
+    with pytest.raises(EngineBuildError, match=match):
+        ext.build_engine(onnx_file, onnx_file.with_suffix(".engine"), precision="int8",
+                         img_size=416, artifact=entry)  # fmt: skip
+    assert not onnx_file.with_suffix(".engine").exists()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"kind": "onnx", "precision": "int8", "placement": "tensorrt"},
+        {"kind": "onnx", "precision": "fp32", "targets": ["onnxruntime", "tensorrt-8.6"]},
+        {"kind": "onnx", "precision": "fp16", "targets": ["onnxruntime", "tensorrt-10.3"]},
+        {"kind": "onnx", "precision": "fp32"},
+    ],
+)
+def test_graphs_for_tensorrt_are_not_refused(entry: dict) -> None:
+    assert ext.tensorrt_refusal(entry) is None
+
+
+@pytest.mark.parametrize(
+    ("targets", "version", "covered"),
+    [
+        (["8.6", "10.3", "10", "11"], "8.6.1", True),  # the default: every target
+        (["10", "11"], "10.3.0", False),  # e.g. int8 with fp16 outside Q/DQ, on JetPack 6
+        (["10", "11"], "8.6.1", False),
+        (["10", "11"], "10.16.1", True),
+        (["10", "11"], "11.4.0.106", True),
+        (["10.3"], "10.12.0", True),  # a target covers later releases of its major
+        (["10.3"], "11.4.0.106", False),
+        (["8.6"], "12.0.0", True),  # newer than every target: not refused, not checked
+    ],
+)
+def test_a_graph_is_built_only_by_a_tensorrt_it_was_checked_for(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path, targets: list, version: str, covered: bool
+) -> None:
+    entry = {"kind": "onnx", "targets": ["onnxruntime", *(f"tensorrt-{t}" for t in targets)]}
+    entry["targets_reason"] = "opset 19"
+    assert (ext.uncovered_reason(entry, version) is None) == covered
+    fake = FakeTensorRT(version)
+    if covered:
+        fake_build(monkeypatch, fake, onnx_file, artifact=entry)
+        return
+    with pytest.raises(EngineBuildError, match=rf"checked for TensorRT {', '.join(targets)} only"):
+        fake_build(monkeypatch, fake, onnx_file, artifact=entry)
+    assert fake.calls == [] and not onnx_file.with_suffix(".engine").exists()
+    assert "(opset 19)" in ext.uncovered_reason(entry, version)
+
+
+def test_a_raw_graph_is_refused_after_parsing(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path
+) -> None:
+    fake = FakeTensorRT("10.3.0", outputs=["head0", "head1"])
+    with pytest.raises(EngineBuildError, match=r"outputs \['head0', 'head1'\].*--raw") as info:
+        fake_build(monkeypatch, fake, onnx_file, outputs=OUTPUTS)
+    assert "missing ['num_dets', 'boxes', 'scores', 'classes']" in str(info.value)
+    assert fake.recorded("build") == [] and not onnx_file.with_suffix(".engine").exists()
+    fake_build(monkeypatch, FakeTensorRT("10.3.0"), onnx_file, outputs=OUTPUTS)  # ours passes
+
+
+# ------------------------------------------------------------------------------ errors, shapes
 
 
 def test_parser_errors_name_every_node(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
@@ -247,6 +478,11 @@ def test_failed_build_leaves_no_file(monkeypatch: pytest.MonkeyPatch, onnx_file:
     with pytest.raises(EngineBuildError, match="could not build"):
         fake_build(monkeypatch, FakeTensorRT("11.4.0.106", plan=None), onnx_file)
     assert [p.name for p in onnx_file.parent.iterdir()] == ["model.onnx"]
+    log_file = onnx_file.parent / "build.log"
+    with pytest.raises(EngineBuildError, match=f"its log, {log_file}, says why"):
+        fake = FakeTensorRT("11.4.0.106", plan=None)
+        fake_build(monkeypatch, fake, onnx_file, log_file=log_file, verbose=True)
+    assert "[VERBOSE]" in log_file.read_text()
 
 
 def test_stale_timing_cache_is_replaced(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:

@@ -1,4 +1,5 @@
-"""Our TensorRT code checked against the real compiled bindings of TensorRT 10.3 and 11.4, on CPU.
+"""Our TensorRT code checked against the real compiled bindings of TensorRT 10.3 and 11.4, on CPU,
+and against TensorRT 8.6's binding sources.
 
 The ``tensorrt-cu12-bindings==10.3.0`` and ``tensorrt-cu13-bindings==11.4.0.106`` wheels
 (``scripts/fetch_trt_wheels.sh``) hold ``tensorrt_bindings/tensorrt.so``, which cannot be imported
@@ -12,6 +13,10 @@ absent from 11.4 although its docstrings mention FP16.
 Every attribute used in the checked files counts as TensorRT's unless :class:`Scan` proves the
 object it is read from is plain Python, or the name is in :data:`NOT_TENSORRT`. Names read with
 ``getattr``/``hasattr`` on such objects are version-gated: they need one version, others need both.
+
+TensorRT 8.6 (the oldest version supported) has no bindings wheel on PyPI:
+``tensorrt_8.6_names.txt`` beside this file lists the names its binding sources register (its
+header says how it was made), and every un-gated name must be there too.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ CHECKED = {
         *("build_serialized_network", "create_builder_config", "create_network", "serialize"),
         *("create_optimization_profile", "create_timing_cache", "get_error", "get_timing_cache"),
         *("parse_from_file", "set_memory_pool_limit", "set_shape", "set_timing_cache"),
+        *("TF32", "clear_flag", "ILogger", "VERBOSE", "INFO", "ProfilingVerbosity", "DETAILED"),
+        *("profiling_verbosity", "get_output", "num_outputs"),
     },
     "edgeyolo/runtime/tensorrt.py": {"deserialize_cuda_engine"},
 }
@@ -373,6 +380,47 @@ def test_check_catches_a_removed_api(apis: dict[str, frozenset[str]]) -> None:
     missing, unknown = _check([Scan(broken, "broken")], apis)
     assert {m.split()[0] for m in missing} == {"build_engine", "FP16"}
     assert {u.split()[0] for u in unknown} == {"STRONGLY_TYPD"}
+
+
+@functools.cache
+def trt86_names() -> frozenset[str]:
+    """TensorRT 8.6's API names (``tensorrt_8.6_names.txt``: one a line, ``#`` comments)."""
+    text = (Path(__file__).parent / "tensorrt_8.6_names.txt").read_text()
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_trt86_names_tell_86_from_10() -> None:
+    """The list holds 8.6's API, not a later one: what the version branches rely on."""
+    v86 = trt86_names()
+    for in_86 in ("EXPLICIT_BATCH", "FP16", "INT8", "TF32", "ILogger", "execute_async_v3"):
+        assert in_86 in v86, in_86
+    for later in ("STRONGLY_TYPED", "node_name", "node_operator", "build_engine_with_config"):
+        assert later not in v86, later  # strong typing and ParserError's names came in 10.x
+    assert "build_engine" in v86  # removed in 10.0
+
+
+def _missing_in_86(scans: list[Scan]) -> set[str]:
+    """Un-gated names absent from 8.6 (dunders such as ``__init__`` are pybind11's own for every
+    class and are not in the sources' strings)."""
+    v86 = trt86_names()
+    return {
+        f"{n} at {at}"
+        for s in scans
+        for n, at in s.used.items()
+        if n not in v86 and not (n.startswith("__") and n != "__version__")
+    }
+
+
+def test_names_exist_in_tensorrt_86(scans: list[Scan]) -> None:
+    missing = _missing_in_86(scans)
+    assert not missing, f"not in TensorRT 8.6; gate with hasattr/getattr: {missing}"
+
+
+def test_86_check_catches_an_ungated_10x_name() -> None:
+    source = (REPO / "edgeyolo/export/tensorrt.py").read_text()
+    broken = source.replace('getattr(kinds, "STRONGLY_TYPED", None)', "kinds.STRONGLY_TYPED")
+    assert broken != source
+    assert {m.split()[0] for m in _missing_in_86([Scan(broken, "broken")])} == {"STRONGLY_TYPED"}
 
 
 def test_allowlist_hides_no_version_difference(apis: dict[str, frozenset[str]]) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+import types
 import warnings
 
 import pytest
 
-from edgeyolo.errors import EngineMismatchError, TensorRTNotAvailableError
+from edgeyolo.errors import ConfigError, EngineMismatchError, TensorRTNotAvailableError
 from edgeyolo.runtime import gpu
 
 #: An engine's manifest entry, as ``edgeyolo.export.tensorrt.EngineInfo.to_dict`` writes it.
@@ -67,3 +68,76 @@ def test_compat_warns_on_another_card_of_the_same_architecture() -> None:
         gpu.check_engine_compat(
             {"path": "m.engine"}, trt_version="10.3.0", gpu_name="Orin", compute_capability=(8, 7)
         )
+
+
+# ------------------------------------------------------------------- gpu_identity(device)
+
+
+class FakeTorch:
+    """``edgeyolo.lazy.TORCH`` stand-in with two CUDA devices (or none)."""
+
+    def __init__(self, cuda: bool) -> None:
+        cards = [("Card Zero", (8, 6)), ("Card One", (8, 9))]
+        self.cuda = types.SimpleNamespace(
+            is_available=lambda: cuda,
+            device_count=lambda: len(cards) if cuda else 0,
+            get_device_name=lambda i: cards[i][0],
+            get_device_capability=lambda i: cards[i][1],
+        )
+
+    def available(self) -> bool:
+        return True
+
+
+class FakePycuda:
+    """``PYCUDA`` stand-in: ``load()`` gives a driver module with ``count`` devices."""
+
+    def __init__(self, count: int) -> None:
+        class Error(Exception):
+            pass
+
+        class Device:
+            def __init__(self, index: int) -> None:
+                assert 0 <= index < count, "the fake was asked for a device it does not have"
+                self.index = index
+
+            @staticmethod
+            def count() -> int:
+                return count
+
+            def name(self) -> str:
+                return f"Jetson {self.index}"
+
+            def compute_capability(self) -> tuple[int, int]:
+                return (8, 7) if self.index == 0 else (7, 2)
+
+        self.driver = types.SimpleNamespace(init=lambda: None, Device=Device, Error=Error)
+
+    def load(self) -> types.SimpleNamespace:
+        return self.driver
+
+
+def test_gpu_identity_reports_the_device_asked_for_through_torch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gpu, "TORCH", FakeTorch(cuda=True))
+    assert gpu.gpu_identity() == ("Card Zero", (8, 6))
+    assert gpu.gpu_identity(1) == ("Card One", (8, 9))
+    with pytest.raises(ConfigError, match=r"CUDA device 2 does not exist: .* shows 2 \(0\.\.1\)"):
+        gpu.gpu_identity(2)
+    with pytest.raises(ConfigError, match="negative"):
+        gpu.gpu_identity(-1)
+
+
+def test_gpu_identity_reports_the_device_asked_for_through_pycuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gpu, "TORCH", FakeTorch(cuda=False))  # CPU torch: pycuda answers
+    monkeypatch.setattr(gpu, "PYCUDA", FakePycuda(count=2))
+    assert gpu.gpu_identity(0) == ("Jetson 0", (8, 7))
+    assert gpu.gpu_identity(1) == ("Jetson 1", (7, 2))
+    with pytest.raises(ConfigError, match=r"CUDA device 5 does not exist: .* shows 2"):
+        gpu.gpu_identity(5)
+    monkeypatch.setattr(gpu, "PYCUDA", FakePycuda(count=0))
+    with pytest.raises(TensorRTNotAvailableError, match="pycuda sees no CUDA device"):
+        gpu.gpu_identity(0)

@@ -228,6 +228,7 @@ def write_export(folder: Path, *, trt_version: str = "11.4.0.106", cc=(8, 7), **
 class Fakes(types.SimpleNamespace):
     log: list[str]
     drv: types.ModuleType
+    asked: list[int]  # the device index of each gpu_identity call
 
 
 @pytest.fixture
@@ -238,8 +239,9 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
     monkeypatch.setitem(sys.modules, "pycuda", pkg)
     monkeypatch.setitem(sys.modules, "pycuda.driver", drv)
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.4.0.106", drv, log))
-    monkeypatch.setattr(rt, "gpu_identity", lambda: HERE)
-    return Fakes(log=log, drv=drv)
+    asked: list[int] = []
+    monkeypatch.setattr(rt, "gpu_identity", lambda device: asked.append(device) or HERE)
+    return Fakes(log=log, drv=drv, asked=asked)
 
 
 def cuda_calls(log: list[str]) -> list[str]:
@@ -301,6 +303,22 @@ def test_mismatched_engine_is_refused_before_deserializing(
         EngineRunner(engine).__enter__()
     assert "edgeyolo export" in str(info.value)  # says how to rebuild
     assert "deserialize" not in fakes.log and cuda_calls(fakes.log) == []
+
+
+def test_tensorrt_older_than_86_is_refused_before_cuda(
+    tmp_path: Path, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("8.5.3.1", fakes.drv, fakes.log))
+    with pytest.raises(TensorRTNotAvailableError, match=r"tensorrt >= 8\.6 .* has 8\.5\.3\.1"):
+        EngineRunner(write_export(tmp_path, trt_version="8.5.3.1")).__enter__()
+    assert fakes.log == [] and fakes.asked == []
+
+
+def test_the_device_asked_for_is_checked_and_opened(tmp_path: Path, fakes: Fakes) -> None:
+    with EngineRunner(write_export(tmp_path), device=1) as b:
+        b.run(np.zeros((1, 3, SIZE, SIZE), np.float32))
+    assert fakes.asked == [1]  # the compat check looked at device 1, not device 0
+    assert "device 1" in fakes.log and "device 0" not in fakes.log
 
 
 def test_compat_can_be_checked_against_a_given_manifest(tmp_path: Path, fakes: Fakes) -> None:
@@ -405,12 +423,15 @@ def test_api_scan_sees_tensorrt_objects_and_not_pycuda_ones() -> None:
 PYCUDA_USES = {"init", "Device", "Context", "Error", "Stream", "Event", "pagelocked_empty"}
 PYCUDA_USES |= {"mem_alloc", "memcpy_htod_async", "memcpy_dtoh_async"}
 PYCUDA_METHODS = {
-    "Device": {"name", "compute_capability", "retain_primary_context"},
+    "Device": {"retain_primary_context"},
     "Context": {"push", "pop", "detach"},
     "Stream": {"synchronize", "handle"},
     "Event": {"record", "time_till"},
     "DeviceAllocation": {"free", "__int__"},
 }
+# What edgeyolo/runtime/gpu.py's gpu_identity reads from pycuda.driver (checked the same way).
+GPU_PY_USES = {"init", "Device", "Error"}
+GPU_PY_METHODS = {"Device": {"count", "name", "compute_capability"}}
 
 
 def pycuda_sdist() -> Path | None:
@@ -433,6 +454,15 @@ def test_pycuda_uses_list_matches_the_module() -> None:
         for m in methods - {"__int__"}:
             assert re.search(rf"\.{m}\b", source), f"{cls}.{m} is listed but not used"
     assert "int(tensor.device)" in source  # DeviceAllocation.__int__
+    gpu_source = (REPO / "edgeyolo/runtime/gpu.py").read_text()
+    read = {
+        n.attr
+        for n in ast.walk(ast.parse(gpu_source))
+        if isinstance(n, ast.Attribute) and getattr(n.value, "id", "") == "cuda"
+    }
+    assert read == GPU_PY_USES
+    for m in GPU_PY_METHODS["Device"]:
+        assert re.search(rf"\.{m}\(", gpu_source), f"Device.{m} is listed but not used"
 
 
 def test_pycuda_names_exist_in_its_source() -> None:
@@ -460,8 +490,10 @@ def test_pycuda_names_exist_in_its_source() -> None:
         classes[head.group(1)] = names
     assert {"init", "mem_alloc", "Error"} <= top and "Device" in classes  # the parse works
     assert "begin_capture" not in cpp and "cuStreamBeginCapture" not in cpp  # cf. cuda_graph
-    missing = sorted(n for n in PYCUDA_USES if n not in top and n not in classes)
-    missing += [f"{c}.{m}" for c, ms in PYCUDA_METHODS.items() for m in ms - classes.get(c, set())]
+    uses, methods = PYCUDA_USES | GPU_PY_USES, {**PYCUDA_METHODS}
+    methods["Device"] = PYCUDA_METHODS["Device"] | GPU_PY_METHODS["Device"]
+    missing = sorted(n for n in uses if n not in top and n not in classes)
+    missing += [f"{c}.{m}" for c, ms in methods.items() for m in ms - classes.get(c, set())]
     assert not missing, f"not in {sdist.name}: {missing}"
 
 
@@ -486,7 +518,7 @@ def matched(got: dict[str, np.ndarray], want: dict[str, np.ndarray], i: int) -> 
 
 @pytest.mark.gpu
 @pytest.mark.tensorrt
-def test_engine_matches_onnxruntime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_matches_onnxruntime(tmp_path: Path) -> None:
     """A tiny random-weight YOLOv3-tiny, built to an fp32 engine, against ONNX Runtime."""
     trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed on this machine")
     pytest.importorskip("pycuda.driver", reason="pycuda is not installed (`pip install pycuda`)")
@@ -498,8 +530,7 @@ def test_engine_matches_onnxruntime(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
     from tests.export.conftest import busy_model  # build_model(yolov3-tiny, 10 classes, 128)
 
-    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")  # true fp32 kernels: boxes agree to 1e-2 px
-    net = busy_model()
+    net = busy_model()  # no NVIDIA_TF32_OVERRIDE: build_engine clears TF32 itself
     rng = np.random.default_rng(0)  # blocky images with faint noise: varied, without exact ties
     images = np.kron(rng.random((3, 3, 8, 8), dtype=np.float32), np.ones((16, 16), np.float32))
     images = np.clip(images + rng.normal(0, 0.03, images.shape).astype(np.float32), 0, 1)
