@@ -19,14 +19,17 @@ from rich.table import Table
 from edgeyolo.config import (
     DEFAULT_CONF_THRES,
     DEFAULT_IOU_THRES,
+    DEFAULT_MAX_CANDIDATES,
     DEFAULT_MAX_DET,
     EVAL_CONF_THRES,
     EVAL_IOU_THRES,
+    TRT_TARGETS,
     AugmentConfig,
     ExportConfig,
     LossConfig,
     ModelConfig,
     TrainConfig,
+    parse_trt_targets,
 )
 from edgeyolo.console import make_console
 from edgeyolo.errors import ConfigError, EdgeYoloError
@@ -411,6 +414,15 @@ def export_cmd(
             "a value that contradicts it is refused."
         ),
     ] = None,
+    int8_high_precision: Annotated[
+        str,
+        typer.Option(
+            help="dtype outside the int8 graph's Q/DQ pairs: fp16 (opset 19; what strongly "
+            "typed TensorRT 10.12+/11 needs to run those layers in fp16; not parsed by 8.6 or "
+            "10.3), fp32 (for 8.6/10.3, weakly typed: the FP16 flag picks fp16 kernels), or "
+            "auto: fp16 if a --trt target is 10 or 11, else fp32."
+        ),
+    ] = "auto",
     conf: Annotated[
         float, typer.Option(help="Score threshold inside the graph.")
     ] = DEFAULT_CONF_THRES,
@@ -418,12 +430,47 @@ def export_cmd(
         float, typer.Option(help="NMS IoU threshold inside the graph.")
     ] = DEFAULT_IOU_THRES,
     max_det: Annotated[
-        int, typer.Option(help="Detections per image (output size K).")
+        int, typer.Option(help="Detections per image (output size K, at most 3840).")
     ] = DEFAULT_MAX_DET,
+    max_candidates: Annotated[
+        int,
+        typer.Option(
+            help="Candidates per image that enter NMS, highest scores first (at most 3840; "
+            "TensorRT's NMS layer drops those past 5000 silently)."
+        ),
+    ] = DEFAULT_MAX_CANDIDATES,
     multi_label: Annotated[bool, typer.Option(help="Score every class of a box.")] = False,
-    opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = 17,
+    opset: Annotated[
+        int, typer.Option(help="ONNX opset: 17 or newer, and no newer than --trt parses (8.6: 17).")
+    ] = 17,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (checked).")] = True,
+    trt: Annotated[
+        str,
+        typer.Option(
+            help="TensorRT versions every graph is checked for (TensorRT's ONNX parser, from a "
+            "table): comma-separated from 8.6, 10.3 (JetPack 6), 10 (current 10.x), 11."
+        ),
+    ] = ",".join(TRT_TARGETS),
     workspace: Annotated[float, typer.Option(help="TensorRT workspace limit, GiB.")] = 2.0,
+    typing: Annotated[
+        str,
+        typer.Option(
+            help="TensorRT network typing: auto (strong from TensorRT 10.12 on, weak before; "
+            "11.x is strong only), strong, or weak (not on 11.x)."
+        ),
+    ] = "auto",
+    tf32: Annotated[
+        bool,
+        typer.Option(
+            "--tf32", help="Let TensorRT run fp32 layers in TF32 (Ampere and newer); default off."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", help="TensorRT's VERBOSE build log into OUT/tensorrt_build.log (--engine)."
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Export ONNX (decode + NMS inside) in fp32/fp16/int8, TensorRT engines, and manifest.json."""
@@ -434,9 +481,11 @@ def export_cmd(
             img_size=img_size,
             batch=batch,
             opset=opset,
+            trt=parse_trt_targets(trt),
             conf_thres=conf,
             iou_thres=iou,
             max_det=max_det,
+            max_candidates=max_candidates,
             multi_label=multi_label,
             raw=raw,
             darknet=darknet,
@@ -451,10 +500,14 @@ def export_cmd(
             int8_placement=int8_placement,
             int8_reduce_range=int8_reduce_range,
             int8_cpu_target=int8_cpu_target,
+            int8_high_precision=int8_high_precision,
             data=None if data is None else str(data),
             val_split=val_split,
             engine=engine,
             workspace_gib=workspace,
+            engine_typing=typing,
+            tf32=tf32,
+            trt_verbose=verbose,
         )
         manifest = _EXPORT.export_model(cfg, progress=progress, log=console.print)
     table = Table(title=f"exported to {out}")
@@ -463,7 +516,7 @@ def export_cmd(
     checks = manifest["checks"]["parity_vs_torch"]
     conf = manifest["nms"]["conf_thres"]
     for a in manifest["artifacts"]:
-        p = checks.get(a["precision"]) if a["kind"] == "onnx" else None
+        p = checks.get(a["precision"]) if a["kind"] == "onnx" else a.get("parity_vs_torch")
         table.add_row(a["file"], a["precision"], f"{a['bytes'] / 1e6:.1f}", _parity_cell(p, conf))
     console.print(table)
 
@@ -474,9 +527,10 @@ def _parity_cell(p: dict[str, Any] | None, conf: float) -> str:
     n = max(p["ref_count"], p["other_count"])
     if n == 0:  # an undertrained model: no NaN IoU in the table
         return f"no boxes from either at conf {conf}: nothing to compare"
+    below = " (below its floor)" if p.get("passed") is False else ""  # engines are judged
     return (
         f"{p['matched']}/{n} boxes, mean IoU {p['mean_iou']:.4f}, "
-        f"max |Δscore| {p['max_score_diff']:.2g}"
+        f"max |Δscore| {p['max_score_diff']:.2g}{below}"
     )
 
 

@@ -224,6 +224,16 @@ DEFAULT_MAX_DET: int = 100
 EVAL_CONF_THRES: float = 0.001
 EVAL_IOU_THRES: float = 0.5
 EVAL_MAX_DET: int = 300
+#: TensorRT's largest ``TopK`` K (NvInfer.h, ``addTopK``: "Currently only values of K up to 3840
+#: are supported"): the bound of ``--max-det`` and of ``--max-candidates`` in an exported graph.
+TRT_MAX_TOPK: int = 3840
+#: Candidates per image that enter NMS, highest scores first, in the exported graph and in
+#: :func:`edgeyolo.postprocess.postprocess` alike (so that the fp32 graph reproduces PyTorch).
+#: TensorRT's NMS layer considers at most 5000 candidates per image (2000 on SM 5.3/6.2, which no
+#: TensorRT >= 8.6 runs on) and drops the rest silently; the graph caps them itself with a
+#: ``TopK``, whose K cannot pass 3840. So 3840: the most every target takes, which never binds at
+#: the deployment threshold and keeps more than mmdetection's YOLOv3 (``nms_pre=1000``) at COCO's.
+DEFAULT_MAX_CANDIDATES: int = TRT_MAX_TOPK
 
 
 def check_nms_settings(conf_thres: float, iou_thres: float, max_det: int) -> None:
@@ -235,6 +245,42 @@ def check_nms_settings(conf_thres: float, iou_thres: float, max_det: int) -> Non
         raise ConfigError(f"IoU threshold (--iou) must be in (0, 1], got {iou_thres}")
     if max_det < 1:
         raise ConfigError(f"max_det (--max-det) must be at least 1, got {max_det}")
+
+
+#: The dtype outside an int8 graph's Q/DQ pairs (``--int8-high-precision``): ``auto`` is fp16 when
+#: a ``--trt`` target builds strongly typed (10.12+, 11: precision from the graph), else fp32
+#: (8.6, 10.3: weakly typed, the FP16 flag picks fp16 kernels); see
+#: :func:`edgeyolo.export.quantize.resolve_high_precision`.
+INT8_HIGH_PRECISIONS: tuple[str, ...] = ("auto", "fp16", "fp32")
+
+
+#: How a TensorRT engine's network is typed (``--typing``): ``auto`` picks per TensorRT version
+#: (:func:`edgeyolo.export.tensorrt.choose_typing`), ``strong`` / ``weak`` insist.
+ENGINE_TYPINGS: tuple[str, ...] = ("auto", "strong", "weak")
+
+
+#: TensorRT versions an exported graph is checked for (``--trt``; the table and the checks are in
+#: :mod:`edgeyolo.runtime.trt_support` and :mod:`edgeyolo.runtime.conformance`): 8.6, 10.3 (what
+#: JetPack 6.1/6.2 ship), the current 10.x and 11.x.
+TRT_TARGETS: tuple[str, ...] = ("8.6", "10.3", "10", "11")
+
+
+def parse_trt_targets(targets: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"10.3, 8.6"`` (or a sequence of names) → ``("8.6", "10.3")``: known names only, each
+    once, in :data:`TRT_TARGETS` order.
+
+    Raises:
+        ConfigError: a name is not one of :data:`TRT_TARGETS`, or none is given (``--trt``).
+    """
+    names = targets.split(",") if isinstance(targets, str) else list(targets)
+    names = [str(n).strip() for n in names if str(n).strip()]
+    unknown = [n for n in names if n not in TRT_TARGETS]
+    if unknown or not names:
+        what = f"unknown TensorRT target(s) {', '.join(unknown)}" if unknown else "no target"
+        raise ConfigError(
+            f"--trt: {what}; give one or more of {','.join(TRT_TARGETS)} (comma-separated)"
+        )
+    return tuple(t for t in TRT_TARGETS if t in names)
 
 
 @dataclass(frozen=True)
@@ -249,6 +295,7 @@ class ExportConfig:
     conf_thres: float = DEFAULT_CONF_THRES
     iou_thres: float = DEFAULT_IOU_THRES
     max_det: int = DEFAULT_MAX_DET
+    max_candidates: int = DEFAULT_MAX_CANDIDATES
     multi_label: bool = False
     raw: bool = False
     simplify: bool = True
@@ -262,12 +309,17 @@ class ExportConfig:
     int8_placement: str = "tensorrt"
     int8_reduce_range: bool | None = None
     int8_cpu_target: str = "any"
+    int8_high_precision: str = "auto"
     darknet: bool = False
     data: str | None = None
     val_split: str = "val"
     engine: bool = False
     workspace_gib: float = 2.0
     timing_cache: str | None = None
+    engine_typing: str = "auto"
+    tf32: bool = False
+    trt_verbose: bool = False
+    trt: tuple[str, ...] = TRT_TARGETS
 
     def __post_init__(self) -> None:
         if self.img_size is not None and (self.img_size % 32 != 0 or self.img_size < 32):
@@ -277,6 +329,7 @@ class ExportConfig:
         if self.opset < 17:
             raise ConfigError(f"--opset must be 17 or newer, got {self.opset}")
         check_nms_settings(self.conf_thres, self.iou_thres, self.max_det)
+        self._check_topk_limits()
         if self.calib_method not in ("entropy", "percentile", "minmax"):
             raise ConfigError(
                 f"unknown calibration method {self.calib_method!r}; "
@@ -296,6 +349,61 @@ class ExportConfig:
         if self.val_split not in ("train", "val", "test"):
             raise ConfigError(f"--val-split must be train, val or test, got {self.val_split!r}")
         self._check_int8_target()
+        self._check_int8_high_precision()
+        self._check_engine_options()
+        object.__setattr__(self, "trt", parse_trt_targets(self.trt))
+
+    def _check_engine_options(self) -> None:
+        """The TensorRT options fit ``--engine``: a known typing, no ``--raw`` graph."""
+        if self.engine_typing not in ENGINE_TYPINGS:
+            raise ConfigError(
+                f"unknown --typing {self.engine_typing!r}; use {', '.join(ENGINE_TYPINGS)}"
+            )
+        if self.engine and self.raw:
+            raise ConfigError(
+                "--engine builds from the decode + NMS graph: a --raw graph ends at the head "
+                "maps, without the num_dets/boxes/scores/classes outputs an engine is run and "
+                "checked with; drop --raw or --engine"
+            )
+        asked = [
+            flag
+            for flag, on in (
+                ("--typing", self.engine_typing != "auto"),
+                ("--tf32", self.tf32),
+                ("--verbose", self.trt_verbose),
+            )
+            if on
+        ]
+        if asked and not self.engine:
+            raise ConfigError(
+                f"{' and '.join(asked)} only apply to TensorRT engine builds; add --engine, or "
+                f"drop {'it' if len(asked) == 1 else 'them'}"
+            )
+
+    def _check_topk_limits(self) -> None:
+        """``--max-det`` and ``--max-candidates`` are each the K of a ``TopK`` in the graph, which
+        TensorRT takes up to :data:`TRT_MAX_TOPK` (every ``--trt`` target is a TensorRT)."""
+        for flag, value in (("--max-det", self.max_det), ("--max-candidates", self.max_candidates)):
+            if not 1 <= value <= TRT_MAX_TOPK:
+                raise ConfigError(
+                    f"{flag} must be between 1 and {TRT_MAX_TOPK}, got {value}: it is the K of a "
+                    f"TopK in the exported graph, and TensorRT's TopK takes K up to {TRT_MAX_TOPK} "
+                    "(NvInfer.h, addTopK)"
+                )
+
+    def _check_int8_high_precision(self) -> None:
+        """``--int8-high-precision`` (the dtype outside the Q/DQ pairs) is known and, for the
+        ``onnxruntime`` placement (a CPU graph), not fp16."""
+        if self.int8_high_precision not in INT8_HIGH_PRECISIONS:
+            raise ConfigError(
+                f"unknown --int8-high-precision {self.int8_high_precision!r}; use "
+                + ", ".join(INT8_HIGH_PRECISIONS)
+            )
+        if self.int8_placement == "onnxruntime" and self.int8_high_precision == "fp16":
+            raise ConfigError(
+                "--int8-high-precision fp16 is for --int8-placement tensorrt: the onnxruntime "
+                "placement is a CPU graph, fp32 outside its Q/DQ pairs"
+            )
 
     def _check_int8_target(self) -> None:
         """``--int8-cpu-target`` is valid for the placement; ``--int8-reduce-range`` agrees."""

@@ -34,14 +34,23 @@ from edgeyolo.errors import CalibrationError, ConfigError, ExportError
 from edgeyolo.evaluate.evaluator import evaluate_onnx
 from edgeyolo.export import quantize
 from edgeyolo.export.calib import find_images, load_calibration, where_calib
+from edgeyolo.export.engine_parity import check_engine_parity, engine_parity, run_engine
 from edgeyolo.export.graph import INPUT_NAME, OUTPUT_NAMES
-from edgeyolo.export.onnx_export import build_fp32, to_fp16
-from edgeyolo.export.tensorrt import build_engine, import_tensorrt
+from edgeyolo.export.onnx_export import build_fp32, check_opset, to_fp16
+from edgeyolo.export.tensorrt import build_engine, import_tensorrt, tensorrt_refusal
 from edgeyolo.metrics.parity import parity_summary
 from edgeyolo.models.checkpoint import load_model
 from edgeyolo.models.darknet_weights import write_darknet
-from edgeyolo.postprocess import from_outputs
+from edgeyolo.postprocess import Detections, from_outputs
+from edgeyolo.runtime.conformance import (
+    HINT,
+    ORT_ONLY_REASON,
+    check_graph,
+    format_violations,
+    manifest_targets,
+)
 from edgeyolo.runtime.environment import environment
+from edgeyolo.runtime.gpu import gpu_identity, import_pycuda
 from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.runtime.pytorch import detect_batch
@@ -55,7 +64,7 @@ if TYPE_CHECKING:
     from edgeyolo.export.onnx_export import SimplifyReport
     from edgeyolo.export.quantize import GateReport
 
-__all__ = ["STAGING_MARK", "export_model", "parity_against_torch"]
+__all__ = ["STAGING_MARK", "export_model", "parity_against_torch", "torch_reference"]
 
 #: fp32 must reproduce PyTorch: every box matched, IoU and score within float rounding.
 FP32_MIN_IOU = 0.999
@@ -63,6 +72,8 @@ FP32_MAX_SCORE_DIFF = 1e-4
 #: Part of the name of the staging folder (``.<out name>.partial-<random>`` beside ``--out``).
 STAGING_MARK = ".partial-"
 _TIMING_CACHE = "timing.cache"
+#: TensorRT's build log with ``--verbose`` (in the export folder).
+BUILD_LOG = "tensorrt_build.log"
 
 
 def _environment() -> dict[str, Any]:
@@ -79,19 +90,30 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def parity_against_torch(
-    net: torch.nn.Module, onnx_path: Path, images: np.ndarray, *, cfg: ExportConfig
-) -> dict[str, Any]:
-    """Box parity of an exported graph against ``net`` (same thresholds) on ``images``."""
+def torch_reference(
+    net: torch.nn.Module, images: np.ndarray, *, cfg: ExportConfig
+) -> list[Detections]:
+    """``net``'s detections of ``images`` at the export's NMS settings: what every exported
+    variant (ONNX graph or TensorRT engine) is compared with."""
 
     with torch.no_grad():
-        ref = detect_batch(
+        return detect_batch(
             net.eval(),
             torch.from_numpy(images),
             conf_thres=cfg.conf_thres,
             iou_thres=cfg.iou_thres,
             max_det=cfg.max_det,
+            multi_label=cfg.multi_label,
+            max_candidates=cfg.max_candidates,
         )
+
+
+def parity_against_torch(
+    net: torch.nn.Module, onnx_path: Path, images: np.ndarray, *, cfg: ExportConfig
+) -> dict[str, Any]:
+    """Box parity of an exported graph against ``net`` (same thresholds) on ``images``."""
+
+    ref = torch_reference(net, images, cfg=cfg)
     with OnnxRuntimeSession(onnx_path) as s:
         out = s.run(images)
     got = from_outputs(out)
@@ -102,7 +124,8 @@ def _preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
     """The checks that need no model, before any long step: nothing is written here.
 
     Raises:
-        ExportError: ``--out`` is a file; TensorRT is missing (``--engine``); the calibration
+        ExportError: ``--out`` is a file; ``--opset`` is newer than a ``--trt`` target parses;
+            TensorRT is missing (``--engine``); the calibration
             folder is missing or holds no image (``--int8``; the message names the absolute path).
         DataError: ``--data`` cannot be read.
     """
@@ -110,8 +133,9 @@ def _preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; give a folder (it is made if missing)")
+    check_opset(cfg.opset, cfg.trt)
     if cfg.engine:
-        import_tensorrt()
+        _engine_preflight(cfg, log)
     if cfg.int8:
         find_images(Path(cfg.calib))
         if cfg.int8_target == "vnni" and not cpuinfo.has_vnni():
@@ -198,6 +222,9 @@ def _int8(
         "reduce_range": quantize.resolve_reduce_range(
             cfg.int8_placement, cfg.int8_reduce_range, cfg.int8_cpu_target
         ),
+        "high_precision": quantize.resolve_high_precision(
+            cfg.int8_placement, cfg.int8_high_precision, cfg.trt
+        ),
     }
     ranges = quantize.calibrate(fp32_path, calib, method=cfg.calib_method)
     if records is None:
@@ -209,14 +236,69 @@ def _int8(
             quantize_heads=cfg.quantize_heads,
             placement=cfg.int8_placement,
             reduce_range=info["reduce_range"],
+            high_precision=info["high_precision"],
         )
-        info["kept_fp32"] = list(result.excluded)
         info["gate"] = None
-        return int8_path, info
-    report = _gate(cfg, net, fp32_path, int8_path, calib, ranges, records, img_size, info, log)
-    info["kept_fp32"] = list(report.excluded)
-    info["gate"] = {"data": str(cfg.data), "split": cfg.val_split, **report.to_dict()}
+    else:
+        report = _gate(cfg, net, fp32_path, int8_path, calib, ranges, records, img_size, info, log)
+        info["gate"] = {"data": str(cfg.data), "split": cfg.val_split, **report.to_dict()}
+        result = report.result
+    info["kept_fp32"] = list(result.excluded)  # out of int8: in the high precision
+    info["residual_adds"] = list(result.residual_adds)
+    info["opset"] = result.opset
+    if cfg.int8_placement == "tensorrt":  # the onnxruntime one is held to ONNX Runtime only
+        info.update(_int8_targets(cfg, int8_path, info["high_precision"], log))
     return int8_path, info
+
+
+#: Conformance rules (:data:`edgeyolo.runtime.trt_support.RULES`) that an int8 graph breaks only
+#: because of the dtype outside its Q/DQ pairs, and what to export for the targets it leaves out.
+_PRECISION_RULES = {
+    "fp16": (
+        {"opset", "scatternd-opset18", "qdq-scale-dtype"},
+        f"int8 with fp16 outside its Q/DQ pairs needs opset {quantize.FP16_QDQ_OPSET} and fp16 "
+        "scales, which TensorRT {dropped} cannot parse; for them export with "
+        "--int8-high-precision fp32 (built weakly typed there, the FP16 flag picks fp16 kernels)",
+    ),
+    "fp32": (
+        {"qdq-high-precision"},
+        "int8 with fp32 outside its Q/DQ pairs would run those layers in fp32 on TensorRT "
+        "{dropped} (strongly typed: precision comes from the graph); for it export with "
+        "--int8-high-precision fp16",
+    ),
+}
+
+
+def _int8_targets(
+    cfg: ExportConfig, path: Path, high_precision: str, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The ``--trt`` targets the int8 graph is held to (``trt_targets``) when fewer than all.
+
+    No one int8 graph serves every target: fp16 outside the Q/DQ pairs needs opset 19 and fp16
+    scales, which 8.6 cannot parse; fp32 there runs those layers in fp32 under strong typing
+    (TensorRT 11). A target whose only conformance problems come from that choice
+    (:data:`_PRECISION_RULES`) is left out, with the reason in the log and the manifest.
+
+    Raises:
+        ExportError: no ``--trt`` target is left.
+    """
+    rules, why = _PRECISION_RULES[high_precision]
+    model = onnx.load(str(path))
+    dropped = [
+        t
+        for t in cfg.trt
+        if (found := check_graph(model, (t,))) and {v.rule for v in found} <= rules
+    ]
+    if not dropped:
+        return {}
+    reason = why.format(dropped=", ".join(dropped))
+    kept = [t for t in cfg.trt if t not in dropped]
+    if not kept:
+        raise ExportError(
+            f"--int8-high-precision {high_precision} with --trt {','.join(cfg.trt)}: {reason}"
+        )
+    log(f"note: the int8 graph is checked for TensorRT {', '.join(kept)} only: {reason}")
+    return {"trt_targets": kept, "targets_reason": reason}
 
 
 def _gate(
@@ -267,6 +349,7 @@ def _gate(
         quantize_heads=cfg.quantize_heads,
         placement=cfg.int8_placement,
         reduce_range=info["reduce_range"],
+        high_precision=info["high_precision"],
         log=log,
     )
 
@@ -305,8 +388,10 @@ def _build_onnx(
         conf_thres=cfg.conf_thres,
         iou_thres=cfg.iou_thres,
         max_det=cfg.max_det,
+        max_candidates=cfg.max_candidates,
         multi_label=cfg.multi_label,
         opset=cfg.opset,
+        trt=cfg.trt,
         raw=cfg.raw,
         simplify=cfg.simplify,
         check_images=images,
@@ -334,6 +419,37 @@ def _build_onnx(
     return artifacts, checks, sim, len(images)
 
 
+def _check_conformance(
+    cfg: ExportConfig, artifacts: list[dict[str, Any]], stage: Path, log: Callable[[str], None]
+) -> None:
+    """Hold every ONNX graph in ``stage`` to TensorRT's ONNX parser for the ``--trt`` versions
+    (:mod:`edgeyolo.runtime.conformance`) and record in its entry what it was checked for
+    (``targets``). The int8 graph of the onnxruntime placement is held to ONNX Runtime only.
+
+    Raises:
+        ExportError: every violation of every graph, in one message.
+    """
+    problems, checked = [], 0
+    for a in artifacts:
+        if a["kind"] != "onnx":
+            continue
+        if a.get("placement") == "onnxruntime":
+            a["targets"], a["targets_reason"] = manifest_targets(None), ORT_ONLY_REASON
+            continue
+        trt = tuple(a.pop("trt_targets", cfg.trt))  # the int8 fp16 graph may claim fewer
+        violations = check_graph(onnx.load(str(stage / a["file"])), trt)
+        if violations:
+            problems.append(format_violations(violations, name=a["file"]))
+        a["targets"] = manifest_targets(trt)
+        checked += 1
+    if problems:
+        raise ExportError("\n".join([*problems, HINT]))
+    log(
+        f"checked {checked} graph(s) against TensorRT {', '.join(cfg.trt)}'s ONNX parser "
+        "(the table in edgeyolo.runtime.trt_support): they conform"
+    )
+
+
 def _build_darknet(
     net: torch.nn.Module, ckpt: dict[str, Any], stage: Path, log: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -355,16 +471,33 @@ def _build_darknet(
     }
 
 
+def _engine_preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
+    """``--engine`` needs TensorRT (>= 8.6), pycuda (the engines are run once, for parity) and
+    a CUDA device, checked before anything is built; and says which graph gets no engine."""
+
+    import_tensorrt()
+    import_pycuda()
+    gpu_identity()
+    if cfg.int8 and cfg.int8_placement == "onnxruntime":
+        log(f"note: no engine from the int8 graph: it is the {ORT_ONLY_REASON}")
+
+
 def _build_engines(
     cfg: ExportConfig,
+    net: torch.nn.Module,
     onnx_artifacts: list[dict[str, Any]],
     stage: Path,
     out: Path,
     img_size: int,
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """One TensorRT engine per ONNX file in ``stage``; the default timing cache starts from
-    ``out``'s (if any) and is staged with the rest."""
+    """One TensorRT engine per ONNX graph in ``stage`` that is meant for TensorRT, each run on
+    the check images and compared with PyTorch (:mod:`edgeyolo.export.engine_parity`).
+
+    The default timing cache starts from ``out``'s (if any) and is staged with the rest; with
+    ``--verbose`` TensorRT's log goes to ``stage/tensorrt_build.log``, kept beside ``out`` as
+    ``<out>.tensorrt_build.log`` when the build fails (the staging folder is removed then).
+    """
 
     if cfg.timing_cache:
         cache = Path(cfg.timing_cache)
@@ -372,34 +505,72 @@ def _build_engines(
         cache = stage / _TIMING_CACHE
         if (out / _TIMING_CACHE).is_file():
             shutil.copy2(out / _TIMING_CACHE, cache)
+    log_file = stage / BUILD_LOG if cfg.trt_verbose else None
+    images = _check_images(cfg, img_size, lambda line: None)  # _build_onnx said where they are
+    reference = torch_reference(net, images, cfg=cfg)
     entries = []
-    for a in onnx_artifacts:
-        onnx_path = stage / a["file"]
-        engine = build_engine(
-            onnx_path,
-            onnx_path.with_suffix(".engine"),
-            precision=a["precision"],
-            input_name=INPUT_NAME,
-            img_size=img_size,
-            min_batch=1,
-            opt_batch=max(1, cfg.batch // 2) if cfg.batch > 2 else cfg.batch,
-            max_batch=cfg.batch,
-            workspace_gib=cfg.workspace_gib,
-            timing_cache=cache,
-            log=log,
-        )
-        entries.append(
-            {
-                "kind": "engine",
-                "precision": a["precision"],
-                "file": engine.path.name,
-                "sha256": sha256_file(engine.path),
-                "bytes": engine.path.stat().st_size,
-                "onnx_sha256": a["sha256"],
-                **engine.to_dict(),
-            }
-        )
+    try:
+        for a in onnx_artifacts:
+            reason = tensorrt_refusal(a)
+            if reason is not None:
+                log(f"note: no engine from {a['file']}: {reason}")
+                continue
+            entry = _build_one(cfg, a, stage, img_size, cache, log_file, log)
+            engine = stage / entry["file"]
+            got = run_engine(engine, images)
+            record = engine_parity(reference, got, precision=a["precision"], tf32=cfg.tf32)
+            check_engine_parity(record, engine, log)
+            entries.append({**entry, "parity_vs_torch": record})
+    except ExportError as exc:
+        if log_file is None or not log_file.is_file():
+            raise
+        kept = out.parent / f"{out.name}.{BUILD_LOG}"
+        shutil.copy2(log_file, kept)
+        raise type(exc)(f"{exc} (TensorRT's build log: {kept})") from exc
     return entries
+
+
+def _build_one(
+    cfg: ExportConfig,
+    a: dict[str, Any],
+    stage: Path,
+    img_size: int,
+    cache: Path,
+    log_file: Path | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Build the engine of the ONNX graph whose manifest entry is ``a``; its manifest entry."""
+
+    onnx_path = stage / a["file"]
+    engine = build_engine(
+        onnx_path,
+        onnx_path.with_suffix(".engine"),
+        precision=a["precision"],
+        input_name=INPUT_NAME,
+        img_size=img_size,
+        min_batch=1,
+        opt_batch=max(1, cfg.batch // 2) if cfg.batch > 2 else cfg.batch,
+        max_batch=cfg.batch,
+        workspace_gib=cfg.workspace_gib,
+        timing_cache=cache,
+        typing=cfg.engine_typing,
+        tf32=cfg.tf32,
+        verbose=cfg.trt_verbose,
+        log_file=log_file,
+        outputs=OUTPUT_NAMES,
+        artifact=a,
+        log=log,
+    )
+    return {
+        "kind": "engine",
+        "precision": a["precision"],
+        "file": engine.path.name,
+        "sha256": sha256_file(engine.path),
+        "bytes": engine.path.stat().st_size,
+        "onnx_file": a["file"],
+        "onnx_sha256": a["sha256"],
+        **engine.to_dict(),
+    }
 
 
 def _manifest(
@@ -438,6 +609,7 @@ def _manifest(
             "conf_thres": cfg.conf_thres,
             "iou_thres": cfg.iou_thres,
             "max_det": cfg.max_det,
+            "max_candidates": cfg.max_candidates,
             "multi_label": cfg.multi_label,
             "op": "onnx::NonMaxSuppression",
         },
@@ -518,16 +690,19 @@ def export_model(
         artifacts, checks, sim, n_images = _build_onnx(
             cfg, net, stage, img_size, records, log, progress
         )
+        _check_conformance(cfg, artifacts, stage, log)
         if cfg.darknet:
             artifacts.append(_build_darknet(net, ckpt, stage, log))
         if cfg.engine:
             onnx_artifacts = [a for a in artifacts if a["kind"] == "onnx"]
-            artifacts += _build_engines(cfg, onnx_artifacts, stage, out, img_size, log)
+            artifacts += _build_engines(cfg, net, onnx_artifacts, stage, out, img_size, log)
         manifest = _manifest(cfg, net, img_size, sim, n_images, checks, artifacts)
         write_manifest(stage, manifest)
         files = [a["file"] for a in artifacts]
         if not cfg.timing_cache and (stage / _TIMING_CACHE).is_file():
             files.append(_TIMING_CACHE)
+        if cfg.trt_verbose and (stage / BUILD_LOG).is_file():
+            files.append(BUILD_LOG)
         _commit(stage, out, files)
     log(f"wrote {', '.join([*files, MANIFEST_NAME])} to {out}")
     return manifest
