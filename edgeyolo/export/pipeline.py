@@ -28,16 +28,13 @@ import onnxsim
 import torch
 
 from edgeyolo import cpuinfo
-from edgeyolo.config import EVAL_CONF_THRES, EVAL_IOU_THRES, EVAL_MAX_DET, ExportConfig
+from edgeyolo.config import ExportConfig
 from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.errors import CalibrationError, ConfigError, ExportError
-from edgeyolo.evaluate.evaluator import evaluate_onnx
-from edgeyolo.export import quantize
+from edgeyolo.export import engines, int8
 from edgeyolo.export.calib import find_images, load_calibration, where_calib
-from edgeyolo.export.engine_parity import check_engine_parity, engine_parity, run_engine
 from edgeyolo.export.graph import INPUT_NAME, OUTPUT_NAMES
 from edgeyolo.export.onnx_export import build_fp32, check_opset, to_fp16
-from edgeyolo.export.tensorrt import build_engine, import_tensorrt, tensorrt_refusal
 from edgeyolo.metrics.parity import parity_summary
 from edgeyolo.models.checkpoint import load_model
 from edgeyolo.models.darknet_weights import write_darknet
@@ -50,19 +47,13 @@ from edgeyolo.runtime.conformance import (
     manifest_targets,
 )
 from edgeyolo.runtime.environment import environment
-from edgeyolo.runtime.gpu import gpu_identity, import_pycuda
 from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.runtime.pytorch import detect_batch
-from edgeyolo.runtime.thresholds import retarget_nms
 
 if TYPE_CHECKING:
-    from onnxruntime.quantization import TensorsData
-
     from edgeyolo.data.records import ImageRecord
-    from edgeyolo.export.calib import CalibSet
     from edgeyolo.export.onnx_export import SimplifyReport
-    from edgeyolo.export.quantize import GateReport
 
 __all__ = ["STAGING_MARK", "export_model", "parity_against_torch", "torch_reference"]
 
@@ -71,9 +62,6 @@ FP32_MIN_IOU = 0.999
 FP32_MAX_SCORE_DIFF = 1e-4
 #: Part of the name of the staging folder (``.<out name>.partial-<random>`` beside ``--out``).
 STAGING_MARK = ".partial-"
-_TIMING_CACHE = "timing.cache"
-#: TensorRT's build log with ``--verbose`` (in the export folder).
-BUILD_LOG = "tensorrt_build.log"
 
 
 def _environment() -> dict[str, Any]:
@@ -135,7 +123,7 @@ def _preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
         raise ExportError(f"--out {out} is a file; give a folder (it is made if missing)")
     check_opset(cfg.opset, cfg.trt)
     if cfg.engine:
-        _engine_preflight(cfg, log)
+        engines.engine_preflight(cfg, log)
     if cfg.int8:
         find_images(Path(cfg.calib))
         if cfg.int8_target == "vnni" and not cpuinfo.has_vnni():
@@ -190,168 +178,6 @@ def _onnx_entry(path: Path, precision: str, **extra: Any) -> dict[str, Any]:
         "bytes": path.stat().st_size,
         **extra,
     }
-
-
-def _int8(
-    cfg: ExportConfig,
-    net: torch.nn.Module,
-    fp32_path: Path,
-    records: list[ImageRecord] | None,
-    img_size: int,
-    log: Callable[[str], None],
-    progress: bool,
-) -> tuple[Path, dict[str, Any]]:
-    """Calibrate, quantize, and (with ``records`` from ``--data``) hold it to the mAP budget."""
-
-    calib = load_calibration(
-        Path(cfg.calib), img_size=img_size, max_images=cfg.calib_images, progress=progress
-    )
-    log(f"calibrating on {len(calib.files)} images from {calib.folder} ({cfg.calib_method})")
-    int8_path = fp32_path.with_name("model_int8.onnx")
-    info: dict[str, Any] = {
-        "calibration": {
-            "method": cfg.calib_method,
-            "images": len(calib.files),
-            "folder": calib.folder,
-            "sha256": calib.sha256,
-        },
-        "quantize_heads": cfg.quantize_heads,
-        "placement": cfg.int8_placement,
-        "cpu_target": cfg.int8_target,
-        "checked_as_target_runs": cfg.int8_target != "vnni" or cpuinfo.has_vnni(),
-        "reduce_range": quantize.resolve_reduce_range(
-            cfg.int8_placement, cfg.int8_reduce_range, cfg.int8_cpu_target
-        ),
-        "high_precision": quantize.resolve_high_precision(
-            cfg.int8_placement, cfg.int8_high_precision, cfg.trt
-        ),
-    }
-    ranges = quantize.calibrate(fp32_path, calib, method=cfg.calib_method)
-    if records is None:
-        log("note: no --data given, so INT8 is not checked against an mAP budget")
-        result = quantize.quantize_int8(
-            fp32_path,
-            int8_path,
-            ranges=ranges,
-            quantize_heads=cfg.quantize_heads,
-            placement=cfg.int8_placement,
-            reduce_range=info["reduce_range"],
-            high_precision=info["high_precision"],
-        )
-        info["gate"] = None
-    else:
-        report = _gate(cfg, net, fp32_path, int8_path, calib, ranges, records, img_size, info, log)
-        info["gate"] = {"data": str(cfg.data), "split": cfg.val_split, **report.to_dict()}
-        result = report.result
-    info["kept_fp32"] = list(result.excluded)  # out of int8: in the high precision
-    info["residual_adds"] = list(result.residual_adds)
-    info["opset"] = result.opset
-    if cfg.int8_placement == "tensorrt":  # the onnxruntime one is held to ONNX Runtime only
-        info.update(_int8_targets(cfg, int8_path, info["high_precision"], log))
-    return int8_path, info
-
-
-#: Conformance rules (:data:`edgeyolo.runtime.trt_support.RULES`) that an int8 graph breaks only
-#: because of the dtype outside its Q/DQ pairs, and what to export for the targets it leaves out.
-_PRECISION_RULES = {
-    "fp16": (
-        {"opset", "scatternd-opset18", "qdq-scale-dtype"},
-        f"int8 with fp16 outside its Q/DQ pairs needs opset {quantize.FP16_QDQ_OPSET} and fp16 "
-        "scales, which TensorRT {dropped} cannot parse; for them export with "
-        "--int8-high-precision fp32 (built weakly typed there, the FP16 flag picks fp16 kernels)",
-    ),
-    "fp32": (
-        {"qdq-high-precision"},
-        "int8 with fp32 outside its Q/DQ pairs would run those layers in fp32 on TensorRT "
-        "{dropped} (strongly typed: precision comes from the graph); for it export with "
-        "--int8-high-precision fp16",
-    ),
-}
-
-
-def _int8_targets(
-    cfg: ExportConfig, path: Path, high_precision: str, log: Callable[[str], None]
-) -> dict[str, Any]:
-    """The ``--trt`` targets the int8 graph is held to (``trt_targets``) when fewer than all.
-
-    No one int8 graph serves every target: fp16 outside the Q/DQ pairs needs opset 19 and fp16
-    scales, which 8.6 cannot parse; fp32 there runs those layers in fp32 under strong typing
-    (TensorRT 11). A target whose only conformance problems come from that choice
-    (:data:`_PRECISION_RULES`) is left out, with the reason in the log and the manifest.
-
-    Raises:
-        ExportError: no ``--trt`` target is left.
-    """
-    rules, why = _PRECISION_RULES[high_precision]
-    model = onnx.load(str(path))
-    dropped = [
-        t
-        for t in cfg.trt
-        if (found := check_graph(model, (t,))) and {v.rule for v in found} <= rules
-    ]
-    if not dropped:
-        return {}
-    reason = why.format(dropped=", ".join(dropped))
-    kept = [t for t in cfg.trt if t not in dropped]
-    if not kept:
-        raise ExportError(
-            f"--int8-high-precision {high_precision} with --trt {','.join(cfg.trt)}: {reason}"
-        )
-    log(f"note: the int8 graph is checked for TensorRT {', '.join(kept)} only: {reason}")
-    return {"trt_targets": kept, "targets_reason": reason}
-
-
-def _gate(
-    cfg: ExportConfig,
-    net: torch.nn.Module,
-    fp32_path: Path,
-    int8_path: Path,
-    calib: CalibSet,
-    ranges: TensorsData,
-    records: list[ImageRecord],
-    img_size: int,
-    info: dict[str, Any],
-    log: Callable[[str], None],
-) -> GateReport:
-    """The int8 accuracy gate (:func:`edgeyolo.export.quantize.int8_with_budget`) on ``records``."""
-
-    def score(path: Path) -> float:
-        # COCO's evaluation setting, not the deployment thresholds: only the NMS tail's
-        # initializers change, the (quantized) network is scored exactly as it will run.
-        coco = retarget_nms(
-            onnx.load(str(path)),
-            conf_thres=EVAL_CONF_THRES,
-            iou_thres=EVAL_IOU_THRES,
-            max_det=EVAL_MAX_DET,
-        )
-        m = evaluate_onnx(
-            coco.SerializeToString(), records, net.config.class_names, img_size=img_size
-        )
-        return 100.0 * m.map50
-
-    fp32_score = score(fp32_path)
-    log(f"fp32 mAP@0.5 on {cfg.data} ({cfg.val_split}, {len(records)} images): {fp32_score:.2f}")
-    if fp32_score < 1.0:  # points
-        log(
-            f"note: the fp32 graph scores {fp32_score:.2f} mAP@0.5 there, so the int8 gate cannot "
-            "tell a good int8 graph from a broken one; train longer (or check --data) before "
-            "trusting int8"
-        )
-    return quantize.int8_with_budget(
-        fp32_path,
-        int8_path,
-        calib=calib,
-        method=cfg.calib_method,
-        ranges=ranges,
-        evaluate=score,
-        fp32_score=fp32_score,
-        max_drop=cfg.int8_max_drop,
-        quantize_heads=cfg.quantize_heads,
-        placement=cfg.int8_placement,
-        reduce_range=info["reduce_range"],
-        high_precision=info["high_precision"],
-        log=log,
-    )
 
 
 def _check_fp32(p: dict[str, Any], n_images: int) -> None:
@@ -412,7 +238,7 @@ def _build_onnx(
         artifacts.append(_onnx_entry(path, "fp16"))
         log(f"made {path.name}")
     if cfg.int8:
-        path, info = _int8(cfg, net, fp32_path, records, img_size, log, progress)
+        path, info = int8.build_int8(cfg, net, fp32_path, records, img_size, log, progress)
         checks["int8"] = parity_against_torch(net, path, images, cfg=cfg)
         artifacts.append(_onnx_entry(path, "int8", **info))
         log(f"made {path.name} (int8 for {cfg.int8_target}, placement {cfg.int8_placement})")
@@ -468,108 +294,6 @@ def _build_darknet(
         "sha256": sha256_file(dn),
         "bytes": dn.stat().st_size,
         "floats": floats,
-    }
-
-
-def _engine_preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
-    """``--engine`` needs TensorRT (>= 8.6), pycuda (the engines are run once, for parity) and
-    a CUDA device, checked before anything is built; and says which graph gets no engine."""
-
-    import_tensorrt()
-    import_pycuda()
-    gpu_identity()
-    if cfg.int8 and cfg.int8_placement == "onnxruntime":
-        log(f"note: no engine from the int8 graph: it is the {ORT_ONLY_REASON}")
-
-
-def _build_engines(
-    cfg: ExportConfig,
-    net: torch.nn.Module,
-    onnx_artifacts: list[dict[str, Any]],
-    stage: Path,
-    out: Path,
-    img_size: int,
-    log: Callable[[str], None],
-) -> list[dict[str, Any]]:
-    """One TensorRT engine per ONNX graph in ``stage`` that is meant for TensorRT, each run on
-    the check images and compared with PyTorch (:mod:`edgeyolo.export.engine_parity`).
-
-    The default timing cache starts from ``out``'s (if any) and is staged with the rest; with
-    ``--verbose`` TensorRT's log goes to ``stage/tensorrt_build.log``, kept beside ``out`` as
-    ``<out>.tensorrt_build.log`` when the build fails (the staging folder is removed then).
-    """
-
-    if cfg.timing_cache:
-        cache = Path(cfg.timing_cache)
-    else:
-        cache = stage / _TIMING_CACHE
-        if (out / _TIMING_CACHE).is_file():
-            shutil.copy2(out / _TIMING_CACHE, cache)
-    log_file = stage / BUILD_LOG if cfg.trt_verbose else None
-    images = _check_images(cfg, img_size, lambda line: None)  # _build_onnx said where they are
-    reference = torch_reference(net, images, cfg=cfg)
-    entries = []
-    try:
-        for a in onnx_artifacts:
-            reason = tensorrt_refusal(a)
-            if reason is not None:
-                log(f"note: no engine from {a['file']}: {reason}")
-                continue
-            entry = _build_one(cfg, a, stage, img_size, cache, log_file, log)
-            engine = stage / entry["file"]
-            got = run_engine(engine, images)
-            record = engine_parity(reference, got, precision=a["precision"], tf32=cfg.tf32)
-            check_engine_parity(record, engine, log)
-            entries.append({**entry, "parity_vs_torch": record})
-    except ExportError as exc:
-        if log_file is None or not log_file.is_file():
-            raise
-        kept = out.parent / f"{out.name}.{BUILD_LOG}"
-        shutil.copy2(log_file, kept)
-        raise type(exc)(f"{exc} (TensorRT's build log: {kept})") from exc
-    return entries
-
-
-def _build_one(
-    cfg: ExportConfig,
-    a: dict[str, Any],
-    stage: Path,
-    img_size: int,
-    cache: Path,
-    log_file: Path | None,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """Build the engine of the ONNX graph whose manifest entry is ``a``; its manifest entry."""
-
-    onnx_path = stage / a["file"]
-    engine = build_engine(
-        onnx_path,
-        onnx_path.with_suffix(".engine"),
-        precision=a["precision"],
-        input_name=INPUT_NAME,
-        img_size=img_size,
-        min_batch=1,
-        opt_batch=max(1, cfg.batch // 2) if cfg.batch > 2 else cfg.batch,
-        max_batch=cfg.batch,
-        workspace_gib=cfg.workspace_gib,
-        timing_cache=cache,
-        typing=cfg.engine_typing,
-        tf32=cfg.tf32,
-        verbose=cfg.trt_verbose,
-        log_file=log_file,
-        outputs=OUTPUT_NAMES,
-        artifact=a,
-        log=log,
-    )
-    return {
-        "kind": "engine",
-        "precision": a["precision"],
-        "file": engine.path.name,
-        "sha256": sha256_file(engine.path),
-        "bytes": engine.path.stat().st_size,
-        "onnx_file": a["file"],
-        "onnx_sha256": a["sha256"],
-        **engine.to_dict(),
     }
 
 
@@ -695,14 +419,18 @@ def export_model(
             artifacts.append(_build_darknet(net, ckpt, stage, log))
         if cfg.engine:
             onnx_artifacts = [a for a in artifacts if a["kind"] == "onnx"]
-            artifacts += _build_engines(cfg, net, onnx_artifacts, stage, out, img_size, log)
+            images = _check_images(cfg, img_size, lambda line: None)  # said where they are
+            reference = torch_reference(net, images, cfg=cfg)
+            artifacts += engines.build_engines(
+                cfg, reference, images, onnx_artifacts, stage, out, img_size, log
+            )
         manifest = _manifest(cfg, net, img_size, sim, n_images, checks, artifacts)
         write_manifest(stage, manifest)
         files = [a["file"] for a in artifacts]
-        if not cfg.timing_cache and (stage / _TIMING_CACHE).is_file():
-            files.append(_TIMING_CACHE)
-        if cfg.trt_verbose and (stage / BUILD_LOG).is_file():
-            files.append(BUILD_LOG)
+        if not cfg.timing_cache and (stage / engines.TIMING_CACHE).is_file():
+            files.append(engines.TIMING_CACHE)
+        if cfg.trt_verbose and (stage / engines.BUILD_LOG).is_file():
+            files.append(engines.BUILD_LOG)
         _commit(stage, out, files)
     log(f"wrote {', '.join([*files, MANIFEST_NAME])} to {out}")
     return manifest

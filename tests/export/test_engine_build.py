@@ -23,6 +23,7 @@ from edgeyolo.cli import app
 from edgeyolo.config import ExportConfig
 from edgeyolo.errors import ConfigError, ExportError, TensorRTNotAvailableError
 from edgeyolo.export import engine_parity as ep
+from edgeyolo.export import engines as engine_step
 from edgeyolo.export import pipeline
 from edgeyolo.export.onnx_export import build_fp32
 from edgeyolo.export.tensorrt import EngineInfo
@@ -243,10 +244,10 @@ class FakeBuild:
 def fake_trt(monkeypatch: pytest.MonkeyPatch) -> FakeBuild:
     """TensorRT, pycuda and a GPU "present"; builds by :class:`FakeBuild`, runs by ORT."""
     build = FakeBuild()
-    monkeypatch.setattr(pipeline, "import_tensorrt", lambda: None)
-    monkeypatch.setattr(pipeline, "import_pycuda", lambda: None)
-    monkeypatch.setattr(pipeline, "gpu_identity", lambda: ("Fake GPU", (8, 7)))
-    monkeypatch.setattr(pipeline, "build_engine", build)
+    monkeypatch.setattr(engine_step, "import_tensorrt", lambda: None)
+    monkeypatch.setattr(engine_step, "import_pycuda", lambda: None)
+    monkeypatch.setattr(engine_step, "gpu_identity", lambda: ("Fake GPU", (8, 7)))
+    monkeypatch.setattr(engine_step, "build_engine", build)
     monkeypatch.setattr(ep, "EngineRunner", OrtRunner)
     monkeypatch.setattr(OrtRunner, "shift", 0.0)
     monkeypatch.setattr(OrtRunner, "opened", [])
@@ -320,8 +321,9 @@ def test_the_cpu_only_int8_graph_gets_no_engine(
     fp32 = pipeline._onnx_entry(fp32_path, "fp32")
     int8 = {**fp32, "precision": "int8", "file": "model_int8.onnx", "placement": "onnxruntime"}
     lines: list[str] = []
-    entries = pipeline._build_engines(cfg, net, [fp32, int8], stage, tmp_path / "exp", 128,
-                                      lines.append)  # fmt: skip
+    reference = pipeline.torch_reference(net, images, cfg=cfg)
+    entries = engine_step.build_engines(cfg, reference, images, [fp32, int8], stage,
+                                        tmp_path / "exp", 128, lines.append)  # fmt: skip
     assert [e["file"] for e in entries] == ["model_fp32.engine"]
     assert [c["onnx"] for c in fake_trt.calls] == ["model_fp32.onnx"]
     assert f"note: no engine from model_int8.onnx: it is the {ORT_ONLY_REASON}" in lines

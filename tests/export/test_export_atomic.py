@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import edgeyolo.export.int8_gate as int8_gate
 import edgeyolo.export.quantize as quantize
 from edgeyolo.cli import app
 from edgeyolo.config import ExportConfig
@@ -138,7 +139,7 @@ def test_failure_after_fp32_was_written_leaves_out_untouched(
     monkeypatch.setattr(quantize, "quantize_int8", spy)
     if failure == "gate":
         monkeypatch.setattr(
-            quantize, "int8_with_budget", _impossible_gate(quantize.int8_with_budget)
+            int8_gate, "int8_with_budget", _impossible_gate(int8_gate.int8_with_budget)
         )
         expected: type[BaseException] = AccuracyBudgetError
     else:

@@ -19,15 +19,9 @@ from edgeyolo.errors import AccuracyBudgetError, CalibrationError, ExportError
 from edgeyolo.evaluate.evaluator import evaluate_onnx
 from edgeyolo.export.calib import CalibSet, load_calibration
 from edgeyolo.export.graph import NET_PREFIX
+from edgeyolo.export.int8_gate import GateReport, int8_with_budget, layer_sensitivity
 from edgeyolo.export.onnx_export import build_fp32
-from edgeyolo.export.quantize import (
-    GateReport,
-    QuantResult,
-    calibrate,
-    int8_with_budget,
-    layer_sensitivity,
-    quantize_int8,
-)
+from edgeyolo.export.quantize import QuantResult, calibrate, quantize_int8
 from edgeyolo.postprocess import from_padded
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from tests.export.conftest import SIZE, busy_model
