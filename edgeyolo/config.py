@@ -14,6 +14,28 @@ from edgeyolo.errors import ConfigError
 
 ARCHS: tuple[str, ...] = ("yolov3", "yolov3-tiny")
 
+#: Deployment NMS settings, the one place they are written: the score threshold, the NMS IoU
+#: threshold and the detections kept per image of an export, of ``detect`` and of the Detector
+#: on a checkpoint (darknet's and the seed tutorial's 0.25 / 0.45; 100 as COCO's evaluation keeps).
+DEFAULT_CONF_THRES: float = 0.25
+DEFAULT_IOU_THRES: float = 0.45
+DEFAULT_MAX_DET: int = 100
+#: Evaluation settings (mAP at COCO's conventions): a low score threshold and 300 detections, so
+#: that the precision-recall curve reaches low-confidence boxes, and NMS at IoU 0.5.
+EVAL_CONF_THRES: float = 0.001
+EVAL_IOU_THRES: float = 0.5
+EVAL_MAX_DET: int = 300
+#: TensorRT's largest ``TopK`` K (NvInfer.h, ``addTopK``: "Currently only values of K up to 3840
+#: are supported"): the bound of ``--max-det`` and of ``--max-candidates`` in an exported graph.
+TRT_MAX_TOPK: int = 3840
+#: Candidates per image that enter NMS, highest scores first, in the exported graph and in
+#: :func:`edgeyolo.postprocess.postprocess` alike (so that the fp32 graph reproduces PyTorch).
+#: TensorRT's NMS layer considers at most 5000 candidates per image (2000 on SM 5.3/6.2, which no
+#: TensorRT >= 8.6 runs on) and drops the rest silently; the graph caps them itself with a
+#: ``TopK``, whose K cannot pass 3840. So 3840: the most every target takes, which never binds at
+#: the deployment threshold and keeps more than mmdetection's YOLOv3 (``nms_pre=1000``) at COCO's.
+DEFAULT_MAX_CANDIDATES: int = TRT_MAX_TOPK
+
 #: Official darknet anchors (pixels at 416), smallest first.
 YOLOV3_ANCHORS: tuple[tuple[float, float], ...] = (
     (10, 13),
@@ -151,8 +173,8 @@ class TrainConfig:
     multi_scale: bool = False
     multi_scale_range: tuple[float, float] = (0.75, 1.25)
     eval_interval: int = 1
-    conf_thres: float = 0.001
-    iou_thres: float = 0.5
+    conf_thres: float = EVAL_CONF_THRES
+    iou_thres: float = EVAL_IOU_THRES
     seed: int = 0
     anchors: str = "auto"
     pretrained: str | None = None
@@ -211,29 +233,6 @@ def train_config_from_dict(d: dict[str, Any]) -> TrainConfig:
     loss = LossConfig(**d.pop("loss", {}))
     aug = AugmentConfig(**{k: _tuplify(v) for k, v in d.pop("augment", {}).items()})
     return TrainConfig(**{k: _tuplify(v) for k, v in d.items()}, loss=loss, augment=aug)
-
-
-#: Deployment NMS settings, the one place they are written: the score threshold, the NMS IoU
-#: threshold and the detections kept per image of an export, of ``detect`` and of the Detector
-#: on a checkpoint (darknet's and the seed tutorial's 0.25 / 0.45; 100 as COCO's evaluation keeps).
-DEFAULT_CONF_THRES: float = 0.25
-DEFAULT_IOU_THRES: float = 0.45
-DEFAULT_MAX_DET: int = 100
-#: Evaluation settings (mAP at COCO's conventions): a low score threshold and 300 detections, so
-#: that the precision-recall curve reaches low-confidence boxes, and NMS at IoU 0.5.
-EVAL_CONF_THRES: float = 0.001
-EVAL_IOU_THRES: float = 0.5
-EVAL_MAX_DET: int = 300
-#: TensorRT's largest ``TopK`` K (NvInfer.h, ``addTopK``: "Currently only values of K up to 3840
-#: are supported"): the bound of ``--max-det`` and of ``--max-candidates`` in an exported graph.
-TRT_MAX_TOPK: int = 3840
-#: Candidates per image that enter NMS, highest scores first, in the exported graph and in
-#: :func:`edgeyolo.postprocess.postprocess` alike (so that the fp32 graph reproduces PyTorch).
-#: TensorRT's NMS layer considers at most 5000 candidates per image (2000 on SM 5.3/6.2, which no
-#: TensorRT >= 8.6 runs on) and drops the rest silently; the graph caps them itself with a
-#: ``TopK``, whose K cannot pass 3840. So 3840: the most every target takes, which never binds at
-#: the deployment threshold and keeps more than mmdetection's YOLOv3 (``nms_pre=1000``) at COCO's.
-DEFAULT_MAX_CANDIDATES: int = TRT_MAX_TOPK
 
 
 def check_nms_settings(conf_thres: float, iou_thres: float, max_det: int) -> None:

@@ -46,6 +46,9 @@ class ArtifactSpec:
         half: the checkpoint run in fp16.
         raw: the export ends at the raw head maps (not benched).
         cpu_target: the manifest's ``cpu_target`` of an int8 graph (``any``, ``vnni``).
+        post: the post-processing the export's graph does beyond ``nms``
+            (``{"multi_label": bool, "max_candidates": int}`` from its manifest, where given),
+            which the checkpoint's reference run repeats so that parity compares like with like.
     """
 
     key: str
@@ -56,6 +59,7 @@ class ArtifactSpec:
     half: bool = False
     raw: bool | None = None
     cpu_target: str | None = None
+    post: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,10 @@ def _model_files(models: Sequence[Path]) -> list[Path]:
     return files
 
 
+#: The post-processing settings of an export's manifest (``nms``) the reference repeats.
+_POST = ("multi_label", "max_candidates")
+
+
 def _export_spec(f: Path) -> ArtifactSpec:
     """An exported file: its kind, and from its folder's manifest (if any) the deployment NMS,
     the input size, whether it is raw, and its ``cpu_target``."""
@@ -137,6 +141,7 @@ def _export_spec(f: Path) -> ArtifactSpec:
         img_size=int(man["input"]["shape"][-1]) if "input" in man else None,
         raw=man.get("raw"),
         cpu_target=(find_entry(man, file=f.name) or {}).get("cpu_target"),
+        post=tuple((k, v) for k, v in (man.get("nms") or {}).items() if k in _POST),
     )
 
 
@@ -145,7 +150,8 @@ def _artifacts(weights: Path, models: Sequence[Path]) -> list[ArtifactSpec]:
     like), then every model file; keys are file names, ``folder/name`` where names repeat."""
     exports = [_export_spec(f) for f in _model_files(models)]
     nms = exports[0].nms if exports else DEPLOY_NMS
-    specs = [ArtifactSpec(key=weights.name, path=weights, kind="pt", nms=nms), *exports]
+    post = exports[0].post if exports else ()
+    specs = [ArtifactSpec(key=weights.name, path=weights, kind="pt", nms=nms, post=post), *exports]
     names = [s.path.name for s in specs]
     return [
         replace(s, key=f"{s.path.parent.name}/{s.path.name}") if names.count(s.path.name) > 1 else s

@@ -86,7 +86,7 @@ class BenchRun:
     prog: Any = None
     not_available: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    ref_preds: dict[tuple[int, NmsSettings], list[Prediction]] = field(default_factory=dict)
+    ref_preds: dict[tuple[Any, ...], list[Prediction]] = field(default_factory=dict)
 
     @property
     def files(self) -> list[str]:
@@ -177,13 +177,16 @@ def _parity(
     return {**rep.to_dict(), "iou_histogram": hist}
 
 
-def _reference_preds(run: BenchRun, size: int, nms: NmsSettings) -> list[Prediction]:
-    """The checkpoint's predictions at ``size`` and ``nms``, computed once per pair."""
-    if (size, nms) not in run.ref_preds:
-        run.ref_preds[size, nms] = _predict_file(
-            run, run.config.weights, size, "reference at the export's NMS", nms, img_size=size
-        )
-    return run.ref_preds[size, nms]
+def _reference_preds(run: BenchRun, spec: ArtifactSpec, size: int) -> list[Prediction]:
+    """The checkpoint's predictions at ``size`` with ``spec``'s NMS and post-processing
+    (``multi_label``, candidate cap), computed once per setting."""
+    key = (size, spec.nms, spec.post)
+    if key not in run.ref_preds:
+        run.ref_preds[key] = _predict_file(
+            run, run.config.weights, size, "reference at the export's NMS", spec.nms,
+            img_size=size, **dict(spec.post),
+        )  # fmt: skip
+    return run.ref_preds[key]
 
 
 def score(run: BenchRun, spec: ArtifactSpec) -> Score:
@@ -195,9 +198,10 @@ def score(run: BenchRun, spec: ArtifactSpec) -> Score:
     if spec.kind == "pt" and not spec.half:
         map_preds = _predict_file(run, spec.path, size, f"{key}: mAP", COCO_NMS, img_size=size)
     else:
-        ref = _reference_preds(run, size, spec.nms)
+        ref = _reference_preds(run, spec, size)
         if spec.kind == "pt":  # the checkpoint in fp16: its own NMS, at both settings
             pt = {"img_size": size, "half": True}
+            pt |= dict(spec.post)
             preds = _predict_file(run, spec.path, size, f"{key}: parity", spec.nms, **pt)
             map_preds = _predict_file(run, spec.path, size, f"{key}: mAP", COCO_NMS, **pt)
         elif spec.kind == "onnx":

@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeyolo.config import DEFAULT_CONF_THRES, DEFAULT_IOU_THRES, DEFAULT_MAX_DET
+from edgeyolo.config import (
+    DEFAULT_CONF_THRES,
+    DEFAULT_IOU_THRES,
+    DEFAULT_MAX_CANDIDATES,
+    DEFAULT_MAX_DET,
+)
 from edgeyolo.errors import ConfigError, ModelFileError
 from edgeyolo.lazy import lazy_import
 from edgeyolo.postprocess import Detections, from_outputs
@@ -348,6 +353,8 @@ def open_backend(
     max_det: int | None = None,
     half: bool = False,
     img_size: int | None = None,
+    multi_label: bool = False,
+    max_candidates: int | None = None,
 ) -> Backend:
     """The backend for ``path``: ``.pt`` → PyTorch, ``.onnx`` → ONNX Runtime, ``.engine`` /
     ``.plan`` → TensorRT.
@@ -356,7 +363,9 @@ def open_backend(
     baked values; for a checkpoint :data:`edgeyolo.config.DEFAULT_CONF_THRES` and its siblings,
     0.25, 0.45 and 100); what a backend does with other values is described by
     :mod:`edgeyolo.runtime.thresholds`. The settings the output obeys are the
-    backend's :attr:`Backend.nms`. ``img_size`` and ``half`` apply to checkpoints only.
+    backend's :attr:`Backend.nms`. ``img_size``, ``half``, ``multi_label`` and
+    ``max_candidates`` (the post-processing of :func:`edgeyolo.postprocess.postprocess`;
+    ``None``: its default cap) apply to checkpoints only: an exported graph carries its own.
 
     Raises:
         ModelFileError: ``path`` is missing, damaged or not an edgeyolo model.
@@ -380,6 +389,8 @@ def open_backend(
             conf_thres=DEFAULT_CONF_THRES if conf_thres is None else conf_thres,
             iou_thres=DEFAULT_IOU_THRES if iou_thres is None else iou_thres,
             max_det=DEFAULT_MAX_DET if max_det is None else max_det,
+            multi_label=multi_label,
+            max_candidates=DEFAULT_MAX_CANDIDATES if max_candidates is None else max_candidates,
         )
     if img_size is not None:
         raise ConfigError(f"{path}: the input size of an exported model is fixed; drop --img-size")

@@ -94,6 +94,8 @@ class TorchBackend(Backend):
         iou_thres: float = DEFAULT_IOU_THRES,
         max_det: int = DEFAULT_MAX_DET,
         threads: int | None = None,
+        multi_label: bool = False,
+        max_candidates: int = DEFAULT_MAX_CANDIDATES,
     ) -> None:
         super().__init__()
         self.device = select_device(device)
@@ -110,6 +112,7 @@ class TorchBackend(Backend):
         self.max_batch = 1 << 16
         self.nms = NmsSettings(conf_thres, iou_thres, max_det).check()
         self.kw = {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det}
+        self.kw |= {"multi_label": multi_label, "max_candidates": max_candidates}
         self.threads = threads
         self._threads_before: int | None = None
 

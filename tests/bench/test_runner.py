@@ -18,10 +18,13 @@ from typer.testing import CliRunner
 
 from edgeyolo.bench.config import BenchConfig
 from edgeyolo.bench.results import ArtifactResult, ArtifactSpec, BenchResult
-from edgeyolo.bench.runner import print_report, run_bench, to_markdown, write_report
+from edgeyolo.bench.runner import _artifacts, print_report, run_bench, to_markdown, write_report
 from edgeyolo.cli import app
+from edgeyolo.config import ExportConfig
 from edgeyolo.cpuinfo import cpu_summary
 from edgeyolo.errors import ConfigError
+from edgeyolo.export.pipeline import export_model
+from edgeyolo.runtime.backends import open_backend
 from edgeyolo.runtime.gpu import tensorrt_version
 from edgeyolo.runtime.thresholds import NmsSettings
 
@@ -633,3 +636,25 @@ def test_an_int8_graph_for_vnni_on_a_cpu_without_it_gets_a_note(
     assert _cpu_target_notes([replace(x, cpu_target="any")]) == []
     monkeypatch.setattr(cpuinfo, "has_vnni", lambda flags=None: True)
     assert _cpu_target_notes([replace(x, cpu_target="vnni")]) == []
+
+
+def test_the_reference_repeats_the_exports_post_processing(
+    busy_checkpoint, calib_folder, mnist_small_yaml, tmp_path
+):
+    """An export with --multi-label and a candidate cap: the checkpoint's reference run is given
+    the same post-processing (read from the manifest), and the fp32 graph matches it exactly."""
+    out = tmp_path / "export"
+    cfg = ExportConfig(
+        weights=str(busy_checkpoint), out=str(out), calib=str(calib_folder), conf_thres=0.02,
+        multi_label=True, max_candidates=3,
+    )  # fmt: skip
+    export_model(cfg, progress=False, log=lambda _s: None)
+    ref, fp32 = _artifacts(busy_checkpoint, [out / "model_fp32.onnx"])
+    assert ref.kind == "pt" and ref.post == fp32.post
+    assert dict(ref.post) == {"max_candidates": 3, "multi_label": True}
+    with open_backend(busy_checkpoint, device="cpu", **dict(ref.post)) as b:
+        assert (b.kw["multi_label"], b.kw["max_candidates"]) == (True, 3)
+    r = bench(busy_checkpoint, [out / "model_fp32.onnx"], mnist_small_yaml, batch_sizes=(1,),
+              isolate=False, device="cpu", torch_half=False, **FAST)  # fmt: skip
+    p = r["artifacts"]["model_fp32.onnx"]["parity"]
+    assert p["ref_count"] > 0 and p["matched_fraction"] == 1.0 and p["min_iou"] >= 0.999, p
