@@ -88,6 +88,9 @@ class LazyModule:
         self.install = install or f"pip install {name.split('.')[0]}"
         self.error = error
         self.needed_for = needed_for
+        #: The module object whose version passed; another object (a test's stand-in, a
+        #: re-import) is checked again.
+        self._verified: ModuleType | None = None
 
     def _want(self) -> str:
         need = f"{self.name} >= {self.min_version}" if self.min_version else self.name
@@ -101,7 +104,7 @@ class LazyModule:
                 version is below ``min_version``.
         """
         try:
-            module = importlib.import_module(self.name)
+            module = importlib.import_module(self.name)  # sys.modules first: cheap when loaded
         except (ImportError, OSError) as exc:  # OSError: bindings found, their libraries not
             if _is_our_bug(exc):
                 raise
@@ -110,6 +113,8 @@ class LazyModule:
                 f"{self._want()} cannot be imported ({type(exc).__name__}: {reason}); install "
                 f"it: {self.install}"
             ) from exc
+        if module is self._verified:  # its version was checked already (attribute reads)
+            return module
         have = _installed_version(self.name.split(".")[0])
         too_old = have is not None and self.min_version is not None
         if too_old and version_tuple(have) < version_tuple(self.min_version):
@@ -117,6 +122,7 @@ class LazyModule:
                 f"{self._want()} is needed, this machine has {have}; install a newer one: "
                 f"{self.install}"
             )
+        self._verified = module
         return module
 
     def available(self) -> bool:

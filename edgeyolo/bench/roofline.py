@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgeyolo.bench.latency import time_runs
-from edgeyolo.lazy import TORCH as torch
+from edgeyolo.lazy import TORCH
 
 __all__ = ["Roof", "matmul_roof", "matmul_roof_isolated"]
 
@@ -69,6 +69,7 @@ def matmul_roof(
 
     if not sizes or min(sizes) < 1:
         raise ValueError(f"need matrix sizes >= 1, got {list(sizes)}")
+    torch = TORCH.load()  # the module itself: no lazy lookup inside the timed calls
     dev = torch.device(device)
     old_threads, old_tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
     if threads is not None and dev.type == "cpu":
