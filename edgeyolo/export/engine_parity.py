@@ -64,8 +64,9 @@ class Floor:
         return asdict(self)
 
 
-#: fp32 with TF32 off: the fp32 ONNX graph's own tolerance (``export.pipeline.FP32_MIN_IOU``,
-#: ``FP32_MAX_SCORE_DIFF``); GPU and CPU fp32 kernels differ by float rounding only.
+#: fp32 with TF32 off: the one fp32 tolerance, which the fp32 ONNX graph is held to as well
+#: (``export.pipeline.FP32_MIN_IOU``, ``FP32_MAX_SCORE_DIFF`` are read from it); GPU and CPU fp32
+#: kernels differ by float rounding only.
 FP32_FLOOR = Floor("fp32 (TF32 off) reproduces PyTorch", 1.0, min_iou=0.999, max_score_diff=1e-4)
 #: Stated floors for the reduced-precision engines. ONNX Runtime on CPU reached (bench/RESULTS.md,
 #: MNIST-detection, 1,349 boxes): fp16 0.999 matched / mean IoU 0.993; int8 0.93-0.99 / 0.90-0.98

@@ -33,6 +33,7 @@ from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.errors import CalibrationError, ConfigError, ExportError
 from edgeyolo.export import engines, int8
 from edgeyolo.export.calib import find_images, load_calibration, where_calib
+from edgeyolo.export.engine_parity import FP32_FLOOR
 from edgeyolo.export.graph import INPUT_NAME, OUTPUT_NAMES
 from edgeyolo.export.onnx_export import build_fp32, check_opset, to_fp16
 from edgeyolo.metrics.parity import parity_summary
@@ -58,8 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["STAGING_MARK", "export_model", "parity_against_torch", "torch_reference"]
 
 #: fp32 must reproduce PyTorch: every box matched, IoU and score within float rounding.
-FP32_MIN_IOU = 0.999
-FP32_MAX_SCORE_DIFF = 1e-4
+FP32_MIN_IOU = FP32_FLOOR.min_iou
+FP32_MAX_SCORE_DIFF = FP32_FLOOR.max_score_diff
 #: Part of the name of the staging folder (``.<out name>.partial-<random>`` beside ``--out``).
 STAGING_MARK = ".partial-"
 
