@@ -1,14 +1,20 @@
-"""Choosing the torch device from a user's ``--device`` string."""
+"""Choosing the torch device from a user's ``--device`` string (torch is imported on first use)."""
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
 from edgeyolo.errors import ConfigError
+from edgeyolo.lazy import TORCH
 
 
-def select_device(spec: str = "auto") -> torch.device:
-    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or an index ``N``."""
+def select_device(spec: str = "auto") -> Any:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or an index ``N``.
+
+    Returns:
+        a ``torch.device``.
+    """
+    torch = TORCH.load()
     spec = spec.strip().lower()
     if spec in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

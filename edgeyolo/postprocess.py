@@ -16,11 +16,8 @@ times its anchor) before ``exp``, so that an untrained or fp16 model gives finit
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,11 +27,13 @@ from edgeyolo.config import (
     DEFAULT_MAX_CANDIDATES,
     DEFAULT_MAX_DET,
 )
+from edgeyolo.detections import Detections, Prediction, from_outputs, from_padded
 from edgeyolo.ops.boxes import batched_nms, make_grid
 
 __all__ = [
     "MAX_LOG_WH",
     "Detections",
+    "Prediction",
     "decode_boxes",
     "decode_heads",
     "from_outputs",
@@ -125,55 +124,6 @@ def decode_heads(
     return torch.cat(all_boxes, dim=1), torch.cat(all_obj, dim=1), torch.cat(all_cls, dim=1)
 
 
-Prediction = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""``(boxes float[K, 4] xyxy, scores float[K], labels int[K])`` for one image, in its pixels."""
-
-
-@dataclass(frozen=True)
-class Detections:
-    """The detections of one image.
-
-    Attributes:
-        boxes (Tensor[K, 4]): xyxy in the pixels of the image the boxes were decoded in.
-        scores (Tensor[K]): objectness x class probability, sorted descending.
-        labels (Tensor[K]): class indices, int64.
-    """
-
-    boxes: Tensor
-    scores: Tensor
-    labels: Tensor
-
-    @classmethod
-    def empty(
-        cls, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
-    ) -> Detections:
-        """No detections."""
-        return cls(
-            boxes=torch.zeros((0, 4), device=device, dtype=dtype),
-            scores=torch.zeros((0,), device=device, dtype=dtype),
-            labels=torch.zeros((0,), device=device, dtype=torch.int64),
-        )
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    def to(self, device: torch.device | str) -> Detections:
-        """The same detections on ``device``."""
-        return Detections(
-            boxes=self.boxes.to(device),
-            scores=self.scores.to(device),
-            labels=self.labels.to(device),
-        )
-
-    def numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(boxes float32[K, 4], scores float32[K], labels int64[K])`` as numpy arrays."""
-        return (
-            self.boxes.detach().cpu().float().numpy(),
-            self.scores.detach().cpu().float().numpy(),
-            self.labels.detach().cpu().to(torch.int64).numpy(),
-        )
-
-
 def postprocess(
     boxes: Tensor,
     obj: Tensor,
@@ -240,35 +190,3 @@ def _top_candidates(scores: Tensor, cap: int) -> Tensor | None:
         return None
     order = torch.sort(scores, descending=True, stable=True).indices[:cap]
     return order.sort().values
-
-
-def from_padded(
-    num_dets: np.ndarray | Tensor,
-    boxes: np.ndarray | Tensor,
-    scores: np.ndarray | Tensor,
-    classes: np.ndarray | Tensor,
-) -> list[Detections]:
-    """:class:`Detections` per image from the exported graph's padded, fixed-shape outputs.
-
-    Args:
-        num_dets (int[B, 1]): valid entries per image.
-        boxes (float[B, K, 4]): xyxy input pixels; scores (float[B, K]); classes (int[B, K]).
-    """
-    t = [
-        torch.as_tensor(np.asarray(a) if isinstance(a, np.ndarray) else a)
-        for a in (num_dets, boxes, scores, classes)
-    ]
-    n, b, s, c = t
-    return [
-        Detections(
-            boxes=b[i, : int(n[i, 0])].float(),
-            scores=s[i, : int(n[i, 0])].float(),
-            labels=c[i, : int(n[i, 0])].long(),
-        )
-        for i in range(n.shape[0])
-    ]
-
-
-def from_outputs(outputs: Mapping[str, Any]) -> list[Detections]:
-    """:func:`from_padded` on an exported graph's outputs, looked up by name."""
-    return from_padded(outputs["num_dets"], outputs["boxes"], outputs["scores"], outputs["classes"])

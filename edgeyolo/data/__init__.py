@@ -25,16 +25,14 @@ if TYPE_CHECKING:
         write_yolo,
         yolo_label_path,
     )
-    from edgeyolo.data.mnist import build_mnist_detection, load_mnist, read_idx
-    from edgeyolo.data.transforms import (
-        Letterbox,
+    from edgeyolo.data.letterbox import (
         boxes_from_letterbox,
         boxes_to_letterbox,
-        eval_transforms,
         letterbox,
         letterbox_params,
-        train_transforms,
     )
+    from edgeyolo.data.mnist import build_mnist_detection, load_mnist, read_idx
+    from edgeyolo.data.transforms import Letterbox, eval_transforms, train_transforms
 
 _LAZY = {
     "formats": (
@@ -50,15 +48,8 @@ _LAZY = {
         "yolo_label_path",
     ),
     "mnist": ("build_mnist_detection", "load_mnist", "read_idx"),
-    "transforms": (
-        "Letterbox",
-        "boxes_from_letterbox",
-        "boxes_to_letterbox",
-        "eval_transforms",
-        "letterbox",
-        "letterbox_params",
-        "train_transforms",
-    ),
+    "letterbox": ("boxes_from_letterbox", "boxes_to_letterbox", "letterbox", "letterbox_params"),
+    "transforms": ("Letterbox", "eval_transforms", "train_transforms"),
     "dataset": ("DetectionDataset", "collate", "read_rgb"),
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}

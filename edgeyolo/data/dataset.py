@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from edgeyolo.config import AugmentConfig
+from edgeyolo.data.images import read_rgb
 from edgeyolo.data.records import ImageRecord
 from edgeyolo.data.transforms import (
     LetterboxParams,
@@ -19,24 +19,8 @@ from edgeyolo.data.transforms import (
     letterbox_params,
     train_transforms,
 )
-from edgeyolo.errors import DataError
 
 Sample = tuple[Tensor, Tensor, int]
-
-
-def read_rgb(path: str, *, width: int | None = None, height: int | None = None) -> np.ndarray:
-    """Decode an image file as ``uint8[H, W, 3]`` RGB (EXIF orientation is not applied, as
-    the annotation readers take the size from the header). Raises DataError naming the file
-    if it cannot be decoded or its size differs from the expected ``width`` x ``height``."""
-    try:
-        with Image.open(path) as im:
-            array = np.array(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"cannot read image: {e}", file=path) from e
-    if width is not None and height is not None and array.shape[:2] != (height, width):
-        h, w = array.shape[:2]
-        raise DataError(f"image is {w}x{h} but its annotation says {width}x{height}", file=path)
-    return array
 
 
 class DetectionDataset(Dataset[Sample]):

@@ -1,18 +1,7 @@
-"""One letterbox for training, evaluation and every inference backend, plus augmentation.
+"""Training and evaluation transforms (torchvision.transforms.v2) over the one letterbox.
 
-Letterbox geometry (:func:`letterbox_params`), for an image of ``width`` x ``height`` and a target
-of ``size`` (an int for a square, or ``(height, width)`` as in torchvision)::
-
-    scale    = min(target_w / width, target_h / height)
-    resized  = round(width * scale) x round(height * scale)      (Python round, at least 1 px)
-    pad_x    = (target_w - resized_w) // 2                      (left padding, whole pixels)
-    pad_y    = (target_h - resized_h) // 2                      (top padding; the rest goes
-                                                                 right / bottom)
-    x_letterboxed = x * scale + pad_x,   y_letterboxed = y * scale + pad_y
-
-Boxes use the single ``scale``; the resized image's own scale along its shorter side differs
-from it by the rounding to whole pixels, i.e. by at most half a pixel across the whole image.
-
+The letterbox itself (geometry, :func:`letterbox`, the box mappings, :func:`to_frame`) lives in
+:mod:`edgeyolo.data.letterbox`, which needs no torch; it is re-exported here.
 :func:`eval_transforms` runs literally the same code as :func:`letterbox` +
 :func:`boxes_to_letterbox` (through :class:`Letterbox`), so training, evaluation and the
 ONNX/TensorRT backends see the same pixels.
@@ -20,114 +9,38 @@ ONNX/TensorRT backends see the same pixels.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
-import cv2
-import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from edgeyolo.config import AugmentConfig
-from edgeyolo.postprocess import Detections, Prediction
+from edgeyolo.data.letterbox import (
+    PAD_VALUE,
+    LetterboxParams,
+    Size,
+    boxes_from_letterbox,
+    boxes_to_letterbox,
+    letterbox,
+    letterbox_params,
+    target_hw,
+    to_frame,
+)
 
-Size = int | tuple[int, int]
-LetterboxParams = tuple[float, float, float]  # (scale, pad_x, pad_y)
-Boxes = TypeVar("Boxes", np.ndarray, torch.Tensor)
-
-PAD_VALUE = 114
-
-
-def _target_hw(size: Size) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)
-
-
-def _resized_wh(width: int, height: int, scale: float) -> tuple[int, int]:
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def letterbox_params(width: int, height: int, size: Size) -> LetterboxParams:
-    """``(scale, pad_x, pad_y)`` that map original pixels to letterboxed ones (module docstring).
-
-    ``pad_x``/``pad_y`` are the left/top padding in whole pixels (returned as floats).
-    """
-    if width < 1 or height < 1:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    target_h, target_w = _target_hw(size)
-    scale = min(target_w / width, target_h / height)
-    new_w, new_h = _resized_wh(width, height, scale)
-    return scale, float((target_w - new_w) // 2), float((target_h - new_h) // 2)
-
-
-def letterbox(
-    image: np.ndarray, size: Size, *, pad_value: int = PAD_VALUE
-) -> tuple[np.ndarray, LetterboxParams]:
-    """Resize keeping the aspect ratio (cv2 INTER_LINEAR), then pad with ``pad_value``.
-
-    Args:
-        image: ``uint8[H, W, C]`` or ``uint8[H, W]`` (any channel order; it is kept).
-        size: target size, an int (square) or ``(height, width)``.
-
-    Returns:
-        ``uint8[S_h, S_w, C]`` (or ``[S_h, S_w]``) and ``(scale, pad_x, pad_y)``.
-    """
-    height, width = image.shape[:2]
-    params = letterbox_params(width, height, size)
-    scale, pad_x, pad_y = params
-    new_w, new_h = _resized_wh(width, height, scale)
-    if (new_w, new_h) != (width, height):
-        resized = cv2.resize(
-            np.ascontiguousarray(image), (new_w, new_h), interpolation=cv2.INTER_LINEAR
-        ).reshape((new_h, new_w, *image.shape[2:]))
-    else:
-        resized = image
-    target_h, target_w = _target_hw(size)
-    out = np.full((target_h, target_w, *image.shape[2:]), pad_value, dtype=image.dtype)
-    out[int(pad_y) : int(pad_y) + new_h, int(pad_x) : int(pad_x) + new_w] = resized
-    return out, params
-
-
-def _offsets(boxes: Boxes, params: LetterboxParams) -> tuple[float, Boxes]:
-    scale, pad_x, pad_y = params
-    pad = [pad_x, pad_y, pad_x, pad_y]
-    if isinstance(boxes, torch.Tensor):
-        return scale, torch.tensor(pad, dtype=boxes.dtype, device=boxes.device)
-    return scale, np.asarray(pad, dtype=np.float32)
-
-
-def boxes_to_letterbox(boxes: Boxes, params: LetterboxParams) -> Boxes:
-    """``float32[N, 4]`` xyxy original pixels -> letterboxed pixels (numpy or torch)."""
-    scale, pad = _offsets(boxes, params)
-    return boxes * scale + pad
-
-
-def boxes_from_letterbox(
-    boxes: Boxes, params: LetterboxParams, *, width: int, height: int
-) -> Boxes:
-    """``float32[N, 4]`` xyxy letterboxed pixels -> original pixels, clipped to the image."""
-    scale, pad = _offsets(boxes, params)
-    out = (boxes - pad) / scale
-    if isinstance(out, torch.Tensor):
-        out[..., 0::2] = out[..., 0::2].clamp(0, width)
-        out[..., 1::2] = out[..., 1::2].clamp(0, height)
-        return out
-    out[..., 0::2] = np.clip(out[..., 0::2], 0, width)
-    out[..., 1::2] = np.clip(out[..., 1::2], 0, height)
-    return out
-
-
-def to_frame(det: Detections, params: LetterboxParams, *, width: int, height: int) -> Prediction:
-    """Detections in letterboxed input pixels mapped back to a ``width`` x ``height`` frame:
-    ``(float32[K, 4] xyxy, float32[K] scores, int64[K] labels)``."""
-    boxes = boxes_from_letterbox(det.boxes.cpu().numpy(), params, width=width, height=height)
-    return (
-        boxes.astype(np.float32),
-        det.scores.cpu().numpy().astype(np.float32),
-        det.labels.cpu().numpy().astype(np.int64),
-    )
+__all__ = [
+    "PAD_VALUE",
+    "Letterbox",
+    "LetterboxParams",
+    "Size",
+    "boxes_from_letterbox",
+    "boxes_to_letterbox",
+    "eval_transforms",
+    "letterbox",
+    "letterbox_params",
+    "to_frame",
+    "train_transforms",
+]
 
 
 class Letterbox(v2.Transform):
@@ -148,7 +61,7 @@ class Letterbox(v2.Transform):
             height, width = inpt.canvas_size
             lb = letterbox_params(width, height, self.size)
             out = boxes_to_letterbox(inpt.as_subclass(torch.Tensor), lb)
-            return tv_tensors.wrap(out, like=inpt, canvas_size=_target_hw(self.size))
+            return tv_tensors.wrap(out, like=inpt, canvas_size=target_hw(self.size))
         if inpt.dtype != torch.uint8 or inpt.ndim != 3:
             raise TypeError(
                 f"Letterbox expects a uint8 [C, H, W] image, got {inpt.dtype} {tuple(inpt.shape)}"

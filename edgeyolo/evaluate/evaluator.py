@@ -2,60 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
-from rich.progress import track
 from torch import nn
-from torch.utils.data import DataLoader
 
 from edgeyolo.config import EVAL_CONF_THRES, EVAL_IOU_THRES, EVAL_MAX_DET
 from edgeyolo.console import make_console
-from edgeyolo.data.dataset import DetectionDataset, collate
 from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.data.records import ImageRecord, describe_problems
-from edgeyolo.data.transforms import to_frame
+from edgeyolo.detections import Detections, from_outputs
 from edgeyolo.device import select_device
 from edgeyolo.errors import ConfigError
+from edgeyolo.evaluate.predict import predict_with
 from edgeyolo.metrics.coco_map import MapResult, Prediction, compute_map
 from edgeyolo.models.checkpoint import load_model
-from edgeyolo.postprocess import Detections, from_outputs
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.runtime.pytorch import detect_batch
-
-#: Detects on a batch of letterboxed images (``Tensor[B, 3, S, S]``, 0..1); boxes in input pixels.
-BatchDetector = Callable[[torch.Tensor], list[Detections]]
-
-
-def predict_with(
-    detect: BatchDetector,
-    records: Sequence[ImageRecord],
-    *,
-    img_size: int,
-    batch: int = 16,
-    workers: int = 0,
-    progress: bool = False,
-    description: str = "evaluating",
-) -> list[Prediction]:
-    """Detections per record, mapped to original pixels, from any backend's batch detector.
-
-    Every backend (PyTorch, ONNX Runtime, TensorRT) is scored through this one loop, so the
-    letterbox and the mapping back to image pixels are the same for all of them.
-    """
-    dataset = DetectionDataset(list(records), img_size=img_size, augment=None)
-    loader = DataLoader(
-        dataset, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate
-    )
-    out: list[Prediction] = [None] * len(records)  # type: ignore[list-item]
-    iterator = loader
-    if progress:
-        iterator = track(loader, description=description, transient=True)
-    for images, _targets, indices in iterator:
-        for det, i in zip(detect(images), indices, strict=True):
-            rec = records[i]
-            out[i] = to_frame(det, dataset.letterbox_meta(i), width=rec.width, height=rec.height)
-    return out
 
 
 @torch.no_grad()
@@ -69,24 +34,20 @@ def predict_records(
     conf_thres: float = EVAL_CONF_THRES,
     iou_thres: float = EVAL_IOU_THRES,
     max_det: int = EVAL_MAX_DET,
-    workers: int = 0,
     progress: bool = False,
 ) -> list[Prediction]:
     """Detections of a PyTorch model per record as ``(float32[K, 4] xyxy original pixels,
     float32[K], int64[K])``."""
     device = torch.device(device)
 
-    def detect(images: torch.Tensor) -> list[Detections]:
-        return detect_batch(
-            model, images.to(device), conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det
-        )
+    def detect(images: np.ndarray) -> list[Detections]:
+        x = torch.from_numpy(images).to(device)
+        return detect_batch(model, x, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det)
 
     was_training = model.training
     model.eval()
     try:
-        return predict_with(
-            detect, records, img_size=img_size, batch=batch, workers=workers, progress=progress
-        )
+        return predict_with(detect, records, img_size=img_size, batch=batch, progress=progress)
     finally:
         model.train(was_training)
 
@@ -129,11 +90,13 @@ def evaluate_checkpoint(
     iou_thres: float = EVAL_IOU_THRES,
     skip_bad: bool = False,
     progress: bool = True,
+    cfg: str | Path | None = None,
 ) -> MapResult:
-    """Evaluate a trained checkpoint on a split of a ``data.yaml``."""
+    """Evaluate a trained checkpoint (or a darknet ``.weights`` with its ``cfg``) on a split of
+    a ``data.yaml``."""
 
     dev = select_device(device)
-    model, _ckpt = load_model(weights, device=dev)
+    model, _ckpt = load_model(weights, cfg, device=dev)
     spec = load_data_yaml(data)
     names = model.config.class_names
     if len(spec.names) != len(names):
@@ -177,9 +140,8 @@ def evaluate_onnx(
 
     with OnnxRuntimeSession(path, threads=threads) as session:
 
-        def detect(images: torch.Tensor) -> list[Detections]:
-            out = session.run(images.numpy())
-            return from_outputs(out)
+        def detect(images: np.ndarray) -> list[Detections]:
+            return from_outputs(session.run(images))
 
         preds = predict_with(
             detect,

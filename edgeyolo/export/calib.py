@@ -35,8 +35,8 @@ from onnxruntime.quantization import (
 from rich.progress import Progress, track
 
 from edgeyolo.data.dataset import read_rgb
+from edgeyolo.data.letterbox import letterbox, to_input
 from edgeyolo.data.records import IMAGE_SUFFIXES
-from edgeyolo.data.transforms import letterbox
 from edgeyolo.errors import CalibrationError, DataError, ExportError
 
 __all__ = [
@@ -146,7 +146,7 @@ def preprocess(image_rgb: np.ndarray, img_size: int) -> np.ndarray:
     what :class:`edgeyolo.runtime.Detector` and the evaluation dataset feed the network.
     """
     boxed, _ = letterbox(image_rgb, img_size)
-    return np.ascontiguousarray(boxed.transpose(2, 0, 1)).astype(np.float32) / np.float32(255.0)
+    return to_input(boxed)
 
 
 def _read(path: Path) -> tuple[bytes, np.ndarray]:

@@ -20,8 +20,8 @@ from rich.table import Table
 
 from edgeyolo.console import make_console
 from edgeyolo.data.records import ImageRecord
+from edgeyolo.detections import Prediction
 from edgeyolo.errors import DataError
-from edgeyolo.postprocess import Prediction
 
 _MAX_DETS = 100
 

@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
-from torchvision.ops import box_iou
 
-from edgeyolo.postprocess import Detections
+from edgeyolo.detections import Detections
 
 __all__ = [
     "ImageParity",
+    "box_iou",
     "ParityReport",
     "ParitySummary",
     "match_detections",
@@ -30,34 +28,53 @@ __all__ = [
 ]
 
 
+def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes, as ``torchvision.ops.box_iou`` (numpy, float64).
+
+    Args:
+        boxes1 (float[N, 4]), boxes2 (float[M, 4]): xyxy.
+
+    Returns:
+        float64[N, M]: IoU (0 where a union is empty).
+    """
+    a = np.asarray(boxes1, np.float64).reshape(-1, 4)
+    b = np.asarray(boxes2, np.float64).reshape(-1, 4)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0.0, None).prod(axis=2)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 def match_detections(
     ref: Detections, other: Detections, *, iou_thres: float = 0.5
-) -> tuple[Tensor, Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy one-to-one matching of same-class boxes, reference boxes in score order.
 
     Each reference box takes the unmatched ``other`` box of its class with the highest IoU, if
     that IoU is at least ``iou_thres``.
 
     Returns:
-        ``(pairs Tensor[M, 2] int64 (ref index, other index), ious Tensor[M])``.
+        ``(pairs int64[M, 2] (ref index, other index), ious float64[M])``.
     """
     pairs: list[tuple[int, int]] = []
     ious: list[float] = []
-    if len(ref) and len(other):
-        iou = box_iou(ref.boxes.double(), other.boxes.double())  # [R, O]
-        iou[ref.labels[:, None] != other.labels[None, :]] = -1.0
-        taken = torch.zeros(len(other), dtype=torch.bool)
-        for r in torch.argsort(ref.scores, descending=True, stable=True).tolist():
-            row = iou[r].masked_fill(taken, -1.0)
+    rb, rs, rl = ref.numpy()
+    ob, _, ol = other.numpy()
+    if len(rb) and len(ob):
+        iou = box_iou(rb, ob)  # [R, O]
+        iou[rl[:, None] != ol[None, :]] = -1.0
+        taken = np.zeros(len(ob), dtype=bool)
+        for r in np.argsort(-rs.astype(np.float64), kind="stable").tolist():
+            row = np.where(taken, -1.0, iou[r])
             best = int(row.argmax())
             if row[best] >= iou_thres:
                 taken[best] = True
                 pairs.append((r, best))
                 ious.append(float(row[best]))
-    return (
-        torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2),
-        torch.tensor(ious, dtype=torch.float64),
-    )
+    return np.asarray(pairs, np.int64).reshape(-1, 2), np.asarray(ious, np.float64)
 
 
 @dataclass(frozen=True)
@@ -91,20 +108,19 @@ def parity_summary(
     """Compare two backends' detections image by image (same order) and aggregate."""
     if len(refs) != len(others):
         raise ValueError(f"{len(refs)} reference images but {len(others)} to compare")
-    all_iou: list[Tensor] = []
-    all_ds: list[Tensor] = []
+    all_iou: list[np.ndarray] = [np.zeros(0)]
+    all_ds: list[np.ndarray] = [np.zeros(0)]
     n_ref = n_other = same = 0
     for ref, other in zip(refs, others, strict=True):
-        ref, other = ref.to("cpu"), other.to("cpu")
         pairs, ious = match_detections(ref, other, iou_thres=iou_thres)
         n_ref += len(ref)
         n_other += len(other)
         same += int(len(ref) == len(other))
         all_iou.append(ious)
-        all_ds.append((ref.scores[pairs[:, 0]].double() - other.scores[pairs[:, 1]].double()).abs())
-    iou = torch.cat(all_iou) if all_iou else torch.zeros(0, dtype=torch.float64)
-    ds = torch.cat(all_ds) if all_ds else torch.zeros(0, dtype=torch.float64)
-    m = int(iou.numel())
+        rs, os_ = ref.numpy()[1].astype(np.float64), other.numpy()[1].astype(np.float64)
+        all_ds.append(np.abs(rs[pairs[:, 0]] - os_[pairs[:, 1]]))
+    iou, ds = np.concatenate(all_iou), np.concatenate(all_ds)
+    m = int(iou.size)
     nan = float("nan")
     denom = max(n_ref, n_other)
     return ParitySummary(
@@ -196,16 +212,18 @@ def _json_float(v: Any) -> Any:
 
 
 def _class_disagreements(
-    ref: Detections, other: Detections, pairs: Tensor, iou_thres: float
+    ref: Detections, other: Detections, pairs: np.ndarray, iou_thres: float
 ) -> int:
     """Unmatched ``other`` boxes with IoU >= ``iou_thres`` to a reference box of another class."""
     if not len(ref) or not len(other):
         return 0
-    free = torch.ones(len(other), dtype=torch.bool)
+    rb, _, rl = ref.numpy()
+    ob, _, ol = other.numpy()
+    free = np.ones(len(ob), dtype=bool)
     free[pairs[:, 1]] = False
-    iou = box_iou(other.boxes.double(), ref.boxes.double())  # [O, R]
-    overlap = (iou >= iou_thres) & (other.labels[:, None] != ref.labels[None, :])
-    return int((overlap.any(dim=1) & free).sum())
+    iou = box_iou(ob, rb)  # [O, R]
+    overlap = (iou >= iou_thres) & (ol[:, None] != rl[None, :])
+    return int((overlap.any(axis=1) & free).sum())
 
 
 def parity_report(
@@ -234,10 +252,9 @@ def parity_report(
     if files is not None and len(files) != len(refs):
         raise ValueError(f"{len(files)} file names for {len(refs)} images")
     per_image: list[ImageParity] = []
-    all_iou: list[Tensor] = []
+    all_iou: list[np.ndarray] = [np.zeros(0)]
     nan = float("nan")
     for i, (ref, other) in enumerate(zip(refs, others, strict=True)):
-        ref, other = ref.to("cpu"), other.to("cpu")
         pairs, ious = match_detections(ref, other, iou_thres=iou_thres)
         m, denom = len(ious), max(len(ref), len(other))
         all_iou.append(ious)
@@ -256,7 +273,7 @@ def parity_report(
                 min_iou=float(ious.min()) if m else nan,
             )
         )
-    iou = torch.cat(all_iou).numpy() if all_iou else np.zeros(0)
+    iou = np.concatenate(all_iou)
     ranked = sorted(  # an image with boxes on either side has a matched fraction
         (p for p in per_image if p.matched_fraction is not None),
         key=lambda p: (p.matched_fraction or 0.0, -1.0 if math.isnan(p.mean_iou) else p.mean_iou),

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from edgeyolo.data.dataset import DetectionDataset
+from edgeyolo.data.letterbox import letterbox, to_input
 from edgeyolo.data.records import ImageRecord
-from edgeyolo.data.transforms import letterbox
 from edgeyolo.errors import CalibrationError
 from edgeyolo.export.calib import CalibReader, find_images, load_calibration
 
@@ -75,15 +74,15 @@ def test_letterbox_equals_inference_and_evaluation_preprocessing(odd_images: Pat
     assert calib.images.shape == (3, 3, size, size) and calib.images.dtype == np.float32
     for image, file in zip(calib.images, calib.files, strict=True):
         rgb = np.array(Image.open(file).convert("RGB"))
-        # TorchPredictor's preprocessing (edgeyolo.runtime.pytorch), literally.
+        # The inference input (edgeyolo.data.letterbox.to_input), literally.
         boxed, _ = letterbox(rgb, size)
-        torch_input = torch.from_numpy(boxed).permute(2, 0, 1).float().div_(255.0).numpy()
-        np.testing.assert_array_equal(image, torch_input)
-        # The evaluation dataset's transform (torchvision v2 pipeline), an independent path.
+        np.testing.assert_array_equal(image, to_input(boxed))
+        # The evaluation dataset's transform (torchvision v2 pipeline), an independent path:
+        # the same floats, bit for bit.
         h, w = rgb.shape[:2]
         rec = ImageRecord(Path(file), np.zeros((0, 4)), np.zeros(0), w, h)
         eval_input = DetectionDataset([rec], img_size=size)[0][0].numpy()
-        np.testing.assert_allclose(image, eval_input, atol=1e-6)
+        np.testing.assert_array_equal(image, eval_input)
         assert not np.allclose(image[0], image[2])  # tinted: RGB order is checked
     assert calib.images[1, :, :, 0].max() == pytest.approx(114 / 255)  # the tall one is padded
 

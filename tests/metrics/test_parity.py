@@ -1,10 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+from torchvision.ops import box_iou as tv_box_iou
 
-from edgeyolo.metrics.parity import match_detections, parity_summary
-from edgeyolo.postprocess import Detections
+from edgeyolo.detections import Detections
+from edgeyolo.metrics.parity import box_iou, match_detections, parity_summary
 
 
 def dets(boxes, scores, labels):
@@ -122,3 +124,16 @@ def test_report_empty_and_worst_limit():
     assert len(r.worst) == 5 and r.missed == 14
     with pytest.raises(ValueError, match="1 file names for 7 images"):
         parity_report([A] * 7, [A] * 7, files=["x"])
+
+
+def test_numpy_box_iou_matches_torchvision() -> None:
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, (40, 2))
+    a = np.concatenate([xy, xy + rng.uniform(0, 50, (40, 2))], axis=1)
+    a[3, 2:] = a[3, :2]  # a zero-area box: IoU 0 with everything, not NaN
+    b = a[::-1].copy() + rng.normal(0, 3, a.shape)
+    b[:, 2:] = np.maximum(b[:, 2:], b[:, :2])
+    want = tv_box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    got = box_iou(a, b)
+    np.testing.assert_allclose(got, np.nan_to_num(want), rtol=1e-12, atol=1e-12)
+    assert got[3].max() == 0.0 and box_iou(a[:0], b).shape == (0, 40)
