@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch the TensorRT bindings wheels (and pycuda's sdist) that tests/export/test_tensorrt_api.py reads (never installs):
+# Fetch the TensorRT bindings wheels (and pycuda's sdist) that tests/build/test_tensorrt_api.py reads (never installs):
 # 11.4 (cu13) and 10.3 (cu12, what JetPack 6 ships). about 1.2 MB each. Idempotent; never fails the
 # caller: without a registry the API check skips, and says why.
 set -uo pipefail

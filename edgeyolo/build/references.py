@@ -1,17 +1,28 @@
-"""The check every TensorRT engine gets at build: its detections of the export's check images
-against the PyTorch model's, as every ONNX variant gets (:mod:`edgeyolo.export.pipeline`).
+"""Parity against the stored reference detections: the check every engine gets where it is built,
+and that ``edgeyolo bench --models DIR`` runs for each artifact without the checkpoint.
 
-An fp32 engine built with TF32 off must reproduce PyTorch within the fp32 graph's own tolerance
-(:data:`FP32_FLOOR`: every box matched, IoU >= 0.999, scores within 1e-4), or the export fails.
-fp16, int8 and fp32 built with ``--tf32`` are held to stated floors (:data:`FLOORS`) and the
-result is recorded in the engine's manifest entry; one below its floor is reported with a
-warning, not refused, as their ONNX graphs are: reduced precision moves boxes near a threshold
-by design, and which kernels TensorRT picks depends on the GPU.
+The references are the PyTorch model's detections of the export's first 16 calibration frames,
+at the graph's own NMS settings (:mod:`edgeyolo.runtime.references`). An artifact runs on the
+same frames (:meth:`~edgeyolo.runtime.references.References.inputs`) and its detections are
+compared box by box (:func:`edgeyolo.metrics.parity.parity_summary`) and held to a floor per
+precision:
 
-The comparison (:func:`engine_detections`, :func:`engine_parity`, :func:`check_engine_parity`)
-takes any callable that maps a batch of images to the graph's four outputs, so it is tested on
-CPU with made-up outputs; :func:`run_engine` plugs in
-:class:`~edgeyolo.runtime.tensorrt.EngineRunner`.
+- fp32 with TF32 off must reproduce PyTorch within the fp32 graph's own tolerance
+  (:data:`FP32_FLOOR`: every box matched, IoU >= 0.999, scores within 1e-4); GPU and CPU fp32
+  kernels differ by float rounding only.
+- fp16, int8, and fp32 built with ``--tf32`` are held to the stated floors of :data:`FLOORS`
+  (matched fraction and mean IoU): reduced precision moves boxes near a threshold by design, and
+  which kernels TensorRT picks depends on the GPU.
+
+``edgeyolo build`` (and ``export --engine``, the same code) fails an engine below its floor, and
+the engine is then not kept (:func:`check_parity`). Entry points:
+
+- :func:`check_against_references` ``(artifact_path, refs, precision, tf32)``: runs an engine or
+  an ONNX graph through :func:`edgeyolo.runtime.backends.open_backend` (engines are checked
+  against the manifest there) and returns a :class:`ParityResult`.
+- :func:`references_parity` ``(refs, detections, precision, tf32)``: the comparison alone, for a
+  caller that ran the artifact itself; :func:`run_engine` runs an engine not yet in the
+  manifest (:class:`~edgeyolo.runtime.tensorrt.EngineRunner` without its compatibility check).
 """
 
 from __future__ import annotations
@@ -24,26 +35,31 @@ from typing import Any
 
 import numpy as np
 
-from edgeyolo.errors import ExportError
+from edgeyolo.detections import Detections, from_outputs
+from edgeyolo.errors import EngineBuildError, ExportError
 from edgeyolo.metrics.parity import parity_summary
-from edgeyolo.postprocess import Detections, from_outputs
+from edgeyolo.runtime.backends import TensorRTBackend, open_backend
+from edgeyolo.runtime.references import References
 from edgeyolo.runtime.tensorrt import EngineRunner
 
 __all__ = [
     "FLOORS",
     "FP32_FLOOR",
     "Floor",
-    "check_engine_parity",
-    "engine_detections",
-    "engine_parity",
+    "ParityResult",
+    "check_against_references",
+    "check_parity",
+    "detect_in_batches",
     "floor_for",
+    "meets",
+    "references_parity",
     "run_engine",
 ]
 
 
 @dataclass(frozen=True)
 class Floor:
-    """What an engine's parity summary must reach; ``None``: that statistic is not held.
+    """What an artifact's parity summary must reach; ``None``: that statistic is not held.
 
     Attributes:
         rule: what the floor is, for the manifest and messages.
@@ -79,33 +95,12 @@ FLOORS: dict[str, Floor] = {
 
 
 def floor_for(precision: str, tf32: bool) -> Floor:
-    """The floor an engine of ``precision`` built with or without TF32 is held to."""
+    """The floor an artifact of ``precision`` (built with or without TF32) is held to."""
     if precision == "fp32":
         return FLOORS["tf32"] if tf32 else FP32_FLOOR
     if precision not in FLOORS:
         raise ExportError(f"no parity floor for precision {precision!r}; use fp32, fp16 or int8")
     return FLOORS[precision]
-
-
-def engine_detections(
-    run: Callable[[np.ndarray], Mapping[str, np.ndarray]], images: np.ndarray, max_batch: int
-) -> list[Detections]:
-    """Detections of ``images`` (``float32[N, 3, S, S]``) through ``run``, ``max_batch`` at a
-    time; ``run`` returns the export's ``num_dets`` / ``boxes`` / ``scores`` / ``classes``."""
-    if max_batch < 1:
-        raise ExportError(f"max_batch must be >= 1 to run the engine, got {max_batch}")
-    found: list[Detections] = []
-    for start in range(0, len(images), max_batch):
-        chunk = images[start : start + max_batch]
-        outputs = run(chunk)
-        got = from_outputs(outputs)
-        if len(got) != len(chunk):
-            raise ExportError(
-                f"the engine returned detections for {len(got)} images from a batch of "
-                f"{len(chunk)}; its outputs do not follow the export's graph"
-            )
-        found += got
-    return found
 
 
 def meets(summary: Mapping[str, Any], floor: Floor) -> bool:
@@ -131,44 +126,145 @@ def meets(summary: Mapping[str, Any], floor: Floor) -> bool:
     return True
 
 
-def engine_parity(
-    reference: Sequence[Detections], got: Sequence[Detections], *, precision: str, tf32: bool
-) -> dict[str, Any]:
-    """Parity summary of an engine's detections against PyTorch's, with its floor and verdict:
-    the ``parity_vs_torch`` of an engine's manifest entry."""
-    summary = parity_summary(reference, got).to_dict()
-    floor = floor_for(precision, tf32)
-    return {**summary, "floor": floor.to_dict(), "passed": meets(summary, floor)}
+@dataclass(frozen=True)
+class ParityResult:
+    """An artifact's detections of the reference frames against the stored ones.
 
+    Attributes:
+        precision: the artifact's precision; ``tf32``: built with TF32 (engines).
+        floor: what it is held to (:func:`floor_for`); ``passed``: whether it reaches it.
+        summary: :meth:`~edgeyolo.metrics.parity.ParitySummary.to_dict` (``images``,
+            ``matched``, ``matched_fraction``, ``min_iou``, ``mean_iou``, ``max_score_diff``,
+            ``ref_count``, ``other_count``).
+        references: the file the references came from.
+    """
 
-def check_engine_parity(
-    record: Mapping[str, Any], engine: Path, log: Callable[[str], object]
-) -> None:
-    """Fail an engine held to :data:`FP32_FLOOR` that misses it; warn for any other that misses
-    its floor; say so when the check images gave no box to compare."""
-    floor = record["floor"]
-    if record["matched_fraction"] is None:
-        log(
-            f"note: neither PyTorch nor {engine.name} found a box on the {record['images']} check "
-            "images, so its parity is unchecked; pass --calib with real images"
+    precision: str
+    tf32: bool
+    floor: Floor
+    summary: dict[str, Any]
+    passed: bool
+    references: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record stored in an engine's manifest entry (``parity_vs_torch``)."""
+        return {
+            **self.summary,
+            "floor": self.floor.to_dict(),
+            "passed": self.passed,
+            "against": self.references,
+        }
+
+    def describe(self) -> str:
+        """The numbers in one phrase: boxes matched, IoU, score difference."""
+        s = self.summary
+        n = max(s["ref_count"], s["other_count"])
+        if not s["matched"]:
+            return f"0 of {n} boxes matched"
+        return (
+            f"{s['matched']} of {n} boxes matched, min IoU {s['min_iou']:.4f}, mean IoU "
+            f"{s['mean_iou']:.4f}, max |score diff| {s['max_score_diff']:.3g}"
         )
-    if record["passed"]:
-        return
-    numbers = (
-        f"{record['matched']} of {max(record['ref_count'], record['other_count'])} boxes "
-        f"matched, min IoU {record['min_iou']:.4f}, mean IoU {record['mean_iou']:.4f}, "
-        f"max |score diff| {record['max_score_diff']:.3g}"
-    )
-    if floor["rule"] == FP32_FLOOR.rule:
+
+
+def references_parity(
+    refs: References, got: Sequence[Detections], *, precision: str, tf32: bool = False
+) -> ParityResult:
+    """Compare ``got`` (one :class:`Detections` per reference frame) with ``refs``."""
+    if len(got) != len(refs):
         raise ExportError(
-            f"{engine} does not reproduce the PyTorch model on {record['images']} images "
-            f"({numbers}; the rule: {floor['rule']}); TF32 was off, so this is a TensorRT or "
-            "export problem: please report it with the checkpoint and the --verbose build log"
+            f"{len(got)} detection lists for the {len(refs)} reference images of {refs.path}"
         )
-    log(f"warning: {engine.name} is below its parity floor ({floor['rule']}): {numbers}")
+    summary = parity_summary(list(refs.detections), list(got)).to_dict()
+    floor = floor_for(precision, tf32)
+    passed = meets(summary, floor)
+    return ParityResult(precision, tf32, floor, summary, passed, refs.path.name)
+
+
+def check_parity(result: ParityResult, artifact: Path, log: Callable[[str], object]) -> None:
+    """Fail an artifact below its floor (:class:`EngineBuildError`); say so when the reference
+    frames gave no box to compare."""
+    if result.summary["matched_fraction"] is None:
+        log(
+            f"note: neither PyTorch nor {artifact.name} found a box on the "
+            f"{result.summary['images']} reference images, so its parity is unchecked; export "
+            "with --calib holding real frames"
+        )
+    if result.passed:
+        return
+    numbers = f"{result.describe()} on {result.summary['images']} reference images"
+    if result.floor.rule == FP32_FLOOR.rule:
+        raise EngineBuildError(
+            f"{artifact} does not reproduce the PyTorch model's stored detections ({numbers}; "
+            f"the rule: {result.floor.rule}); TF32 was off, so this is a TensorRT or export "
+            "problem: please report it with the export folder and the --verbose build log"
+        )
+    advice = "try the other --typing, or build the fp32 graph to see what the precision costs"
+    if result.floor.rule == FLOORS["tf32"].rule:
+        advice = "build without --tf32"
+    raise EngineBuildError(
+        f"{artifact} is below its parity floor ({result.floor.rule}): {numbers}; {advice}"
+    )
+
+
+def detect_in_batches(
+    run: Callable[[np.ndarray], list[Detections]],
+    images: np.ndarray,
+    max_batch: int,
+    min_batch: int = 1,
+) -> list[Detections]:
+    """Detections of ``images`` (``float32[N, 3, S, S]``) through ``run``, ``max_batch`` at a
+    time; a last batch short of ``min_batch`` (a DLA engine's fixed batch) is padded with copies
+    of its last image, whose detections are dropped.
+
+    Raises:
+        ExportError: a batch range that cannot hold, or ``run`` returned another count.
+    """
+    if not 1 <= min_batch <= max_batch:
+        raise ExportError(
+            f"batch range {min_batch}..{max_batch} is empty; it needs 1 <= min <= max"
+        )
+    found: list[Detections] = []
+    for start in range(0, len(images), max_batch):
+        chunk = images[start : start + max_batch]
+        pad = max(0, min_batch - len(chunk))
+        batch = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
+        got = run(batch)
+        if len(got) != len(batch):
+            raise ExportError(
+                f"the model returned detections for {len(got)} images from a batch of "
+                f"{len(batch)}; its outputs do not follow the export's graph"
+            )
+        found += got[: len(chunk)]
+    return found
 
 
 def run_engine(engine: Path, images: np.ndarray) -> list[Detections]:
-    """Detections of ``images`` by the engine just built (no manifest yet: no compat check)."""
+    """Detections of ``images`` by an engine just built (not in the manifest yet, so without the
+    compatibility check: it was built here)."""
     with EngineRunner(engine, check_compat=False) as runner:
-        return engine_detections(runner.run, images, runner.max_batch)
+
+        def run(batch: np.ndarray) -> list[Detections]:
+            return from_outputs(runner.run(batch))
+
+        return detect_in_batches(run, images, runner.max_batch, runner.min_batch)
+
+
+def check_against_references(
+    artifact_path: str | Path, refs: References, precision: str, tf32: bool = False
+) -> ParityResult:
+    """Run an engine or ONNX graph of an export folder on the reference frames and compare.
+
+    The artifact opens through :func:`~edgeyolo.runtime.backends.open_backend` at its own NMS
+    settings (an engine must fit this GPU and TensorRT, as its manifest entry says; an ONNX
+    graph runs on the CPU).
+
+    Raises:
+        ModelFileError, ConfigError, EngineMismatchError: from opening the artifact.
+        ExportError: the artifact returns detections for another number of images.
+    """
+    path = Path(artifact_path)
+    with open_backend(path) as backend:
+        min_batch = backend.trt.min_batch if isinstance(backend, TensorRTBackend) else 1
+        got = detect_in_batches(backend.infer, refs.inputs(), backend.max_batch, min_batch)
+    return references_parity(refs, got, precision=precision, tf32=tf32)

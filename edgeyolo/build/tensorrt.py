@@ -1,4 +1,4 @@
-"""TensorRT engine build from our ONNX variants, for TensorRT 8.6, 10.x and 11.x.
+"""TensorRT engine build from our ONNX variants, for TensorRT 8.6, 10.x and 11.x, GPU or DLA.
 
 ``tensorrt`` is imported on first use (:data:`edgeyolo.runtime.gpu.TENSORRT`, which refuses
 anything older than 8.6), so this module imports on any machine.
@@ -20,8 +20,19 @@ check did not cover the TensorRT at hand (:func:`uncovered_reason`).
 TF32: ``BuilderFlag.TF32`` is on by default, so an "fp32" engine would round convolution inputs
 to 10-bit mantissas on Ampere, Hopper and Orin; it is cleared unless ``tf32=True``.
 
+DLA (``options.dla_core``; Jetson Xavier and Orin): the builder config's
+``default_device_type = DeviceType.DLA`` and ``DLA_core``, with ``BuilderFlag.GPU_FALLBACK`` when
+``options.gpu_fallback`` (trtexec ``--useDLACore=N --allowGPUFallback``). DLA runs fp16 and int8
+only ("DLA support is currently limited to networks running in FP16 and INT8 mode", TensorRT's
+"Working with DLA"), so an fp32 graph is refused; it has no dynamic shapes, so the profile is
+fixed at the largest batch. Weakly typed builds get the FP16/INT8 flags as on the GPU; strongly
+typed ones (TensorRT 11.4.1 on JetPack 7.2.2) take precision from the graph. The layers
+``IBuilderConfig.can_run_on_DLA`` turns down are listed (:attr:`EngineInfo.gpu_layers`): they run
+on the GPU with fallback, and without it the build is refused naming them. TensorRT 10.7 is the
+last 10.x with DLA, 11.0-11.4.0 have none on Jetson (NVIDIA's "Working with DLA", 11.4.1).
+
 Every version difference is decided by ``hasattr``/``getattr`` on the module (and the version
-for the 10.12 line), which ``tests/export/test_tensorrt_api.py`` checks against the compiled
+for the 10.12 line), which ``tests/build/test_tensorrt_api.py`` checks against the compiled
 bindings of 10.3 and 11.4 and a list of names read from 8.6's binding sources.
 """
 
@@ -34,8 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from edgeyolo.config import ENGINE_TYPINGS
-from edgeyolo.errors import EngineBuildError, ExportError
+from edgeyolo.build.options import BuildOptions
+from edgeyolo.errors import ConfigError, EngineBuildError, ExportError
 from edgeyolo.fileio import write_bytes_atomic
 from edgeyolo.lazy import version_tuple
 from edgeyolo.runtime.conformance import ORT_ONLY_REASON, cpu_only_reason, tensorrt_targets
@@ -47,6 +58,7 @@ __all__ = [
     "EngineInfo",
     "build_engine",
     "choose_typing",
+    "local_target",
     "tensorrt_refusal",
     "uncovered_reason",
 ]
@@ -54,14 +66,18 @@ __all__ = [
 PRECISIONS = ("fp32", "fp16", "int8")
 #: The first TensorRT whose strong typing NVIDIA documents as complete (weak typing deprecated).
 STRONG_TYPING_COMPLETE = (10, 12)
+#: Layers listed by name in messages before "and N more".
+_SHOWN = 12
 
 
 @dataclass(frozen=True)
 class EngineInfo:
     """What an engine was built from and for; stored in manifest.json via :meth:`to_dict`.
 
-    ``builder_flags`` are the precision flags set (``TF32``, ``FP16``, ``INT8``); ``log_file`` is
-    where TensorRT's log went (None: the console).
+    ``builder_flags`` are the flags set (``TF32``, ``FP16``, ``INT8``, ``GPU_FALLBACK``);
+    ``log_file`` is where TensorRT's log went (None: the console); ``dla_core`` the DLA core it
+    was built for (None: the GPU), and ``gpu_layers`` the layers DLA cannot run, which run on
+    the GPU (GPU fallback).
     """
 
     path: Path
@@ -75,20 +91,28 @@ class EngineInfo:
     builder_flags: tuple[str, ...] = ()
     typing_reason: str = ""
     log_file: Path | None = None
+    dla_core: int | None = None
+    gpu_fallback: bool = False
+    gpu_layers: tuple[str, ...] = ()
+    batches: tuple[int, int, int] = (1, 1, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (paths as str, the log file by name, compute capability as a 2-list)."""
+        """JSON-able form (the log file by name, compute capability as a 2-list); the engine's
+        file name is the manifest entry's ``file``."""
         return {
-            "path": str(self.path),
             "trt_version": self.trt_version,
             "gpu_name": self.gpu_name,
             "compute_capability": list(self.compute_capability),
+            "dla_core": self.dla_core,
+            "gpu_fallback": self.gpu_fallback,
+            "gpu_layers": list(self.gpu_layers),
             "precision": self.precision,
             "strongly_typed": self.strongly_typed,
             "typing": "strong" if self.strongly_typed else "weak",
             "typing_reason": self.typing_reason,
             "tf32": self.tf32,
             "builder_flags": list(self.builder_flags),
+            "batches": {"min": self.batches[0], "opt": self.batches[1], "max": self.batches[2]},
             "build_log": None if self.log_file is None else Path(self.log_file).name,
             "build_s": round(self.build_s, 3),
         }
@@ -112,6 +136,16 @@ def tensorrt_refusal(artifact: Mapping[str, Any]) -> str | None:
     return cpu_only_reason(artifact)
 
 
+def local_target(version: str) -> str:
+    """The ``--trt`` target (a key of :data:`~edgeyolo.runtime.trt_support.TARGETS`) whose table
+    describes TensorRT ``version``: the newest target not newer than it (``10.5`` → ``10.3``,
+    ``10.16`` → ``10``, ``12.0`` → ``11``); the oldest for anything older than every target."""
+    here = version_tuple(version)[:2]
+    ranked = sorted((t.version, key) for key, t in TARGETS.items())
+    fitting = [key for v, key in ranked if v[:2] <= here]
+    return fitting[-1] if fitting else ranked[0][1]
+
+
 def uncovered_reason(artifact: Mapping[str, Any], version: str) -> str | None:
     """Why the graph of ``artifact`` was not checked for TensorRT ``version``, or None.
 
@@ -133,7 +167,8 @@ def uncovered_reason(artifact: Mapping[str, Any], version: str) -> str | None:
     return (
         f"it was checked for TensorRT {', '.join(keys)} only, which does not cover {version}"
         + (f" ({why})" if why else "")
-        + "; re-export with --trt naming this version's line (8.6, 10.3, 10 or 11)"
+        + "; re-export it for this TensorRT with `edgeyolo export ... --trt "
+        + f"{local_target(version)}` (and an --opset that version parses)"
     )
 
 
@@ -142,16 +177,9 @@ def build_engine(
     engine_path: Path,
     *,
     precision: str,
-    input_name: str = "images",
     img_size: int,
-    min_batch: int = 1,
-    opt_batch: int = 1,
-    max_batch: int = 1,
-    workspace_gib: float = 2.0,
-    timing_cache: Path | None = None,
-    typing: str = "auto",
-    tf32: bool = False,
-    verbose: bool = False,
+    options: BuildOptions | None = None,
+    input_name: str = "images",
     log_file: Path | None = None,
     outputs: Sequence[str] | None = None,
     artifact: Mapping[str, Any] | None = None,
@@ -160,21 +188,22 @@ def build_engine(
     """Build ``engine_path`` from the ``precision`` ONNX variant at ``onnx_path``.
 
     Args:
-        typing: ``auto``, ``strong`` or ``weak`` (module docstring; :func:`choose_typing`).
-        tf32: leave TensorRT's TF32 on (it is cleared otherwise).
-        verbose: TensorRT's log from VERBOSE (else from WARNING, or INFO into ``log_file``),
-            with detailed layer information kept in the engine (``ProfilingVerbosity.DETAILED``).
+        options: workspace, largest batch (``None``: 1), typing, TF32, verbosity, DLA, and the
+            timing cache (read if present, written back after the build; ``None``: none); see
+            :class:`~edgeyolo.build.options.BuildOptions`.
         log_file: append TensorRT's log here (warnings and errors also go to ``log``); None:
-            TensorRT's own console logger.
+            TensorRT's own console logger. With ``options.verbose`` from VERBOSE (else from
+            WARNING, or INFO into ``log_file``), with detailed layer information kept in the
+            engine (``ProfilingVerbosity.DETAILED``).
         outputs: output names the graph must have (the export's ``num_dets``, ...).
         artifact: the graph's manifest entry; one :func:`tensorrt_refusal` refuses, or whose
             ``targets`` do not cover this TensorRT (:func:`uncovered_reason`), is not built.
-        timing_cache: read if present and written back after the build.
 
     The engine file is written atomically; nothing is written when a check or the build fails.
     """
-    batches = (min_batch, opt_batch, max_batch)
-    _check_args(precision, img_size, batches, workspace_gib, typing)
+    options = options or BuildOptions()
+    batches = options.batches(options.max_batch or 1)
+    _check_args(precision, img_size, batches, options, onnx_path)
     if artifact is not None and (reason := tensorrt_refusal(artifact)) is not None:
         raise EngineBuildError(f"no TensorRT engine is built from {onnx_path}: {reason}")
     trt = import_tensorrt()
@@ -185,40 +214,114 @@ def build_engine(
     if not onnx_path.is_file():
         raise ExportError(f"{onnx_path}: no such ONNX file; run `edgeyolo export` to write it")
     gpu_name, cc = gpu_identity()
-    typed, why = choose_typing(trt, version, typing, log)
+    typed, why = choose_typing(trt, version, options.typing, log)
+    where = "GPU" if options.dla_core is None else f"DLA core {options.dla_core}"
     log(
         f"TensorRT {version}: building {precision} engine from {onnx_path} for {gpu_name} "
-        f"(sm_{cc[0]}{cc[1]}), {'strongly' if typed else 'weakly'} typed ({why}), "
-        f"TF32 {'on' if tf32 else 'off'}"
+        f"(sm_{cc[0]}{cc[1]}, {where}), {'strongly' if typed else 'weakly'} typed ({why}), "
+        f"TF32 {'on' if options.tf32 else 'off'}, batch {batches[0]}..{batches[2]}"
     )
     header = f"{engine_path.name} from {onnx_path.name}, TensorRT {version}"
-    with _trt_logger(trt, verbose, log_file, log, header) as logger:
-        builder = trt.Builder(logger)
-        network = builder.create_network(_network_flags(trt, version, typed))
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_path)):
-            raise EngineBuildError(_parser_report(parser, onnx_path))
-        _check_outputs(network, outputs, onnx_path)
-        config, flags = _configure(trt, builder, precision, typed, tf32, verbose, workspace_gib)
-        _add_profile(builder, config, network, input_name, img_size, batches)
-        cache = _attach_timing_cache(config, timing_cache, log)  # must outlive the build
-        start = time.perf_counter()
-        plan = builder.build_serialized_network(network, config)
-        build_s = time.perf_counter() - start
+    with _trt_logger(trt, options.verbose, log_file, log, header) as logger:
+        plan, flags, gpu_layers, build_s = _build_plan(
+            trt, logger, onnx_path, precision, typed, img_size, options, input_name, outputs, log
+        )
     if plan is None:
         where = "its log above" if log_file is None else f"its log, {log_file},"
         raise EngineBuildError(
             f"TensorRT {version} could not build an engine from {onnx_path} ({where} says why); "
-            "give it more workspace (workspace_gib), try the other typing (--typing weak or "
+            "give it more workspace (--workspace), try the other typing (--typing weak or "
             "strong, where this version has it), or build the fp32 variant to see whether the "
             "precision is the cause"
         )
     write_bytes_atomic(engine_path, plan)
-    if timing_cache is not None and cache is not None:
-        write_bytes_atomic(Path(timing_cache), config.get_timing_cache().serialize())
     log(f"wrote {engine_path} ({engine_path.stat().st_size / 1e6:.1f} MB) in {build_s:.1f} s")
-    extra = {"tf32": tf32, "builder_flags": flags, "typing_reason": why, "log_file": log_file}
-    return EngineInfo(engine_path, version, gpu_name, cc, precision, typed, build_s, **extra)
+    return EngineInfo(
+        engine_path, version, gpu_name, cc, precision, typed, build_s, options.tf32, flags, why,
+        log_file, options.dla_core, options.gpu_fallback, gpu_layers, batches,
+    )  # fmt: skip
+
+
+def _build_plan(
+    trt: Any,
+    logger: Any,
+    onnx_path: Path,
+    precision: str,
+    typed: bool,
+    img_size: int,
+    options: BuildOptions,
+    input_name: str,
+    outputs: Sequence[str] | None,
+    log: Callable[[str], object],
+) -> tuple[Any, tuple[str, ...], tuple[str, ...], float]:
+    """Parse, configure and build: ``(serialized plan or None, builder flags, GPU layers of a
+    DLA build, build seconds)``; the timing cache is written back after a successful build."""
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt, str(trt.__version__), typed))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise EngineBuildError(_parser_report(parser, onnx_path))
+    _check_outputs(network, outputs, onnx_path)
+    config, flags = _configure(trt, builder, precision, typed, options)
+    gpu_layers: tuple[str, ...] = ()
+    if options.dla_core is not None:
+        gpu_layers = _configure_dla(trt, builder, config, network, options, onnx_path, log)
+        flags += ("GPU_FALLBACK",) if options.gpu_fallback else ()
+    batches = options.batches(options.max_batch or 1)
+    _add_profile(builder, config, network, input_name, img_size, batches)
+    cache = _attach_timing_cache(config, options.timing_cache, log)  # must outlive the build
+    start = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    build_s = time.perf_counter() - start
+    if plan is not None and options.timing_cache is not None and cache is not None:
+        write_bytes_atomic(options.timing_cache, config.get_timing_cache().serialize())
+    return plan, flags, gpu_layers, build_s
+
+
+def _configure_dla(
+    trt: Any,
+    builder: Any,
+    config: Any,
+    network: Any,
+    options: BuildOptions,
+    onnx_path: Path,
+    log: Callable[[str], object],
+) -> tuple[str, ...]:
+    """Send the network to DLA core ``options.dla_core`` (GPU fallback when asked); the names
+    of the layers DLA cannot run (``config.can_run_on_DLA``), which then run on the GPU.
+
+    Raises:
+        EngineBuildError: this device has no such DLA core, or layers cannot run on DLA and
+            GPU fallback is off (named, with what to do).
+    """
+    core = int(options.dla_core or 0)
+    cores = int(builder.num_DLA_cores)
+    if core >= cores:
+        have = (
+            "no DLA (desktop GPUs and Jetson Nano/TX2/Orin Nano have none)"
+            if cores == 0
+            else (f"DLA cores 0..{cores - 1}")
+        )
+        raise EngineBuildError(f"--dla-core {core}: this device has {have}; drop --dla-core")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    if options.gpu_fallback:
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    gpu = tuple(str(layer.name) for layer in layers if not config.can_run_on_DLA(layer))
+    shown = ", ".join(gpu[:_SHOWN]) + (
+        f" and {len(gpu) - _SHOWN} more" if len(gpu) > _SHOWN else ""
+    )
+    if gpu and not options.gpu_fallback:
+        raise EngineBuildError(
+            f"{len(gpu)} of {len(layers)} layers of {onnx_path.name} cannot run on DLA core "
+            f"{core} ({shown}); add --gpu-fallback to run them on the GPU"
+        )
+    log(
+        f"DLA core {core}: {len(layers) - len(gpu)} of {len(layers)} layers on DLA"
+        + (f"; on the GPU (fallback): {shown}" if gpu else "")
+    )
+    return gpu
 
 
 def choose_typing(
@@ -270,10 +373,11 @@ def _check_args(
     precision: str,
     img_size: int,
     batches: tuple[int, int, int],
-    workspace_gib: float,
-    typing: str,
+    options: BuildOptions,
+    onnx_path: Path,
 ) -> None:
-    """Reject impossible settings before anything is imported or touched."""
+    """Reject impossible settings before anything is imported or touched (the options checked
+    their own ranges)."""
     if precision not in PRECISIONS:
         raise ExportError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if img_size <= 0 or img_size % 32:
@@ -283,10 +387,12 @@ def _check_args(
         raise ExportError(
             f"batch range min={lo}, opt={opt}, max={hi} must satisfy 1 <= min <= opt <= max"
         )
-    if workspace_gib <= 0:
-        raise ExportError(f"workspace {workspace_gib} GiB must be positive")
-    if typing not in ENGINE_TYPINGS:
-        raise ExportError(f"typing {typing!r} is not one of {', '.join(ENGINE_TYPINGS)}")
+    if options.dla_core is not None and precision == "fp32":
+        raise ConfigError(
+            f"--dla-core: DLA runs fp16 and int8 only, and {Path(onnx_path).name} is fp32; build "
+            "the fp16 or int8 graph (`edgeyolo export --fp16` / `--int8` writes them), or drop "
+            "--dla-core to build this one for the GPU"
+        )
 
 
 def _network_flags(trt: Any, version: str, typed: bool) -> int:
@@ -304,19 +410,14 @@ def _network_flags(trt: Any, version: str, typed: bool) -> int:
 
 
 def _configure(
-    trt: Any,
-    builder: Any,
-    precision: str,
-    typed: bool,
-    tf32: bool,
-    verbose: bool,
-    workspace_gib: float,
+    trt: Any, builder: Any, precision: str, typed: bool, options: BuildOptions
 ) -> tuple[Any, tuple[str, ...]]:
     """The builder config (workspace, precision flags, profiling detail) and the flags set."""
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    flags = _set_builder_flags(trt, config, precision, typed, tf32)
-    if verbose:  # layer names and parameters kept in the plan, for the engine inspector
+    workspace = int(options.workspace_gib * (1 << 30))
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    flags = _set_builder_flags(trt, config, precision, typed, options.tf32)
+    if options.verbose:  # layer names and parameters kept in the plan, for the engine inspector
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     return config, flags
 

@@ -28,18 +28,23 @@ import onnxsim
 import torch
 
 from edgeyolo import cpuinfo
+from edgeyolo.build.engine import BUILD_LOG, TIMING_CACHE, build_from_manifest, preflight
+from edgeyolo.build.options import BuildOptions
+from edgeyolo.build.references import FP32_FLOOR
+from edgeyolo.build.tensorrt import tensorrt_refusal
 from edgeyolo.config import ExportConfig
 from edgeyolo.data.formats import load_data_yaml, read_split
+from edgeyolo.detections import Detections, from_outputs
 from edgeyolo.errors import CalibrationError, ConfigError, ExportError
-from edgeyolo.export import engines, int8
+from edgeyolo.export import int8
 from edgeyolo.export.calib import find_images, load_calibration, where_calib
-from edgeyolo.export.engine_parity import FP32_FLOOR
 from edgeyolo.export.graph import INPUT_NAME, OUTPUT_NAMES
 from edgeyolo.export.onnx_export import build_fp32, check_opset, to_fp16
+from edgeyolo.export.references import store_references
 from edgeyolo.metrics.parity import parity_summary
 from edgeyolo.models.checkpoint import load_model
-from edgeyolo.models.darknet_weights import write_darknet
-from edgeyolo.postprocess import Detections, from_outputs
+from edgeyolo.models.darknet_cfg import eps_note
+from edgeyolo.models.darknet_weights import write_darknet_pair
 from edgeyolo.runtime.conformance import (
     HINT,
     ORT_ONLY_REASON,
@@ -124,7 +129,9 @@ def _preflight(cfg: ExportConfig, log: Callable[[str], None]) -> None:
         raise ExportError(f"--out {out} is a file; give a folder (it is made if missing)")
     check_opset(cfg.opset, cfg.trt)
     if cfg.engine:
-        engines.engine_preflight(cfg, log)
+        preflight()
+        if cfg.int8 and cfg.int8_placement == "onnxruntime":
+            log(f"note: no engine from the int8 graph: it is the {ORT_ONLY_REASON}")
     if cfg.int8:
         find_images(Path(cfg.calib))
         if cfg.int8_target == "vnni" and not cpuinfo.has_vnni():
@@ -278,24 +285,31 @@ def _check_conformance(
 
 
 def _build_darknet(
-    net: torch.nn.Module, ckpt: dict[str, Any], stage: Path, log: Callable[[str], None]
-) -> dict[str, Any]:
-    """``stage/<arch>.weights`` in darknet format; returns its manifest entry."""
+    net: torch.nn.Module,
+    ckpt: dict[str, Any],
+    stage: Path,
+    img_size: int,
+    eps: float,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """``stage/<arch>.weights`` in darknet format for readers of BatchNorm epsilon ``eps``, and
+    the matching ``stage/<arch>.cfg``; returns their manifest entries."""
 
-    dn = stage / f"{net.config.arch}.weights"
-    state = ckpt.get("state") or {}  # best.pt (inference only) records global_step at the top
-    step = ckpt.get("global_step", state.get("global_step", 0))
-    seen = int(step) * int((ckpt.get("train") or {}).get("batch", 1))
-    floats = write_darknet(dn, net, seen=seen)
-    log(f"made {dn.name} ({floats:,} floats, darknet format)")
-    return {
-        "kind": "darknet",
-        "precision": "fp32",
-        "file": dn.name,
-        "sha256": sha256_file(dn),
-        "bytes": dn.stat().st_size,
-        "floats": floats,
-    }
+    if ckpt.get("format") == "darknet":  # read from a .weights: keep its count
+        seen = int(ckpt["seen"])
+    else:
+        state = ckpt.get("state") or {}  # best.pt (inference only) records global_step on top
+        step = ckpt.get("global_step", state.get("global_step", 0))
+        seen = int(step) * int((ckpt.get("train") or {}).get("batch", 1))
+    dn, dc, floats = write_darknet_pair(stage, net, img_size=img_size, seen=seen, eps=eps)
+    log(f"made {dn.name} ({floats:,} floats, darknet format, for {eps_note(eps)}) and {dc.name}")
+    common = {"precision": "fp32", "eps": eps, "readers": eps_note(eps)}
+    return [
+        {"kind": "darknet", **common, "file": dn.name, "sha256": sha256_file(dn),
+         "bytes": dn.stat().st_size, "floats": floats},
+        {"kind": "darknet_cfg", **common, "file": dc.name, "sha256": sha256_file(dc),
+         "bytes": dc.stat().st_size},
+    ]  # fmt: skip
 
 
 def _manifest(
@@ -397,6 +411,37 @@ def _commit(stage: Path, out: Path, files: list[str]) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def _build_engines(
+    cfg: ExportConfig, stage: Path, out: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """``--engine``: :func:`~edgeyolo.build.engine.build_from_manifest`, the code of ``edgeyolo
+    build``, on each staged graph meant for TensorRT (each engine is checked against the stored
+    references and recorded in the staged manifest); returns that manifest.
+
+    The default timing cache starts from ``out``'s (if any); with ``--verbose`` TensorRT's log
+    goes to ``stage/tensorrt_build.log``, kept beside ``out`` as ``<out>.tensorrt_build.log``
+    when a build fails (the staging folder is removed then).
+    """
+    options = BuildOptions.from_export(cfg)
+    if not cfg.timing_cache and (out / TIMING_CACHE).is_file():
+        shutil.copy2(out / TIMING_CACHE, stage / TIMING_CACHE)
+    graphs = [a for a in read_manifest(stage)["artifacts"] if a["kind"] == "onnx"]
+    try:
+        for a in graphs:
+            reason = tensorrt_refusal(a)
+            if reason is not None:
+                log(f"note: no engine from {a['file']}: {reason}")
+                continue
+            build_from_manifest(stage / a["file"], options, log=log)
+    except ExportError as exc:
+        if not cfg.trt_verbose or not (stage / BUILD_LOG).is_file():
+            raise
+        kept = out.parent / f"{out.name}.{BUILD_LOG}"
+        shutil.copy2(stage / BUILD_LOG, kept)
+        raise type(exc)(f"{exc} (TensorRT's build log: {kept})") from exc
+    return read_manifest(stage)
+
+
 def export_model(
     cfg: ExportConfig, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
@@ -406,7 +451,7 @@ def export_model(
     """
 
     _preflight(cfg, log)
-    net, ckpt = load_model(cfg.weights, device=torch.device("cpu"))
+    net, ckpt = load_model(cfg.weights, cfg.darknet_cfg, device=torch.device("cpu"))
     net.eval()
     records = _val_records(cfg, tuple(net.config.class_names)) if cfg.int8 and cfg.data else None
     img_size = cfg.img_size or net.config.img_size
@@ -417,21 +462,20 @@ def export_model(
         )
         _check_conformance(cfg, artifacts, stage, log)
         if cfg.darknet:
-            artifacts.append(_build_darknet(net, ckpt, stage, log))
-        if cfg.engine:
-            onnx_artifacts = [a for a in artifacts if a["kind"] == "onnx"]
-            images = _check_images(cfg, img_size, lambda line: None)  # said where they are
-            reference = torch_reference(net, images, cfg=cfg)
-            artifacts += engines.build_engines(
-                cfg, reference, images, onnx_artifacts, stage, out, img_size, log
-            )
+            artifacts += _build_darknet(net, ckpt, stage, img_size, cfg.darknet_eps, log)
         manifest = _manifest(cfg, net, img_size, sim, n_images, checks, artifacts)
+        manifest["references"] = store_references(
+            lambda x: torch_reference(net, x, cfg=cfg),
+            cfg, stage, img_size, manifest["source"]["sha256"], log,
+        )  # fmt: skip
         write_manifest(stage, manifest)
-        files = [a["file"] for a in artifacts]
-        if not cfg.timing_cache and (stage / engines.TIMING_CACHE).is_file():
-            files.append(engines.TIMING_CACHE)
-        if cfg.trt_verbose and (stage / engines.BUILD_LOG).is_file():
-            files.append(engines.BUILD_LOG)
+        if cfg.engine:
+            manifest = _build_engines(cfg, stage, out, log)
+        files = [a["file"] for a in manifest["artifacts"]] + [manifest["references"]["file"]]
+        if not cfg.timing_cache and (stage / TIMING_CACHE).is_file():
+            files.append(TIMING_CACHE)
+        if cfg.trt_verbose and (stage / BUILD_LOG).is_file():
+            files.append(BUILD_LOG)
         _commit(stage, out, files)
     log(f"wrote {', '.join([*files, MANIFEST_NAME])} to {out}")
     return manifest

@@ -94,7 +94,7 @@ HIGH_PRECISIONS = ("fp16", "fp32")
 #: ``QuantizeLinear``/``DequantizeLinear`` take fp16 inputs and scales from opset 19 on.
 FP16_QDQ_OPSET = 19
 #: ``--trt`` targets whose engines are built weakly typed by default (TensorRT before 10.12,
-#: :func:`edgeyolo.export.tensorrt.choose_typing`): the FP16 flag picks fp16 kernels there, so
+#: :func:`edgeyolo.build.tensorrt.choose_typing`): the FP16 flag picks fp16 kernels there, so
 #: an fp32 graph outside the Q/DQ pairs serves them (and 8.6 cannot parse an fp16 Q/DQ graph:
 #: it stops at opset 17 and reads Q/DQ scales as FP32).
 WEAKLY_TYPED_TARGETS = ("8.6", "10.3")

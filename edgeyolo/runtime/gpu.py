@@ -1,6 +1,6 @@
 """What this machine offers TensorRT: the bindings, the GPU, and whether an engine fits them.
 
-The deploy side's checks, shared by engine building (:mod:`edgeyolo.export.tensorrt`) and
+The deploy side's checks, shared by engine building (:mod:`edgeyolo.build.tensorrt`) and
 running (:mod:`edgeyolo.runtime.tensorrt`): an engine runs only on the TensorRT version and the
 GPU architecture it was built for. tensorrt, pycuda and torch are imported on first use
 (:mod:`edgeyolo.lazy`), so this module imports on any machine.
@@ -25,7 +25,7 @@ __all__ = [
     "tensorrt_version",
 ]
 
-REBUILD = "rebuild it on this machine: `edgeyolo export --weights ... --engine`"
+REBUILD = "rebuild it on this machine from its export folder: `edgeyolo build GRAPH.onnx`"
 
 #: TensorRT's Python bindings: 8.6 is the oldest version the build and runtime code handle.
 TENSORRT = lazy_import(
@@ -59,7 +59,7 @@ def import_pycuda() -> ModuleType:
 
 def tensorrt_version() -> str | None:
     """``tensorrt.__version__``, or None where TensorRT cannot be imported."""
-    return str(TENSORRT.__version__) if TENSORRT.available() else None
+    return str(TENSORRT.load().__version__) if TENSORRT.available() else None
 
 
 def gpu_identity(device: int = 0) -> tuple[str, tuple[int, int]]:

@@ -101,7 +101,7 @@ class EngineRunner:
     img_size: int
     last_times: StageTimes | None
     # TensorRT objects (Logger, Runtime, ICudaEngine, IExecutionContext): typed Any on purpose, so
-    # tests/export/test_tensorrt_api.py checks every attribute read from them in every method.
+    # tests/build/test_tensorrt_api.py checks every attribute read from them in every method.
     _logger: Any
     _runtime: Any
     _engine: Any
@@ -143,7 +143,7 @@ class EngineRunner:
         path = self.engine_path
         if not path.is_file():
             raise ModelFileError(
-                f"{path}: no such engine file; build it: `edgeyolo export --engine`"
+                f"{path}: no such engine file; build it: `edgeyolo build GRAPH.onnx`"
             )
         trt = import_tensorrt()
         cuda = import_pycuda()
@@ -263,6 +263,9 @@ class EngineRunner:
         """Deserialize, enumerate I/O, allocate buffers for the max batch, stream and events."""
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        core = manifest_dla_core(self.engine_path, self.manifest)
+        if core is not None:  # as trtexec --useDLACore: a DLA engine runs on the core it names
+            self._runtime.DLA_core = core
         engine = self._runtime.deserialize_cuda_engine(blob)
         if engine is None:
             raise EngineMismatchError(
@@ -359,3 +362,17 @@ def _free(tensors: list[_Tensor]) -> None:
     tensor: _Tensor
     for tensor in tensors:
         tensor.device.free()
+
+
+def manifest_dla_core(engine_path: Path, manifest: dict[str, Any] | None) -> int | None:
+    """The DLA core the manifest entry of ``engine_path`` names (``None``: a GPU engine, or no
+    manifest beside it); ``manifest`` is read from beside the engine when not given."""
+    where = engine_path.with_name(MANIFEST_NAME)
+    if manifest is None and where.is_file():
+        manifest = read_manifest(where.parent)
+    if manifest is None:
+        return None
+    entry = find_entry(manifest, file=engine_path.name, kind="engine")
+    if entry is None or entry.get("dla_core") is None:
+        return None
+    return int(entry["dla_core"])

@@ -1,9 +1,7 @@
-"""edgeyolo.export.tensorrt: version branches (with fake TensorRT modules), errors, a real build.
+"""edgeyolo.build.tensorrt: version branches and DLA (with fake TensorRT modules), errors, a real
+build.
 
-The fakes mimic what the API check (test_tensorrt_api.py) found in the real bindings: 11.x has no
-``EXPLICIT_BATCH`` and no ``BuilderFlag.FP16/INT8``; 8.6 has no ``STRONGLY_TYPED``. Severities
-count down as in TensorRT's ``ILogger.Severity`` (INTERNAL_ERROR 0 ... VERBOSE 4) and print as
-pybind11 enums do (``Severity.WARNING``).
+The fake modules are :mod:`tests.build.fake_tensorrt`.
 """
 
 from __future__ import annotations
@@ -11,139 +9,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from edgeyolo.build import tensorrt as ext
+from edgeyolo.build.options import BuildOptions
 from edgeyolo.errors import (
+    ConfigError,
     EngineBuildError,
     ExportError,
     TensorRTNotAvailableError,
 )
-from edgeyolo.export import tensorrt as ext
 from edgeyolo.runtime import gpu
+from tests.build.fake_tensorrt import OUTPUTS, PLAN, SEVERITIES, FakeTensorRT, parser_error
 
-PLAN = b"serialized-plan"
-OUTPUTS = ["num_dets", "boxes", "scores", "classes"]
-SEVERITIES = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
-
-
-class Severity(int):
-    """``tensorrt.ILogger.Severity`` stand-in: an int that prints like a pybind11 enum."""
-
-    def __str__(self) -> str:
-        return f"Severity.{SEVERITIES[int(self)]}"
-
-
-class FakeTensorRT(types.ModuleType):
-    """A ``tensorrt`` stand-in that records every builder call in ``calls``; the build sends
-    one message per severity to a Python ``ILogger`` subclass, as TensorRT calls ``log``."""
-
-    def __init__(self, version: str, **behaviour: Any) -> None:
-        super().__init__("tensorrt")
-        self.__version__ = version
-        self.calls: list[tuple] = []
-        self.behaviour = {"shape": (-1, 3, -1, -1), "errors": [], "plan": PLAN, "stale": None}
-        self.behaviour.update({"outputs": OUTPUTS, **behaviour})
-        major = int(version.split(".")[0])
-        kinds = {"EXPLICIT_BATCH": 0} if major < 11 else {}
-        kinds |= {"STRONGLY_TYPED": 1} if major >= 10 else {}
-        self.NetworkDefinitionCreationFlag = SimpleNamespace(**kinds)
-        flags = {"FP16": "FP16", "INT8": "INT8"} if major < 11 else {}
-        self.BuilderFlag = SimpleNamespace(TF32="TF32", **flags)
-        self.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
-        self.ProfilingVerbosity = SimpleNamespace(DETAILED="DETAILED", LAYER_NAMES_ONLY="NAMES")
-        fake = self
-        levels = {name: Severity(i) for i, name in enumerate(SEVERITIES)}
-        self.ILogger = type("ILogger", (), {**levels, "__init__": lambda s: None})
-
-        class Logger(self.ILogger):  # TensorRT's own console logger
-            def __init__(self, min_severity: Severity) -> None:
-                fake.calls.append(("Logger", str(min_severity)))
-
-        class Builder:
-            def __init__(self, logger: Any) -> None:
-                self.logger = logger
-
-            def create_network(self, flags: int) -> Any:
-                fake.calls.append(("create_network", flags))
-                tensor = SimpleNamespace(name="images", shape=fake.behaviour["shape"])
-                outs = [SimpleNamespace(name=n) for n in fake.behaviour["outputs"]]
-                return SimpleNamespace(
-                    num_inputs=1,
-                    get_input=lambda i: tensor,
-                    num_outputs=len(outs),
-                    get_output=lambda i: outs[i],
-                )
-
-            def create_builder_config(self) -> Any:
-                fake.config = FakeConfig(fake)
-                return fake.config
-
-            def create_optimization_profile(self) -> Any:
-                return SimpleNamespace(set_shape=lambda *a: fake.calls.append(("set_shape", *a)))
-
-            def build_serialized_network(self, network: Any, config: Any) -> Any:
-                fake.calls.append(("build",))
-                if not isinstance(self.logger, Logger):
-                    for i, name in enumerate(SEVERITIES):
-                        self.logger.log(Severity(i), f"{name.lower()} message")
-                return fake.behaviour["plan"]
-
-        class OnnxParser:
-            def __init__(self, network: Any, logger: Any) -> None:
-                self.num_errors = len(fake.behaviour["errors"])
-
-            def parse_from_file(self, path: str) -> bool:
-                fake.calls.append(("parse_from_file", path))
-                return not self.num_errors
-
-            def get_error(self, i: int) -> Any:
-                return fake.behaviour["errors"][i]
-
-        self.Logger, self.Builder, self.OnnxParser = Logger, Builder, OnnxParser
-
-    def recorded(self, name: str) -> list[tuple]:
-        return [c[1:] for c in self.calls if c[0] == name]
-
-
-class FakeConfig:
-    def __init__(self, fake: FakeTensorRT) -> None:
-        self.fake, self.cache = fake, None
-        self.profiling_verbosity = "NAMES"  # TensorRT's default, LAYER_NAMES_ONLY
-
-    def set_memory_pool_limit(self, pool: str, size: int) -> None:
-        self.fake.calls.append(("pool", pool, size))
-
-    def set_flag(self, flag: str) -> None:
-        self.fake.calls.append(("set_flag", flag))
-
-    def clear_flag(self, flag: str) -> None:
-        self.fake.calls.append(("clear_flag", flag))
-
-    def add_optimization_profile(self, profile: Any) -> int:
-        return 0
-
-    def create_timing_cache(self, data: bytes) -> Any:
-        return SimpleNamespace(data=bytes(data), serialize=lambda: b"cache:" + PLAN)
-
-    def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
-        self.fake.calls.append(("set_timing_cache", cache.data, ignore_mismatch))
-        self.cache = cache
-        return cache.data != self.fake.behaviour["stale"]
-
-    def get_timing_cache(self) -> Any:
-        return self.cache
-
-
-def parser_error(node: int, desc: str, name: str | None = None, op: str = "") -> Any:
-    error = SimpleNamespace(node=lambda: node, desc=lambda: desc)
-    if name is not None:  # 8.6's ParserError has no node_name / node_operator
-        error.node_name, error.node_operator = (lambda: name), (lambda: op)
-    return error
+OPTIONS = {"max_batch", "timing_cache", "typing", "tf32", "verbose", "workspace_gib"}
+OPTIONS |= {"dla_core", "gpu_fallback"}
 
 
 @pytest.fixture
@@ -154,9 +37,11 @@ def onnx_file(tmp_path: Path) -> Path:
 
 
 def fake_build(monkeypatch: pytest.MonkeyPatch, fake: FakeTensorRT, onnx: Path, **kw: Any) -> Any:
+    """``build_engine`` on ``fake``; keywords named in :data:`OPTIONS` go into its options."""
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(ext, "gpu_identity", lambda: ("Fake GPU", (8, 7)))
-    kw = {"precision": "fp16", "img_size": 416, "log": lambda line: None} | kw
+    options = BuildOptions(**{k: kw.pop(k) for k in list(kw) if k in OPTIONS})
+    kw = {"precision": "fp16", "img_size": 416, "log": lambda line: None, "options": options} | kw
     return ext.build_engine(onnx, onnx.with_suffix(".engine"), **kw)
 
 
@@ -165,7 +50,7 @@ def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_module_imports_without_tensorrt() -> None:
-    code = "import sys; sys.modules['tensorrt'] = None; import edgeyolo.export.tensorrt"
+    code = "import sys; sys.modules['tensorrt'] = None; import edgeyolo.build.tensorrt"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 
@@ -179,6 +64,13 @@ def test_import_tensorrt_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -
     assert gpu.tensorrt_version() is None
 
 
+def test_tensorrt_version_reads_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the lazy module, which refuses dunder reads on itself (export's environment
+    record and ``edgeyolo build`` read it)."""
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT("10.3.0"))
+    assert gpu.tensorrt_version() == "10.3.0"
+
+
 def test_build_without_tensorrt_touches_no_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -186,8 +78,9 @@ def test_build_without_tensorrt_touches_no_file(
     engine, cache = tmp_path / "out" / "m.engine", tmp_path / "out" / "timing.cache"
     with pytest.raises(TensorRTNotAvailableError):
         ext.build_engine(
-            tmp_path / "absent.onnx", engine, precision="int8", img_size=416, timing_cache=cache
-        )
+            tmp_path / "absent.onnx", engine, precision="int8", img_size=416,
+            options=BuildOptions(timing_cache=cache),
+        )  # fmt: skip
     assert list(tmp_path.iterdir()) == []
 
 
@@ -201,18 +94,19 @@ def test_tensorrt_older_than_86_is_refused_before_building(
 
 
 @pytest.mark.parametrize(
-    "kw",
+    ("kw", "match"),
     [
-        {"precision": "int4"},
-        {"img_size": 100},
-        {"min_batch": 4, "max_batch": 2},
-        {"typing": "medium"},
+        ({"precision": "int4"}, "precision 'int4' is not one of"),
+        ({"img_size": 100}, "img_size 100 must be a positive multiple of 32"),
+        ({"precision": "fp32", "options": BuildOptions(dla_core=0)}, "DLA runs fp16 and int8 only"),
     ],
 )
-def test_impossible_settings_fail_first(monkeypatch: pytest.MonkeyPatch, kw: dict) -> None:
-    no_tensorrt(monkeypatch)
+def test_impossible_settings_fail_first(
+    monkeypatch: pytest.MonkeyPatch, kw: dict, match: str
+) -> None:
+    no_tensorrt(monkeypatch)  # refused before TensorRT is looked for
     kw = {"precision": "fp16", "img_size": 416} | kw
-    with pytest.raises(ExportError) as info:
+    with pytest.raises((ExportError, ConfigError), match=match) as info:
         ext.build_engine(Path("m.onnx"), Path("m.engine"), **kw)
     assert not isinstance(info.value, TensorRTNotAvailableError)
 
@@ -223,7 +117,8 @@ META = ext.EngineInfo(
 
 
 def test_engine_info_is_json_types() -> None:
-    assert META["compute_capability"] == [8, 7] and META["path"] == "m.engine"
+    assert META["compute_capability"] == [8, 7] and "path" not in META  # the entry's "file"
+    assert META["dla_core"] is None and META["gpu_layers"] == [] and META["gpu_fallback"] is False
     assert META["typing"] == "weak" and META["builder_flags"] == ["INT8", "FP16"]
     assert META["tf32"] is False and META["build_log"] is None
     assert json.loads(json.dumps(META)) == META
@@ -323,7 +218,7 @@ def test_trt11_builds_strongly_typed_with_batch_range_and_cache(
     fake = FakeTensorRT("11.4.0.106")
     cache = onnx_file.parent / "timing.cache"
     lines: list[str] = []
-    options = {"max_batch": 4, "opt_batch": 2, "timing_cache": cache, "log": lines.append}
+    options = {"max_batch": 4, "timing_cache": cache, "log": lines.append}
     info = fake_build(monkeypatch, fake, onnx_file, **options)
     assert fake.recorded("create_network") == [(1 << 1,)]  # STRONGLY_TYPED only
     assert fake.recorded("set_flag") == [] and fake.recorded("clear_flag") == [("TF32",)]
@@ -337,6 +232,67 @@ def test_trt11_builds_strongly_typed_with_batch_range_and_cache(
     assert info.path.read_bytes() == PLAN and cache.read_bytes() == b"cache:" + PLAN
     assert info.strongly_typed and info.trt_version == "11.4.0.106"
     assert info.compute_capability == (8, 7) and info.precision == "fp16"
+
+
+# ------------------------------------------------------------------------------------------- DLA
+
+
+def test_dla_build_sends_the_network_to_the_core_with_gpu_fallback(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path
+) -> None:
+    fake = FakeTensorRT("10.3.0", dla_cores=2, not_on_dla=("topk", "nms", "gather"))
+    lines: list[str] = []
+    info = fake_build(
+        monkeypatch, fake, onnx_file, precision="int8", dla_core=1, gpu_fallback=True,
+        max_batch=4, log=lines.append,
+    )  # fmt: skip
+    assert (fake.config.default_device_type, fake.config.DLA_core) == ("DLA", 1)
+    assert fake.recorded("set_flag") == [("INT8",), ("FP16",), ("GPU_FALLBACK",)]
+    assert info.builder_flags == ("INT8", "FP16", "GPU_FALLBACK")  # weak typing: DLA needs them
+    assert fake.recorded("set_shape") == [("images", *[(4, 3, 416, 416)] * 3)]  # no dynamic batch
+    assert info.gpu_layers == ("topk", "nms", "gather") and info.batches == (4, 4, 4)
+    meta = info.to_dict()
+    assert meta["dla_core"] == 1 and meta["gpu_fallback"] is True
+    assert meta["gpu_layers"] == ["topk", "nms", "gather"]
+    assert "DLA core 1: 3 of 6 layers on DLA; on the GPU (fallback): topk, nms, gather" in lines
+    assert "DLA core 1" in lines[0] and "batch 4..4" in lines[0]
+
+
+def test_dla_without_fallback_names_the_layers_it_cannot_run(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path
+) -> None:
+    fake = FakeTensorRT("8.6.1", dla_cores=2, not_on_dla=("nms",))
+    with pytest.raises(EngineBuildError) as info:
+        fake_build(monkeypatch, fake, onnx_file, dla_core=0)
+    message = str(info.value)
+    assert "1 of 6 layers of model.onnx cannot run on DLA core 0 (nms)" in message
+    assert "add --gpu-fallback" in message
+    assert fake.recorded("build") == [] and not onnx_file.with_suffix(".engine").exists()
+    fake = FakeTensorRT("8.6.1", dla_cores=2)  # every layer runs on DLA: no fallback needed
+    info_ = fake_build(monkeypatch, fake, onnx_file, dla_core=0)
+    assert info_.gpu_layers == () and "GPU_FALLBACK" not in info_.builder_flags
+    assert ("GPU_FALLBACK",) not in fake.recorded("set_flag")
+
+
+@pytest.mark.parametrize(
+    ("cores", "core", "match"), [(0, 0, "has no DLA"), (2, 2, r"has DLA cores 0\.\.1")]
+)
+def test_a_dla_core_the_device_lacks_is_refused(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path, cores: int, core: int, match: str
+) -> None:
+    fake = FakeTensorRT("10.3.0", dla_cores=cores)
+    with pytest.raises(EngineBuildError, match=rf"--dla-core {core}: this device {match}"):
+        fake_build(monkeypatch, fake, onnx_file, dla_core=core, gpu_fallback=True)
+    assert fake.recorded("build") == [] and not onnx_file.with_suffix(".engine").exists()
+
+
+def test_dla_layer_list_is_shortened_in_messages(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path
+) -> None:
+    names = tuple(f"layer_{i}" for i in range(20))
+    fake = FakeTensorRT("10.3.0", dla_cores=1, layers=names, not_on_dla=names)
+    with pytest.raises(EngineBuildError, match=r"layer_11 and 8 more\); add --gpu-fallback"):
+        fake_build(monkeypatch, fake, onnx_file, dla_core=0)
 
 
 # ----------------------------------------------------------------------------- the build log
@@ -446,7 +402,8 @@ def test_a_graph_is_built_only_by_a_tensorrt_it_was_checked_for(
     with pytest.raises(EngineBuildError, match=rf"checked for TensorRT {', '.join(targets)} only"):
         fake_build(monkeypatch, fake, onnx_file, artifact=entry)
     assert fake.calls == [] and not onnx_file.with_suffix(".engine").exists()
-    assert "(opset 19)" in ext.uncovered_reason(entry, version)
+    reason = ext.uncovered_reason(entry, version)
+    assert "(opset 19)" in reason and f"--trt {ext.local_target(version)}`" in reason
 
 
 def test_a_raw_graph_is_refused_after_parsing(
@@ -525,10 +482,11 @@ def test_real_build_of_a_tiny_graph(tmp_path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # what TensorRT 8.6's parser reads too
     onnx.save(model, str(tmp_path / "tiny.onnx"))
-    options = {"img_size": 32, "max_batch": 2, "timing_cache": tmp_path / "timing.cache"}
+    options = BuildOptions(max_batch=2, timing_cache=tmp_path / "timing.cache")
     info = ext.build_engine(
-        tmp_path / "tiny.onnx", tmp_path / "tiny.engine", precision="fp32", **options
-    )
+        tmp_path / "tiny.onnx", tmp_path / "tiny.engine", precision="fp32", img_size=32,
+        options=options,
+    )  # fmt: skip
     assert info.path.stat().st_size > 0 and (tmp_path / "timing.cache").stat().st_size > 0
     assert info.trt_version == trt.__version__
     name, cc = gpu.gpu_identity()

@@ -34,13 +34,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # The checked files, each with names its scan must find (so a broken scan cannot pass quietly).
 CHECKED = {
-    "edgeyolo/export/tensorrt.py": {
+    "edgeyolo/build/tensorrt.py": {
         *("Builder", "Logger", "OnnxParser", "WARNING", "__version__", "add_optimization_profile"),
         *("build_serialized_network", "create_builder_config", "create_network", "serialize"),
         *("create_optimization_profile", "create_timing_cache", "get_error", "get_timing_cache"),
         *("parse_from_file", "set_memory_pool_limit", "set_shape", "set_timing_cache"),
         *("TF32", "clear_flag", "ILogger", "VERBOSE", "INFO", "ProfilingVerbosity", "DETAILED"),
         *("profiling_verbosity", "get_output", "num_outputs"),
+        # DLA (--dla-core, --gpu-fallback)
+        *("num_DLA_cores", "default_device_type", "DeviceType", "DLA", "DLA_core"),
+        *("GPU_FALLBACK", "can_run_on_DLA", "get_layer", "num_layers", "name"),
     },
     "edgeyolo/runtime/tensorrt.py": {"deserialize_cuda_engine"},
 }
@@ -372,7 +375,7 @@ def test_names_exist_in_the_real_bindings(
 
 
 def test_check_catches_a_removed_api(apis: dict[str, frozenset[str]]) -> None:
-    source = (REPO / "edgeyolo/export/tensorrt.py").read_text()
+    source = (REPO / "edgeyolo/build/tensorrt.py").read_text()
     broken = source.replace(".build_serialized_network(", ".build_engine(")
     broken = broken.replace('getattr(trt.BuilderFlag, "FP16", None)', "trt.BuilderFlag.FP16")
     broken = broken.replace('"STRONGLY_TYPED"', '"STRONGLY_TYPD"')
@@ -417,7 +420,7 @@ def test_names_exist_in_tensorrt_86(scans: list[Scan]) -> None:
 
 
 def test_86_check_catches_an_ungated_10x_name() -> None:
-    source = (REPO / "edgeyolo/export/tensorrt.py").read_text()
+    source = (REPO / "edgeyolo/build/tensorrt.py").read_text()
     broken = source.replace('getattr(kinds, "STRONGLY_TYPED", None)', "kinds.STRONGLY_TYPED")
     assert broken != source
     assert {m.split()[0] for m in _missing_in_86([Scan(broken, "broken")])} == {"STRONGLY_TYPED"}

@@ -11,7 +11,7 @@ import pytest
 from edgeyolo.errors import ConfigError, EngineMismatchError, TensorRTNotAvailableError
 from edgeyolo.runtime import gpu
 
-#: An engine's manifest entry, as ``edgeyolo.export.tensorrt.EngineInfo.to_dict`` writes it.
+#: An engine's manifest entry, as ``edgeyolo.build.tensorrt.EngineInfo.to_dict`` writes it.
 META = {
     "path": "m.engine",
     "trt_version": "10.3.0",
@@ -56,7 +56,7 @@ def test_compat_rejects_another_version_or_gpu(here: dict, both_sides: tuple[str
         gpu.check_engine_compat(META, **kw)
     message = str(info.value)
     assert all(side in message for side in both_sides), message
-    assert "edgeyolo export --weights ... --engine" in message
+    assert "edgeyolo build GRAPH.onnx" in message
 
 
 def test_compat_warns_on_another_card_of_the_same_architecture() -> None:

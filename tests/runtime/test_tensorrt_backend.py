@@ -3,7 +3,7 @@
 The fakes stand in for the libraries' *behaviour* so that the order of checks (compat before
 deserialize, no CUDA before the compat check), the buffer bookkeeping (allocate once, slice to the
 batch, free everything) and the error messages can be tested here. The *names* the backend uses
-are checked against real sources instead: TensorRT's by ``tests/export/test_tensorrt_api.py``,
+are checked against real sources instead: TensorRT's by ``tests/build/test_tensorrt_api.py``,
 pycuda's by :func:`test_pycuda_names_exist_in_its_source` (skips without the pycuda sdist).
 """
 
@@ -201,6 +201,8 @@ def fake_tensorrt(version: str, drv: types.ModuleType, log: list[str], *, plan_o
             pass
 
         def deserialize_cuda_engine(self, blob: bytes) -> Engine | None:
+            if hasattr(self, "DLA_core"):
+                log.append(f"DLA_core {self.DLA_core}")
             log.append("deserialize")
             return Engine() if plan_ok else None
 
@@ -301,7 +303,7 @@ def test_mismatched_engine_is_refused_before_deserializing(
     engine = write_export(tmp_path, **built)
     with pytest.raises(EngineMismatchError, match=match) as info:
         EngineRunner(engine).__enter__()
-    assert "edgeyolo export" in str(info.value)  # says how to rebuild
+    assert "edgeyolo build" in str(info.value)  # says how to rebuild
     assert "deserialize" not in fakes.log and cuda_calls(fakes.log) == []
 
 
@@ -395,6 +397,16 @@ def test_run_round_trip_on_fakes(tmp_path: Path, fakes: Fakes) -> None:
     assert runs == ["execute 4", "execute 2", "execute 1", "execute 1"]
 
 
+def test_a_dla_engine_runs_on_the_core_its_manifest_names(tmp_path: Path, fakes: Fakes) -> None:
+    with EngineRunner(write_export(tmp_path / "dla", dla_core=1)):
+        pass
+    assert fakes.log.index("DLA_core 1") == fakes.log.index("deserialize") - 1
+    fakes.log.clear()
+    with EngineRunner(write_export(tmp_path / "gpu")):  # a GPU engine leaves the default
+        pass
+    assert "deserialize" in fakes.log and not any(s.startswith("DLA_core") for s in fakes.log)
+
+
 def test_exit_on_exception_frees_everything(tmp_path: Path, fakes: Fakes) -> None:
     with pytest.raises(KeyError), EngineRunner(write_export(tmp_path)):
         raise KeyError("user code failed")
@@ -402,9 +414,9 @@ def test_exit_on_exception_frees_everything(tmp_path: Path, fakes: Fakes) -> Non
 
 
 def test_api_scan_sees_tensorrt_objects_and_not_pycuda_ones() -> None:
-    """The scan of tests/export/test_tensorrt_api.py must check every TensorRT call made in
+    """The scan of tests/build/test_tensorrt_api.py must check every TensorRT call made in
     this module (including run's) and must not mistake pycuda objects for TensorRT ones."""
-    from tests.export.test_tensorrt_api import Scan
+    from tests.build.test_tensorrt_api import Scan
 
     scan = Scan((REPO / "edgeyolo/runtime/tensorrt.py").read_text(), "tensorrt.py")
     must = {"deserialize_cuda_engine", "create_execution_context", "num_io_tensors", "nptype"}
@@ -525,8 +537,9 @@ def test_engine_matches_onnxruntime(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device; none is present on this machine")
+    from edgeyolo.build.options import BuildOptions
+    from edgeyolo.build.tensorrt import build_engine
     from edgeyolo.export.onnx_export import build_fp32
-    from edgeyolo.export.tensorrt import build_engine
     from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
     from tests.export.conftest import busy_model  # build_model(yolov3-tiny, 10 classes, 128)
 
@@ -539,8 +552,9 @@ def test_engine_matches_onnxruntime(tmp_path: Path) -> None:
         check_images=images,
     )  # fmt: skip
     info = build_engine(
-        onnx_path, tmp_path / "model_fp32.engine", precision="fp32", img_size=128, max_batch=4
-    )
+        onnx_path, tmp_path / "model_fp32.engine", precision="fp32", img_size=128,
+        options=BuildOptions(max_batch=4),
+    )  # fmt: skip
     entry = {"kind": "engine", "file": info.path.name, **info.to_dict()}
     write_manifest(tmp_path, {"input": {}, "outputs": [], "classes": [], "artifacts": [entry]})
     with OnnxRuntimeSession(onnx_path, threads=2) as ort_s:
