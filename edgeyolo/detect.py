@@ -1,8 +1,10 @@
-"""Run a predictor over an image, a folder of images, a video or a camera and write the results.
+"""Run a predictor over an image, a folder of images, a video, a camera, a URL or a GStreamer
+pipeline, and write the results.
 
 A predictor is any callable ``predict(image uint8[H, W, 3] RGB) -> (boxes float[K, 4] xyxy in
 frame pixels, scores float[K], labels int[K])``; the PyTorch, ONNX Runtime and TensorRT backends
-all fit it.
+all fit it (:meth:`edgeyolo.runtime.detector.Detector.predict_rgb`). Videos and live sources are
+read by :class:`edgeyolo.runtime.capture.Capture`: a live source keeps only its newest frame.
 """
 
 from __future__ import annotations
@@ -10,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -33,10 +34,18 @@ from rich.progress import (
 from edgeyolo.console import make_console
 from edgeyolo.data.records import IMAGE_SUFFIXES, Problem, describe_problems
 from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
+from edgeyolo.runtime.capture import (
+    DEFAULT_FPS,
+    Capture,
+    LoopStats,
+    VideoSource,
+    display_problem,
+    draw_stats,
+    parse_source,
+)
 from edgeyolo.visualize import draw_detections
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov"})
-_DEFAULT_FPS = 30.0
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
 #: Pillow modes with more than 8 bits per sample: decoded by OpenCV, which scales them to 8 bits
 #: (Pillow's conversion to RGB would clip them).
 _WIDE_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -93,64 +102,24 @@ def _read_image(path: Path) -> np.ndarray:
         raise DataError(f"cannot read image: {reason}", file=path) from e
 
 
-@contextmanager
-def _quiet_opencv() -> Iterator[None]:
-    """OpenCV's log silenced for a block: a failed open prints "[ WARN:0@...] can't open camera
-    by index" (OpenCV) or "moov atom not found" (FFmpeg) lines on stderr, where our own one-line
-    error says it better. FFmpeg's level comes from ``OPENCV_FFMPEG_LOGLEVEL`` when OpenCV opens
-    a file; a value the user set is left alone."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    unset = "OPENCV_FFMPEG_LOGLEVEL" not in os.environ
-    if unset:
-        os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "8"  # AV_LOG_FATAL
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-        if unset:
-            os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
-
-
-def _open_capture(target: str | int) -> cv2.VideoCapture:
-    with _quiet_opencv():
-        cap = cv2.VideoCapture(target)
-        opened = cap.isOpened()
-    if opened:
-        return cap
-    cap.release()
-    if isinstance(target, int):
-        raise DataError(
-            f"cannot open camera {target}: no such camera, or it is busy or not permitted "
-            "(on Linux `ls /dev/video*` lists cameras; close other programs using it); "
-            "or give a video file, an image or a folder"
-        )
-    raise DataError(
-        "cannot open this video: it is damaged, not a video, or in a codec this OpenCV build "
-        "cannot decode; re-encode it (e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`) or give images",
-        file=target,
-    )
-
-
 @dataclass
 class _Source:
-    """What ``source`` names, resolved before any frame is read."""
+    """What ``source`` names, resolved (and a video or stream opened) before any frame is read."""
 
-    kind: Literal["images", "video", "camera"]
+    kind: Literal["images", "video", "stream"]
     files: list[Path]
-    camera: int | None = None
+    #: The opened capture of a video file or a live stream (camera, URL, GStreamer pipeline).
+    capture: Capture | None = None
     total: int | None = None
-    fps: float = _DEFAULT_FPS
+    fps: float = DEFAULT_FPS
     #: Images found unreadable before decoding (by :meth:`scan`), by path.
     bad: dict[Path, str] = field(default_factory=dict)
-    #: The camera's capture, opened by :func:`_resolve` so that a missing camera is found early.
-    cap: cv2.VideoCapture | None = None
     #: Frames read from a video that ended before the frame count its header gives.
     short_read: int | None = None
 
     @property
     def stem(self) -> str:
-        return f"camera{self.camera}" if self.kind == "camera" else self.files[0].stem
+        return self.capture.source.stem if self.capture is not None else self.files[0].stem
 
     def scan(self) -> list[Problem]:
         """Find the image files that are not images at all (header only); see :func:`_identify`."""
@@ -176,47 +145,38 @@ class _Source:
         yield from self.stream()
 
     def stream(self) -> Iterator[Frame]:
-        """The frames of a video or camera; its capture is released when this ends or closes."""
-        cap = self.cap or _open_capture(str(self.files[0]))
-        self.cap = None
+        """The frames of a video or live stream, with their capture sequence numbers; the
+        capture is closed (its thread joined) when this ends or is closed."""
+        cap = self.capture
+        assert cap is not None  # _resolve opened it
+        name = self.files[0].name if self.kind == "video" else self.stem
         try:
-            fps = cap.get(cv2.CAP_PROP_FPS)
-            if fps > 0:
-                self.fps = float(fps)
-            name = self.files[0].name if self.kind == "video" else self.stem
-            index = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                yield name, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), index
-                index += 1
-            if self.kind == "video" and self.total is not None and 0 < index < self.total:
-                self.short_read = index
-            if index == 0:
-                what = f"camera {self.camera}" if self.kind == "camera" else "this video"
-                raise DataError(
-                    f"{what} opened, but not one frame could be read from it (damaged, empty, "
-                    "or a codec this OpenCV build cannot decode)",
-                    file=None if self.kind == "camera" else self.files[0],
-                )
+            for f in cap:
+                yield name, cv2.cvtColor(f.image, cv2.COLOR_BGR2RGB), f.seq
+            if self.total is not None and 0 < cap.captured < self.total:
+                self.short_read = cap.captured
         finally:
-            cap.release()
+            cap.close()
 
     def close(self) -> None:
-        """Release a capture that was opened and never read."""
-        if self.cap is not None:
-            self.cap.release()
-            self.cap = None
+        """Close a capture that was opened (and stop its thread). Idempotent."""
+        if self.capture is not None:
+            self.capture.close()
 
 
 _FIX = "remove or replace it, or pass --skip-bad to skip damaged images"
 
 
-def _resolve(source: str | Path) -> _Source:
-    if isinstance(source, str) and source.isdigit() and not Path(source).exists():
-        index = int(source)
-        return _Source("camera", [], camera=index, cap=_open_capture(index))
+def _open(spec: VideoSource, live: bool | None) -> Capture:
+    return Capture(spec, live=live).open()
+
+
+def _resolve(source: str | Path, *, live: bool | None = None) -> _Source:
+    if isinstance(source, str) and not os.path.exists(source):  # no OSError for long pipelines
+        spec = parse_source(source)
+        if spec.kind != "file":  # a camera index, a URL or a GStreamer pipeline
+            cap = _open(spec, live)
+            return _Source("stream", [], capture=cap, fps=cap.fps or DEFAULT_FPS)
     path = Path(source)
     if not path.exists():
         raise DataError("no such file or directory", file=path)
@@ -235,34 +195,43 @@ def _resolve(source: str | Path) -> _Source:
     if suffix in IMAGE_SUFFIXES:
         return _Source("images", [path], total=1)
     if suffix in VIDEO_SUFFIXES:
-        cap = _open_capture(str(path))
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        cap.release()
-        return _Source("video", [path], total=count if count > 0 else None)
+        cap = _open(VideoSource("file", str(path), str(path)), live)
+        return _Source("video", [path], capture=cap, total=cap.total, fps=cap.fps or DEFAULT_FPS)
     raise DataError(
         f"unsupported file type {suffix or '(none)'}; expected an image "
-        f"({', '.join(sorted(IMAGE_SUFFIXES))}) or a video ({', '.join(sorted(VIDEO_SUFFIXES))})",
+        f"({', '.join(sorted(IMAGE_SUFFIXES))}), a video ({', '.join(sorted(VIDEO_SUFFIXES))}), "
+        "a camera index, a URL or a GStreamer pipeline",
         file=path,
     )
 
 
-def iter_sources(source: str | Path) -> Iterator[Frame]:
-    """Frames of ``source``: an image file, a folder of images, a video file or a camera.
+def iter_sources(source: str | Path, *, live: bool | None = None) -> Iterator[Frame]:
+    """Frames of ``source``: an image file, a folder of images, a video file, a camera, a URL
+    or a GStreamer pipeline.
 
     Args:
-        source: a path, or a camera index as a digit string (``"0"``). A folder yields its image
+        source: a path; a camera index as a digit string (``"0"``); an ``rtsp://``,
+            ``http(s)://`` (or other FFmpeg) URL; or a GStreamer pipeline ending in ``appsink``
+            (see :data:`edgeyolo.runtime.capture.CSI_PIPELINE`). A folder yields its image
             files (not recursive), sorted by name.
+        live: how a video or stream is read (see :class:`~edgeyolo.runtime.capture.Capture`):
+            ``None`` keeps only the newest frame of a live source (a capture thread; a slow
+            consumer skips frames) and reads a file's every frame in order; ``True`` reads a
+            file live too, paced at its FPS; ``False`` reads every frame of anything in order.
 
     Yields:
-        ``(name, frame uint8[H, W, 3] RGB, index)``: ``name`` is the file name (``camera<N>`` for a
-        camera), ``index`` the frame number in a video or camera stream, ``None`` for images.
+        ``(name, frame uint8[H, W, 3] RGB, index)``: ``name`` is the file name (``camera<N>``,
+        ``stream`` or ``gstreamer`` for live sources), ``index`` the frame's capture sequence
+        number in a video or stream (gaps are dropped frames), ``None`` for images.
 
     Raises:
         DataError: the path is missing, is of an unsupported type, a folder holds no image, a
-            video or camera cannot be opened (raised by this call), an image cannot be decoded
-            (e.g. a truncated JPEG) or a video gives no frame (raised when it is reached).
+            video, camera, URL or pipeline cannot be opened (raised by this call), an image
+            cannot be decoded (e.g. a truncated JPEG), a video gives no frame, or a live
+            source ends or stalls (raised when it is reached).
+        MissingDependencyError: a GStreamer pipeline with an OpenCV built without GStreamer.
     """
-    return _frames(_resolve(source))
+    return _frames(_resolve(source, live=live))
 
 
 def _frames(src: _Source) -> Iterator[Frame]:
@@ -304,6 +273,13 @@ def _as_arrays(
     )
 
 
+class StageTimes(Protocol):
+    """What reports a predictor's stage times: ``last_times`` holds the last call's ``pre``,
+    ``infer`` and ``post`` in ms (:class:`edgeyolo.runtime.detector.Detector` does)."""
+
+    last_times: Mapping[str, float]
+
+
 def run_detect(
     source: str | Path,
     predict: Predictor,
@@ -314,6 +290,9 @@ def run_detect(
     show_progress: bool = True,
     skip_bad: bool = False,
     console: Console | None = None,
+    live: bool | None = None,
+    show: bool = False,
+    stages: StageTimes | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``predict`` on every frame of ``source``, draw and save the results.
 
@@ -321,19 +300,31 @@ def run_detect(
         source: see :func:`iter_sources`.
         predict: the predictor (RGB frame in, ``(boxes xyxy, scores, labels)`` in frame pixels out).
         names: class names, used for captions and the ``label`` field.
-        out: output folder (created); annotated images go to ``out/<stem>.jpg``, a video or camera
-            stream to ``out/<stem>.mp4`` (mp4v, at the source fps). ``None`` writes nothing.
+        out: output folder (created); annotated images go to ``out/<stem>.jpg``, a video or
+            stream to ``out/<stem>.mp4`` (mp4v, at the source fps; with FPS and stage times
+            written on each frame; a live run holds only the frames processed, so it plays
+            faster than real time when frames were dropped). ``None`` writes nothing.
         save_json: also write the returned list to ``out/detections.json``.
-        show_progress: show a rich progress line with the frame count and FPS.
+        show_progress: show a rich progress line with the frame count and FPS, and a timing
+            summary at the end (FPS; mean pre / infer / post ms; frames captured and dropped).
         skip_bad: skip images that cannot be read (not an image, truncated, damaged) instead of
             stopping; each is named in a warning and has a record in the result.
         console: where the progress line and warnings go (default: a new rich Console).
+        live: see :func:`iter_sources` (``None``: live sources keep only the newest frame, a
+            file is read in order).
+        show: also show each annotated frame in a window (q or Esc stops); where no window can
+            open (no display, opencv-python-headless) a warning says so and the run goes on
+            writing to ``out``.
+        stages: where the predictor's ``pre`` / ``infer`` / ``post`` times come from (a
+            :class:`~edgeyolo.runtime.detector.Detector`); without it the whole ``predict`` call
+            counts as ``infer``. Drawing is added to ``post``.
 
     Returns:
         One record per frame: ``{"image": name, "detections": [{"label": name, "bbox": [x1, y1,
         x2, y2] (2 decimals), "score": (4 decimals)}, ...]}``, with ``"frame": index`` added for
-        video and camera frames; a skipped image has ``{"image": name, "skipped": reason}``
-        instead, in its place. Ctrl+C (``KeyboardInterrupt``) ends the run early: the capture and
+        video and stream frames (their capture sequence numbers); a skipped image has
+        ``{"image": name, "skipped": reason}`` instead, in its place. Ctrl+C
+        (``KeyboardInterrupt``), or q / Esc in the window, ends the run early: the capture and
         writer are released and the frames done so far are saved and returned.
 
     Raises:
@@ -341,17 +332,21 @@ def run_detect(
             are all named before any frame is processed, and an image that fails to decode
             (truncated) stops the run at that image (``detections.json`` is then not written).
             With ``skip_bad``, when no image at all can be read.
+        MissingDependencyError: a GStreamer pipeline with an OpenCV built without GStreamer.
         ConfigError: ``save_json`` without ``out``, or ``out`` cannot be written.
         EdgeYoloError: the output video cannot be written.
     """
     if save_json and out is None:
         raise ConfigError("save_json needs an output folder (out)")
     console = console or make_console()
-    src = _resolve(source)
+    src = _resolve(source, live=live)
     try:
         _check_images(src, source, skip_bad=skip_bad, console=console)
-        sink = _Sink(None if out is None else Path(out), src)
-        return _run(src, predict, names, sink, save_json, show_progress, skip_bad, console)
+        out_path = None if out is None else Path(out)
+        loop = _Loop(
+            src, predict, names, _Sink(out_path, src), _Window(show, out_path, console), stages
+        )
+        return _run(loop, save_json, show_progress, skip_bad, console)
     finally:
         src.close()
 
@@ -380,18 +375,50 @@ def _warn(console: Console, text: str) -> None:
     console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
+@dataclass
+class _Loop:
+    """One frame's work in :func:`run_detect`: predict, record, draw, write, show, time."""
+
+    src: _Source
+    predict: Predictor
+    names: Sequence[str]
+    sink: _Sink
+    window: _Window
+    stages: StageTimes | None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    stats: LoopStats = field(default_factory=LoopStats)
+
+    def frame(self, name: str, frame: np.ndarray, index: int | None) -> bool:
+        """Process one RGB frame; ``False`` when the viewer asked to stop (q / Esc)."""
+        t0 = time.perf_counter()
+        prediction = _as_arrays(self.predict(frame))
+        t1 = time.perf_counter()
+        times = {"infer": (t1 - t0) * 1e3} if self.stages is None else dict(self.stages.last_times)
+        self.results.append(_record(name, index, prediction, self.names))
+        if self.sink.out is None and not self.window.enabled:
+            self.stats.tick(times)
+            return True
+        t2 = time.perf_counter()
+        overlay = None if index is None else self.stats.text()
+        drawn = self.sink.draw(frame, prediction, self.names, overlay=overlay)
+        times["post"] = times.get("post", 0.0) + (time.perf_counter() - t2) * 1e3
+        self.stats.tick(times)
+        self.sink.write(name, drawn, index)
+        return self.window.show(drawn)
+
+    def summary(self) -> str:
+        """The timing line: FPS, mean stage times, and frames captured / dropped when live."""
+        cap = self.src.capture
+        if cap is None or not cap.live:
+            return self.stats.summary()
+        return self.stats.summary(captured=cap.captured, dropped=cap.dropped)
+
+
 def _run(
-    src: _Source,
-    predict: Predictor,
-    names: Sequence[str],
-    sink: _Sink,
-    save_json: bool,
-    show_progress: bool,
-    skip_bad: bool,
-    console: Console,
+    loop: _Loop, save_json: bool, show_progress: bool, skip_bad: bool, console: Console
 ) -> list[dict[str, Any]]:
     """The frame loop of :func:`run_detect`."""
-    results: list[dict[str, Any]] = []
+    src, results = loop.src, loop.results
     items = src.items(skip_bad=skip_bad)
     progress = Progress(
         SpinnerColumn(),
@@ -404,11 +431,10 @@ def _run(
         disable=not show_progress,
         transient=False,
     )
-    done, frames = False, 0
+    done = False
     try:
         with progress:
             task = progress.add_task("detect", total=src.total, name="", fps=0.0)
-            start = time.perf_counter()
             for item in items:
                 if isinstance(item, Problem):
                     if Path(item.file) not in src.bad:  # those were named before the run
@@ -416,28 +442,31 @@ def _run(
                     results.append({"image": Path(item.file).name, "skipped": item.reason})
                     progress.update(task, advance=1)
                     continue
-                name, frame, index = item
-                prediction = _as_arrays(predict(frame))
-                results.append(_record(name, index, prediction, names))
-                sink.frame(name, frame, index, prediction, names)
-                frames += 1
-                fps = frames / max(time.perf_counter() - start, 1e-9)
-                progress.update(task, advance=1, name=name, fps=fps)
+                keep = loop.frame(*item)
+                progress.update(task, advance=1, name=item[0], fps=loop.stats.fps)
+                if not keep:
+                    progress.console.print(
+                        f"stopped at the window after {loop.stats.frames} frames"
+                    )
+                    break
         done = True
     except KeyboardInterrupt:
-        progress.console.print(f"[yellow]interrupted after {frames} frames[/yellow]")
+        progress.console.print(f"[yellow]interrupted after {loop.stats.frames} frames[/yellow]")
         done = True
     finally:
-        items.close()  # releases a video or camera capture
-        sink.close()
+        items.close()  # releases a video or stream capture (joins its thread)
+        loop.sink.close()
+        loop.window.close()
     if src.short_read is not None:
         _warn(
             console,
             f"{src.files[0]}: the video ended after {src.short_read} of the {src.total} frames its "
             "header announces (damaged or truncated file?)",
         )
+    if show_progress and loop.stats.frames:
+        console.print(f"timing: {loop.summary()}", highlight=False, soft_wrap=True)
     if done and save_json:
-        sink.json(results)
+        loop.sink.json(results)
     return results
 
 
@@ -454,18 +483,23 @@ class _Sink:
             except OSError as e:
                 raise ConfigError(f"--out {out}: cannot create this folder ({e})") from e
 
-    def frame(
-        self,
-        name: str,
+    @staticmethod
+    def draw(
         frame: np.ndarray,
-        index: int | None,
         prediction: tuple[np.ndarray, np.ndarray, np.ndarray],
         names: Sequence[str],
-    ) -> None:
-        if self.out is None:
-            return
+        *,
+        overlay: str | None,
+    ) -> np.ndarray:
+        """``frame`` (RGB) with its boxes, and ``overlay`` text at the top left, as BGR."""
         drawn = draw_detections(frame, *prediction, names, bgr=False)
         drawn = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+        return drawn if overlay is None else draw_stats(drawn, overlay)
+
+    def write(self, name: str, drawn: np.ndarray, index: int | None) -> None:
+        """Write one drawn (BGR) frame: into the video (``index`` given) or as an image."""
+        if self.out is None:
+            return
         if index is not None:
             if self.writer is None:
                 path = self.out / f"{self.src.stem}.mp4"
@@ -490,6 +524,31 @@ class _Sink:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+
+
+class _Window:
+    """The ``show`` window of :func:`run_detect`, or a warning saying why there is none."""
+
+    TITLE = "edgeyolo detect"
+
+    def __init__(self, show: bool, out: Path | None, console: Console) -> None:
+        self.enabled = False
+        problem = display_problem() if show else None
+        if problem is not None:
+            where = f"the annotated output goes to {out} only" if out else "nothing is shown"
+            _warn(console, f"no window: {problem}; {where}")
+        self.enabled = show and problem is None
+
+    def show(self, image: np.ndarray) -> bool:
+        """Show ``image`` (BGR); ``False`` when q or Esc was pressed."""
+        if not self.enabled:
+            return True
+        cv2.imshow(self.TITLE, image)
+        return (cv2.waitKey(1) & 0xFF) not in (27, ord("q"))
+
+    def close(self) -> None:
+        if self.enabled:
+            cv2.destroyAllWindows()
 
 
 def _open_writer(path: Path, fps: float, first: np.ndarray) -> cv2.VideoWriter:

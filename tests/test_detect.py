@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import io
 import json
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from rich.console import Console
 
+import edgeyolo.detect as detect_mod
 from edgeyolo.detect import iter_sources, run_detect
-from edgeyolo.errors import ConfigError, DataError
+from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
+from edgeyolo.runtime.capture import CSI_PIPELINE
 from tests.export.conftest import busy_checkpoint  # noqa: F401 (a session fixture)
 
 NAMES = ("zero", "one", "two")
@@ -158,6 +163,8 @@ def test_unopenable_video_and_empty_folder(tmp_path: Path) -> None:
         iter_sources(tmp_path / "empty")
     with pytest.raises(DataError, match="cannot open camera 99"):
         iter_sources("99")
+    with pytest.raises(EdgeYoloError, match="GStreamer"):  # not OSError: file name too long
+        iter_sources("videotestsrc ! capsfilter name=" + "c" * 300 + " ! appsink")
     (tmp_path / "x.csv").write_text("1,2")
     with pytest.raises(DataError, match="unsupported"):
         iter_sources(tmp_path / "x.csv")
@@ -294,6 +301,105 @@ def test_a_video_that_ends_early_is_reported(tmp_path: Path) -> None:
     assert f"the video ended after {len(results)} of the 10 frames its header announces" in said
 
 
+# ------------------------------------------------------------- live sources, timing, window
+
+
+def _grey_clip(path: Path, frames: int, fps: float) -> Path:
+    """MJPG clip whose frame ``i`` is flat grey ``5 * i``."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 5 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def _text_console() -> tuple[io.StringIO, Console]:
+    text = io.StringIO()
+    return text, Console(file=text, width=60)
+
+
+def test_a_live_video_drops_frames_for_a_slow_model_and_records_capture_numbers(
+    tmp_path: Path,
+) -> None:
+    video = _grey_clip(tmp_path / "clip.avi", frames=30, fps=25.0)
+    seen: list[int] = []
+
+    def slow(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        seen.append(round(float(image.mean()) / 5))  # which frame the model was given
+        time.sleep(3 / 25.0)
+        return fake_predict(image)
+
+    text, console = _text_console()
+    out = tmp_path / "out"
+    results = run_detect(video, slow, NAMES, out=out, save_json=True, live=True, console=console)
+    frames = [r["frame"] for r in results]
+    assert frames == sorted(set(frames)) and frames[-1] == 29 and len(frames) < 30
+    assert frames == seen  # the record's number is the frame the model saw
+    assert _count_frames(out / "clip.mp4") == len(frames)
+    said = " ".join(text.getvalue().split())
+    assert f"timing: {len(frames)} frame(s) in" in said
+    assert f"30 captured, {30 - len(frames)} dropped (the model is slower than the source" in said
+
+
+def test_stage_times_come_from_the_detector_and_the_video_carries_them(tmp_path: Path) -> None:
+    class Timed:
+        last_times = {"pre": 1.0, "infer": 2.0, "post": 3.0}
+
+    video = _video(tmp_path / "clip.mp4")
+    text, console = _text_console()
+    run_detect(video, fake_predict, NAMES, out=None, stages=Timed(), console=console)
+    said = " ".join(text.getvalue().split())
+    assert "per frame pre 1.0 ms, infer 2.0 ms, post 3.0 ms" in said  # nothing drawn: post as is
+    assert "captured" not in said  # a file read in order drops nothing
+    run_detect(video, fake_predict, NAMES, out=tmp_path / "o", show_progress=False)
+    cap = cv2.VideoCapture(str(tmp_path / "o" / "clip.mp4"))
+    first = cap.read()[1]
+    cap.release()
+    red = (first[..., 2] > 180) & (first[..., 1] < 80) & (first[..., 0] < 80)
+    assert red[:20].any() and not red[30:].any()  # the FPS / stage line at the top, in red
+
+
+def test_show_without_a_display_says_so_and_still_writes(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_window(*_a: object) -> None:
+        raise AssertionError("imshow called without a display")
+
+    monkeypatch.setattr(detect_mod, "display_problem", lambda: "no display ($DISPLAY is not set)")
+    monkeypatch.setattr(cv2, "imshow", no_window)
+    text, console = _text_console()
+    out = tmp_path / "out"
+    results = run_detect(folder, fake_predict, NAMES, out=out, show=True, console=console)
+    assert len(results) == 4 and len(list(out.glob("*.jpg"))) == 4
+    said = " ".join(text.getvalue().split())
+    assert (
+        f"warning: no window: no display ($DISPLAY is not set); the annotated output goes to {out}"
+        in said
+    )
+
+
+def test_show_with_a_display_shows_each_frame_and_q_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: list[np.ndarray] = []
+    keys = iter([-1, ord("q")])
+    monkeypatch.setattr(detect_mod, "display_problem", lambda: None)
+    monkeypatch.setattr(cv2, "imshow", lambda _name, img: shown.append(img))
+    monkeypatch.setattr(cv2, "waitKey", lambda _ms: next(keys))
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    video = _video(tmp_path / "clip.mp4")
+    text, console = _text_console()
+    out = tmp_path / "out"
+    results = run_detect(
+        video, fake_predict, NAMES, out=out, save_json=True, show=True, console=console
+    )
+    assert len(shown) == 2 and [r["frame"] for r in results] == [0, 1]
+    assert shown[0].shape == (48, 64, 3) and (shown[0] == (0, 0, 255)).all(axis=-1).any()
+    assert "stopped at the window after 2 frames" in " ".join(text.getvalue().split())
+    assert len(json.loads((out / "detections.json").read_text())) == 2
+
+
 # ------------------------------------------------------------- errors through the CLI
 
 
@@ -325,19 +431,25 @@ def _bad_sources(tmp_path: Path) -> dict[str, tuple[str, str]]:
     return {
         "video": (str(tmp_path / "bad.mp4"), "bad.mp4: cannot open this video"),
         "camera": ("99", "cannot open camera 99"),
+        "url": ("rtsp://u:pw@127.0.0.1:9/x", "rtsp://u:***@127.0.0.1:9/x: cannot open this stream"),
+        "pipeline": (CSI_PIPELINE, "this OpenCV build has no GStreamer support"),
         "empty folder": (str(tmp_path / "empty"), "empty: no images"),
         "not an image": (str(tmp_path / "pics"), "fake.jpg: cannot read image: not an image"),
     }
 
 
 @pytest.mark.parametrize("columns", [60, 200])
-@pytest.mark.parametrize("case", ["video", "camera", "empty folder", "not an image"])
+@pytest.mark.parametrize(
+    "case", ["video", "camera", "url", "pipeline", "empty folder", "not an image"]
+)
 def test_detect_cli_names_a_bad_source_in_one_line(
     busy_checkpoint: Path,  # noqa: F811
     tmp_path: Path,
     case: str,
     columns: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "    GStreamer:  NO\n")  # as pip's
     source, says = _bad_sources(tmp_path)[case]
     args = ["detect", source, "--model", busy_checkpoint, "--device", "cpu"]
     _one_error_line(_cli([*args, "--out", tmp_path / "o"], columns), says)

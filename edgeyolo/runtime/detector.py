@@ -4,10 +4,15 @@ from edgeyolo import Detector
 with Detector("export/tiny/model_int8.engine") as det:
     for frame in frames:                 # HxWx3 uint8 BGR (OpenCV's order), any size
         d = det(frame)                   # d.boxes in frame pixels, d.scores, d.class_ids, d.labels
+        det.last_times                   # {"pre": ms, "infer": ms, "post": ms} of that call
+
+Frames from a camera, a file, a URL or a GStreamer pipeline:
+:class:`edgeyolo.runtime.capture.Capture`.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -15,7 +20,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from edgeyolo.data.transforms import letterbox, to_frame
+from edgeyolo.data.letterbox import letterbox, to_frame
 from edgeyolo.errors import DataError
 from edgeyolo.runtime.backends import Backend, open_backend
 from edgeyolo.runtime.thresholds import NmsSettings
@@ -47,7 +52,9 @@ class Detector:
     """Letterbox, the backend chosen from ``model``'s suffix, and boxes mapped back to the frame.
 
     Args:
-        model: a ``.pt`` checkpoint, an exported ``.onnx`` or a TensorRT ``.engine``.
+        model: a ``.pt`` checkpoint, an exported ``.onnx`` or a TensorRT ``.engine``; or a
+            :class:`~edgeyolo.runtime.backends.Backend` made by other means, which the
+            Detector then opens and closes (the options below but ``bgr`` are not used).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         conf_thres, iou_thres, max_det: score threshold, NMS IoU threshold, detections kept per
             frame. ``None`` (default) is the model's own: an exported graph's built-in values
@@ -58,6 +65,12 @@ class Detector:
         bgr: frames come in OpenCV's BGR order (``False``: RGB).
         threads: CPU threads for the backend (PyTorch, ONNX Runtime).
         img_size: input size of a ``.pt`` checkpoint (default: its own); exported models are fixed.
+        cfg: the darknet ``.cfg`` of a ``.weights`` model (default: the ``.cfg`` beside it).
+
+    Attributes:
+        last_times (dict[str, float]): the last call's stage times in ms: ``pre`` (colour
+            order, letterbox, scaling to 0..1), ``infer`` (the backend's :meth:`infer`, its
+            own split in ``backend.last_times``), ``post`` (boxes mapped back to the frame).
 
     Raises:
         ModelFileError: the model file is missing, damaged or not an edgeyolo model.
@@ -66,7 +79,7 @@ class Detector:
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path | Backend,
         *,
         device: str = "auto",
         conf_thres: float | None = None,
@@ -75,18 +88,24 @@ class Detector:
         bgr: bool = True,
         threads: int | None = None,
         img_size: int | None = None,
+        cfg: str | Path | None = None,
     ) -> None:
-        self.backend: Backend = open_backend(
-            model,
-            device=device,
-            img_size=img_size,
-            threads=threads,
-            conf_thres=conf_thres,
-            iou_thres=iou_thres,
-            max_det=max_det,
-        )
+        if isinstance(model, Backend):
+            self.backend: Backend = model
+        else:
+            self.backend = open_backend(
+                model,
+                device=device,
+                img_size=img_size,
+                threads=threads,
+                conf_thres=conf_thres,
+                iou_thres=iou_thres,
+                max_det=max_det,
+                cfg=cfg,
+            )
         self.bgr = bgr
         self.is_open = False
+        self.last_times: dict[str, float] = {}
 
     def open(self) -> Detector:
         """Acquire the backend (session, GPU buffers); :meth:`__enter__` calls it, and a camera
@@ -152,6 +171,7 @@ class Detector:
             )
         if not frames:
             return []
+        t0 = time.perf_counter()
         images, params, shapes = [], [], []
         for i, f in enumerate(frames):
             f = np.asarray(f)
@@ -166,11 +186,21 @@ class Detector:
             images.append(img)
             params.append(p)
             shapes.append(f.shape)
-        x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
+        x *= np.float32(1.0 / 255.0)  # as data.images.network_input and the evaluation
+        t1 = time.perf_counter()
+        dets = self.backend.infer(x)
+        t2 = time.perf_counter()
         out = []
-        for det, p, (h, w, _) in zip(self.backend.infer(x), params, shapes, strict=True):
+        for det, p, (h, w, _) in zip(dets, params, shapes, strict=True):
             boxes, scores, ids = to_frame(det, p, width=w, height=h)
             out.append(FrameDetections(boxes, scores, ids, self._labels(ids)))
+        t3 = time.perf_counter()
+        self.last_times = {
+            "pre": (t1 - t0) * 1e3,
+            "infer": (t2 - t1) * 1e3,
+            "post": (t3 - t2) * 1e3,
+        }
         return out
 
     def _labels(self, ids: np.ndarray) -> tuple[str, ...]:

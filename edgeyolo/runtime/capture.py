@@ -1,0 +1,613 @@
+"""Frames for camera apps: a camera, a video file, an RTSP/HTTP stream or a GStreamer pipeline.
+
+A *live* source (a camera, a URL, a pipeline) is read in its own thread into a one-slot buffer
+that keeps only the newest frame, each with a sequence number (0, 1, 2, ... in capture order):
+a model slower than the source then skips frames instead of falling behind, and every frame it
+takes is the newest one captured. A video file is read in order, every frame, unless asked to be
+read live (``live=True``), when it is paced at its own FPS, as a camera would deliver it::
+
+    from edgeyolo import Detector
+    from edgeyolo.runtime.capture import Capture
+
+    with Detector("export/tiny/model_int8.engine") as det, Capture("0") as cap:
+        for f in cap:                      # f.seq, f.image (uint8[H, W, 3] BGR), f.time
+            d = det(f.image)
+
+:class:`LoopStats` keeps the loop's FPS and per-stage times (pre / infer / post, ms) for an
+overlay (:func:`draw_stats`) and the log. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+
+from edgeyolo.errors import DataError, MissingDependencyError
+
+__all__ = [
+    "CSI_PIPELINE",
+    "Capture",
+    "CapturedFrame",
+    "LatestFrame",
+    "LoopStats",
+    "VideoSource",
+    "display_problem",
+    "draw_stats",
+    "opencv_gui",
+    "opencv_has_gstreamer",
+    "parse_source",
+]
+
+SourceKind = Literal["camera", "file", "url", "gstreamer"]
+
+#: A Jetson CSI camera (IMX219/IMX477 and the like) through JetPack's GStreamer and OpenCV.
+CSI_PIPELINE = (
+    "nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,"
+    "framerate=30/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! "
+    "video/x-raw,format=BGR ! appsink drop=1"
+)
+#: The frame rate a file is paced at when its header gives none.
+DEFAULT_FPS = 30.0
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_NO_GSTREAMER = (
+    "this OpenCV build has no GStreamer support (cv2.getBuildInformation() says GStreamer: NO; "
+    "pip's opencv-python and opencv-python-headless never have it), so it cannot open a "
+    "GStreamer pipeline: on a Jetson use JetPack's OpenCV (a venv made with "
+    "--system-site-packages, with no opencv-python pip-installed over it), elsewhere an OpenCV "
+    "built with -DWITH_GSTREAMER=ON; or give a camera index, a video file or a URL"
+)
+
+
+# ------------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """What a source string names, before anything is opened.
+
+    Attributes:
+        kind: ``camera`` (an index), ``file`` (a video file), ``url`` (``rtsp://``,
+            ``http://``, ...) or ``gstreamer`` (a pipeline ending in ``appsink``).
+        target: what ``cv2.VideoCapture`` is given: the index, the path, the URL or the pipeline.
+        name: how messages name it (``camera 0``, the path, the URL with its password masked,
+            ``GStreamer pipeline '...'``).
+    """
+
+    kind: SourceKind
+    target: str | int
+    name: str
+
+    @property
+    def live(self) -> bool:
+        """Whether frames arrive in real time (everything but a file)."""
+        return self.kind != "file"
+
+    @property
+    def stem(self) -> str:
+        """A file-name stem for output written from this source (``camera0``, ``clip``)."""
+        if self.kind == "camera":
+            return f"camera{self.target}"
+        if self.kind == "file":
+            return Path(str(self.target)).stem
+        return "stream" if self.kind == "url" else "gstreamer"
+
+
+def _mask_password(url: str) -> str:
+    """``rtsp://user:secret@host/x`` → ``rtsp://user:***@host/x`` (messages name the URL)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def parse_source(source: str | int | Path) -> VideoSource:
+    """What ``source`` names: a camera index (``0`` or ``"0"``), a URL (``scheme://...``), a
+    GStreamer pipeline (a string with ``!`` or ``appsink`` that is not an existing path) or
+    else a video file. Checks nothing on disk or network (see :meth:`Capture.open`)."""
+    if isinstance(source, int):
+        return VideoSource("camera", source, f"camera {source}")
+    text = str(source)
+    if isinstance(source, Path) or os.path.exists(text):  # False, not OSError, for a long pipeline
+        return VideoSource("file", text, text)
+    if text.strip().isdigit():
+        return VideoSource("camera", int(text), f"camera {int(text)}")
+    if _URL.match(text.strip()):
+        return VideoSource("url", text.strip(), _mask_password(text.strip()))
+    if "!" in text or "appsink" in text:
+        return VideoSource("gstreamer", text.strip(), f"GStreamer pipeline '{text.strip()}'")
+    return VideoSource("file", text, text)
+
+
+def opencv_has_gstreamer(build_information: str | None = None) -> bool:
+    """Whether this OpenCV was built with GStreamer (``GStreamer: YES (1.20.3)`` in
+    ``cv2.getBuildInformation()``; pip's wheels say ``NO``)."""
+    info = cv2.getBuildInformation() if build_information is None else build_information
+    m = re.search(r"^\s*GStreamer:\s*(\S+)", info, re.MULTILINE)
+    return m is not None and m.group(1).upper() == "YES"
+
+
+def opencv_gui(build_information: str | None = None) -> str:
+    """This OpenCV's window toolkit (``GTK3``, ``QT5``, ``WIN32UI``, ``COCOA``), ``""`` for none
+    (opencv-python-headless). From ``cv2.currentUIFramework()`` (OpenCV >= 4.7) unless a build
+    information text is given, else from that text's ``GUI:`` section."""
+    current = getattr(cv2, "currentUIFramework", None)
+    if build_information is None and current is not None:
+        return str(current())
+    lines = (cv2.getBuildInformation() if build_information is None else build_information).split(
+        "\n"
+    )
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)GUI:\s*(.*)$", line)
+        if m is None:
+            continue
+        value = m.group(2).strip()
+        if value and value.upper() != "NONE":
+            return value
+        for sub in lines[i + 1 :]:  # OpenCV 4.5: "GUI:" then "  GTK+: YES (ver 3.24.20)"
+            inner = re.match(r"^(\s*)([^:]+):\s*(.*)$", sub)
+            if inner is None or len(inner.group(1)) <= len(m.group(1)):
+                break
+            if inner.group(3).upper().startswith("YES"):
+                return inner.group(2).strip()
+        return ""
+    return ""
+
+
+def display_problem() -> str | None:
+    """Why no window can be shown here (``None``: ``cv2.imshow`` can work): an OpenCV without
+    a GUI (pip's opencv-python-headless), or a Linux session without ``$DISPLAY`` /
+    ``$WAYLAND_DISPLAY`` (ssh, a service)."""
+    if not opencv_gui():
+        return "this OpenCV has no window support (opencv-python-headless?)"
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return "no display ($DISPLAY is not set)"
+    return None
+
+
+@contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """OpenCV's log silenced for a block: a failed open prints "[ WARN:0@...] can't open camera
+    by index" (OpenCV) or "moov atom not found" (FFmpeg) lines on stderr, where our own one-line
+    error says it better. FFmpeg's level comes from ``OPENCV_FFMPEG_LOGLEVEL`` when OpenCV opens
+    a file; a value the user set is left alone."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    unset = "OPENCV_FFMPEG_LOGLEVEL" not in os.environ
+    if unset:
+        os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "8"  # AV_LOG_FATAL
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+        if unset:
+            os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+
+
+def _url_params(timeout_s: float) -> list[int]:
+    """Open and read timeouts for FFmpeg (OpenCV >= 4.6; older builds take none)."""
+    props = ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC")
+    if not all(hasattr(cv2, p) for p in props):
+        return []
+    ms = int(timeout_s * 1000)
+    return [getattr(cv2, props[0]), ms, getattr(cv2, props[1]), ms]
+
+
+def open_video(src: VideoSource, *, timeout_s: float = 10.0) -> cv2.VideoCapture:
+    """``cv2.VideoCapture`` for ``src``, opened (OpenCV's own log silenced).
+
+    Raises:
+        DataError: naming the source: no such file, or the camera, file, URL or pipeline
+            cannot be opened (with what to check).
+        MissingDependencyError: a GStreamer pipeline with an OpenCV built without GStreamer.
+    """
+    if src.kind == "file" and not Path(str(src.target)).is_file():
+        what = "a folder, not a video file" if Path(str(src.target)).is_dir() else "no such file"
+        raise DataError(what, file=src.name)
+    if src.kind == "gstreamer":
+        if not opencv_has_gstreamer():
+            raise MissingDependencyError(f"{src.name}: {_NO_GSTREAMER}")
+        if "appsink" not in str(src.target):
+            raise DataError("a pipeline for OpenCV must end in appsink", file=src.name)
+    with quiet_opencv():
+        if src.kind == "gstreamer":
+            cap = cv2.VideoCapture(str(src.target), cv2.CAP_GSTREAMER)
+        elif src.kind == "url":
+            cap = cv2.VideoCapture(str(src.target), cv2.CAP_ANY, _url_params(timeout_s))
+        else:
+            cap = cv2.VideoCapture(src.target)
+        opened = cap.isOpened()
+    if opened:
+        return cap
+    cap.release()
+    raise _open_error(src)
+
+
+def _open_error(src: VideoSource) -> DataError:
+    if src.kind == "camera":
+        return DataError(
+            f"cannot open camera {src.target}: no such camera, or it is busy or not permitted "
+            "(on Linux `ls /dev/video*` lists cameras; close other programs using it; a Jetson "
+            "CSI camera is opened through a GStreamer pipeline, see the README); "
+            "or give a video file, an image or a folder"
+        )
+    if src.kind == "url":
+        return DataError(
+            "cannot open this stream: the host is unreachable, the path or credentials are "
+            "wrong, or it sends a format this OpenCV cannot decode (try the URL in ffplay or VLC)",
+            file=src.name,
+        )
+    if src.kind == "gstreamer":
+        return DataError(
+            "GStreamer cannot start this pipeline (try it with `gst-launch-1.0`, with "
+            "`fakesink` in place of `appsink`, to see why)",
+            file=src.name,
+        )
+    return DataError(
+        "cannot open this video: it is damaged, not a video, or in a codec this OpenCV build "
+        "cannot decode; re-encode it (e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`) or give images",
+        file=src.name,
+    )
+
+
+# ------------------------------------------------------------------ the one-slot buffer
+
+
+@dataclass(frozen=True)
+class CapturedFrame:
+    """One frame as it was captured.
+
+    Attributes:
+        seq: its number in capture order (0, 1, 2, ...; a gap means frames were dropped).
+        image (uint8[H, W, 3]): the frame, BGR (OpenCV's order).
+        time: ``time.perf_counter()`` when it was read.
+    """
+
+    seq: int
+    image: np.ndarray
+    time: float
+
+
+class LatestFrame:
+    """A one-slot buffer between a capture thread and a consumer: :meth:`put` replaces the
+    untaken frame (counted in :attr:`dropped`), :meth:`take` waits for the newest one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._slot: CapturedFrame | None = None
+        self._captured = 0
+        self._dropped = 0
+        self._ended = False
+        self._error: BaseException | None = None
+
+    def put(self, image: np.ndarray) -> int:
+        """Store ``image`` as the newest frame; returns its sequence number."""
+        with self._cond:
+            if self._slot is not None:
+                self._dropped += 1
+            seq = self._captured
+            self._slot = CapturedFrame(seq, image, time.perf_counter())
+            self._captured += 1
+            self._cond.notify_all()
+        return seq
+
+    def end(self, error: BaseException | None = None) -> None:
+        """No more frames will come; ``error`` (if any) is raised by :meth:`take` once the
+        last frame has been taken."""
+        with self._cond:
+            self._ended, self._error = True, error
+            self._cond.notify_all()
+
+    def take(self, timeout: float | None = None) -> CapturedFrame | None:
+        """The newest untaken frame, waiting for one; ``None`` once the source has ended.
+
+        Raises:
+            TimeoutError: no new frame within ``timeout`` seconds.
+            BaseException: the error the capture ended with (after its last frame was taken).
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._slot is not None or self._ended, timeout):
+                raise TimeoutError(f"no new frame in {timeout:g} s")
+            frame, self._slot = self._slot, None
+            if frame is None and self._error is not None:
+                raise self._error
+            return frame
+
+    @property
+    def newest_seq(self) -> int:
+        """The sequence number of the newest frame captured (-1: none yet)."""
+        with self._cond:
+            return self._captured - 1
+
+    @property
+    def captured(self) -> int:
+        """Frames put so far."""
+        with self._cond:
+            return self._captured
+
+    @property
+    def dropped(self) -> int:
+        """Frames replaced before anyone took them."""
+        with self._cond:
+            return self._dropped
+
+
+# ----------------------------------------------------------------------------- capture
+
+
+class Capture:
+    """The frames of one source, as a context manager (:meth:`open` / :meth:`close`).
+
+    Args:
+        source: a camera index (``0``, ``"0"``), a video file, a URL (``rtsp://``,
+            ``http://``, ...) or a GStreamer pipeline ending in ``appsink`` (see
+            :data:`CSI_PIPELINE`); or a :class:`VideoSource`.
+        live: ``None`` (default): live for cameras, URLs and pipelines, every frame in order
+            for a file. ``True``: a thread reads the source and keeps only the newest frame
+            (a file is paced at its own FPS, as a camera would deliver it). ``False``: every
+            frame in order, read on the caller's thread (a live source then lags behind by
+            however much the consumer is slower, up to the driver's buffer).
+        stall_timeout: seconds a live source may go without a new frame before it counts as
+            lost (and the open / read timeout of a URL).
+        join_timeout: seconds :meth:`close` waits for the capture thread; a thread stuck in the
+            driver's read is left behind (a daemon) and releases its device when that returns.
+
+    Iterating yields :class:`CapturedFrame` (``seq``, ``image`` BGR, ``time``) until a file
+    ends (or a URL whose frame count is known: a video file served over HTTP); a camera, a
+    pipeline or an endless stream that ends or stalls raises instead.
+
+    Raises:
+        DataError: (from :meth:`open`) the source cannot be opened; (while iterating) it gives
+            no frame at all, a camera / stream / pipeline ends or stalls; each names the source.
+        MissingDependencyError: a GStreamer pipeline with an OpenCV built without GStreamer.
+    """
+
+    def __init__(
+        self,
+        source: str | int | Path | VideoSource,
+        *,
+        live: bool | None = None,
+        stall_timeout: float = 10.0,
+        join_timeout: float = 5.0,
+    ) -> None:
+        self.source = source if isinstance(source, VideoSource) else parse_source(source)
+        self.live = self.source.live if live is None else live
+        self.stall_timeout, self.join_timeout = stall_timeout, join_timeout
+        #: Frames per second the source reports (``None``: it does not say).
+        self.fps: float | None = None
+        #: A file's frame count from its header (``None`` for live sources or when unknown).
+        self.total: int | None = None
+        self.delivered = 0
+        self._cap: cv2.VideoCapture | None = None
+        self._buffer = LatestFrame()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._read = 0  # frames read on the caller's thread (live=False)
+        self._finite = True  # whether the end of the frames is normal (a file), set by open()
+
+    # -- life cycle
+    def open(self) -> Capture:
+        """Open the source (and start the capture thread when live). Idempotent."""
+        if self._cap is not None or self._thread is not None:
+            return self
+        cap = open_video(self.source, timeout_s=self.stall_timeout)
+        fps, count = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.fps = float(fps) if fps and fps > 0 else None
+        self.total = count if count > 0 and self.source.kind == "file" else None
+        self._finite = self.source.kind == "file" or (self.source.kind == "url" and count > 0)
+        if not self.live:
+            self._cap = cap
+            return self
+        self._thread = threading.Thread(
+            target=self._reader, args=(cap,), name="edgeyolo-capture", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the capture thread (joined) and release the source. Idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.join_timeout)
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __enter__(self) -> Capture:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        """Whether the capture thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- counters
+    @property
+    def captured(self) -> int:
+        """Frames read from the source so far."""
+        return self._buffer.captured if self.live else self._read
+
+    @property
+    def newest_seq(self) -> int:
+        """Sequence number of the newest frame captured (-1: none yet)."""
+        return self.captured - 1
+
+    @property
+    def dropped(self) -> int:
+        """Frames captured and replaced by a newer one before the consumer took them."""
+        return self._buffer.dropped if self.live else 0
+
+    # -- frames
+    def __iter__(self) -> Iterator[CapturedFrame]:
+        if self._cap is None and self._thread is None:
+            raise RuntimeError("this Capture is not open: use `with Capture(source) as cap:`")
+        return self._live() if self.live else self._in_order()
+
+    def _live(self) -> Iterator[CapturedFrame]:
+        while True:
+            try:
+                frame = self._buffer.take(self.stall_timeout)
+            except TimeoutError as e:
+                raise DataError(
+                    f"no new frame for {self.stall_timeout:g} s: the stream stalled (camera "
+                    "unplugged? network down?)",
+                    file=self.source.name,
+                ) from e
+            if frame is None:
+                return
+            self.delivered += 1
+            yield frame
+
+    def _in_order(self) -> Iterator[CapturedFrame]:
+        cap = self._cap
+        while cap is not None and not self._stop.is_set():
+            ok, image = cap.read()
+            if not ok:
+                break
+            frame = CapturedFrame(self._read, image, time.perf_counter())
+            self._read += 1
+            self.delivered += 1
+            yield frame
+        problem = self._ended(self._read)
+        if problem is not None and not self._stop.is_set():
+            raise problem
+
+    def _reader(self, cap: cv2.VideoCapture) -> None:
+        """The capture thread: read, put into the one-slot buffer; a file paced at its FPS."""
+        error: BaseException | None = None
+        try:
+            period = 1.0 / (self.fps or DEFAULT_FPS) if self.source.kind == "file" else 0.0
+            start, n = time.perf_counter(), 0
+            while not self._stop.is_set():
+                delay = start + n * period - time.perf_counter()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                ok, image = cap.read()
+                if not ok:
+                    error = self._ended(n)
+                    break
+                self._buffer.put(image)
+                n += 1
+        except BaseException as e:  # handed to the consumer, which raises it
+            error = e
+        finally:
+            cap.release()
+            self._buffer.end(error)
+
+    def _ended(self, frames: int) -> DataError | None:
+        """The error for a source that stopped giving frames after ``frames`` (``None``: a
+        file, or a finite stream, that simply ended)."""
+        what = "camera" if self.source.kind == "camera" else "stream"
+        if frames == 0:
+            return DataError(
+                "opened, but not one frame could be read from it (damaged, empty, or a codec "
+                "this OpenCV build cannot decode)",
+                file=self.source.name,
+            )
+        if self._finite:
+            return None
+        return DataError(
+            f"the {what} ended after {frames} frame(s) (unplugged? network down? the sender "
+            "stopped?)",
+            file=self.source.name,
+        )
+
+
+# ------------------------------------------------------------------------ loop timing
+
+STAGES = ("pre", "infer", "post")
+
+
+class LoopStats:
+    """FPS and per-stage times (ms) of a frame loop, over the last ``window`` frames and in
+    total.
+
+    Args:
+        window: frames the running figures (:attr:`fps`, :meth:`text`) average over.
+        clock: seconds, monotonic (default ``time.perf_counter``); the loop starts at creation.
+    """
+
+    def __init__(self, window: int = 30, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.start = clock()
+        self.frames = 0
+        self._ends: deque[float] = deque([self.start], maxlen=window + 1)
+        self._recent: deque[dict[str, float]] = deque(maxlen=window)
+        self._sums = dict.fromkeys(STAGES, 0.0)
+
+    def tick(self, times: Mapping[str, float]) -> None:
+        """Count one processed frame with its stage times in ms (``pre``, ``infer``, ``post``;
+        a stage not given counts as 0)."""
+        stages = {s: float(times.get(s, 0.0)) for s in STAGES}
+        self._ends.append(self.clock())
+        self._recent.append(stages)
+        for s, v in stages.items():
+            self._sums[s] += v
+        self.frames += 1
+
+    @property
+    def fps(self) -> float:
+        """Frames per second over the window (0 before the first frame)."""
+        span = self._ends[-1] - self._ends[0]
+        return (len(self._ends) - 1) / span if span > 0 else 0.0
+
+    def mean_ms(self, stage: str) -> float:
+        """Mean time of ``stage`` over the window, ms."""
+        if not self._recent:
+            return 0.0
+        return sum(r[stage] for r in self._recent) / len(self._recent)
+
+    def text(self) -> str:
+        """``"12.3 FPS  pre 1.2  infer 30.4  post 2.1 ms"``: for the overlay and periodic logs."""
+        stages = "  ".join(f"{s} {self.mean_ms(s):.1f}" for s in STAGES)
+        return f"{self.fps:.1f} FPS  {stages} ms"
+
+    def summary(self, *, captured: int | None = None, dropped: int | None = None) -> str:
+        """One line over the whole run; ``captured`` / ``dropped`` for a live source."""
+        elapsed = (self._ends[-1] - self.start) if self.frames else 0.0
+        fps = self.frames / elapsed if elapsed > 0 else 0.0
+        n = max(self.frames, 1)
+        stages = ", ".join(f"{s} {self._sums[s] / n:.1f} ms" for s in STAGES)
+        line = f"{self.frames} frame(s) in {elapsed:.1f} s, {fps:.1f} FPS; per frame {stages}"
+        if captured is not None:
+            line += f"; {captured} captured, {dropped or 0} dropped"
+            if dropped:
+                line += " (the model is slower than the source: it always takes the newest frame)"
+        return line
+
+
+def draw_stats(image: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` in red (BGR ``(0, 0, 255)``) on a black outline at the top left of
+    ``image`` (``uint8[H, W, 3]`` BGR), in place; returns ``image``. Scaled to the frame's
+    height (0.35 at 240 px and below, 0.7 at 720 px)."""
+    h = image.shape[0]
+    scale = min(max(0.7 * h / 720, 0.35), 1.5)
+    org = (6, 6 + int(22 * scale))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(image, text, org, font, scale, (0, 0, 0), 3)
+    cv2.putText(image, text, org, font, scale, (0, 0, 255), 1)
+    return image
