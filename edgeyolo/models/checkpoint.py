@@ -26,6 +26,7 @@ from torch import nn
 from edgeyolo.config import ModelConfig, model_config_from_dict
 from edgeyolo.errors import CheckpointError, ConfigError
 from edgeyolo.fileio import atomic_write, remove_stale_temps
+from edgeyolo.models.darknet_weights import load_darknet_model
 from edgeyolo.models.yolov3 import build_model
 
 FORMAT = "edgeyolo.checkpoint"
@@ -139,14 +140,46 @@ def load_state_into(model: nn.Module, state: dict[str, Any], *, source: str | Pa
     model.load_state_dict(state)
 
 
-def load_model(
-    path: str | Path, *, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode."""
+def _is_zip(path: Path) -> bool:
+    """``path`` is a file written by ``torch.save`` (a zip archive)."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(2) == b"PK"
 
+
+def load_model(
+    path: str | Path,
+    cfg: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    darknet_eps: float | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as, load its weights, put it in eval mode.
+
+    ``path`` may also be a darknet ``X.weights``: its model comes from ``cfg`` (or ``X.cfg``
+    beside it, or, with neither, the official file its size names), read by
+    :func:`edgeyolo.models.darknet_weights.load_darknet_model` with ``darknet_eps`` as the reader
+    epsilon the file was written for (``None``: what the cfg records, else 1e-5). The second
+    value is then that function's ``info`` dict (``format`` "darknet") instead of the checkpoint.
+
+    Raises:
+        CheckpointError: not a readable checkpoint or darknet file, or weights that do not fit.
+        ConfigError: a darknet cfg that is not an official topology.
+    """
+    path = Path(path)
+    darknet = path.suffix.lower() == ".weights" and not _is_zip(path)
+    if cfg is not None and _is_zip(path):
+        raise CheckpointError(
+            f"{path}: an edgeyolo checkpoint, which carries its own model config; "
+            "--cfg is for darknet .weights files: drop it"
+        )
+    if darknet or cfg is not None:
+        model, info = load_darknet_model(path, cfg, eps=darknet_eps)
+        return model.to(device).eval(), info
     ckpt = load_checkpoint(path)
-    cfg = checkpoint_model_config(ckpt, source=path)
-    model = build_model(cfg)
+    config = checkpoint_model_config(ckpt, source=path)
+    model = build_model(config)
     if "model" not in ckpt:
         raise CheckpointError(f"{path}: checkpoint has no 'model' weights")
     load_state_into(model, ckpt["model"], source=path)

@@ -7,21 +7,41 @@ running mean, running variance (``out_channels`` floats each) or the conv bias, 
 weights ``[out, in, k, k]``; all float32 little-endian. :func:`darknet_layers` gives our convs
 in that order. A file may stop at a layer boundary (``darknet partial``: ``darknet53.conv.74``
 holds the 52 convs of Darknet-53, ``yolov3-tiny.conv.15`` the first 9 convs of yolov3-tiny).
+
+BatchNorm epsilon: darknet-family readers normalise with ``sqrt(var + eps)`` and disagree on
+``eps``: 1e-5 (darknet's CUDA path, AlexeyAB's darknet, NVIDIA's yolov3_onnx sample,
+tensorrt_demos, DeepStream-Yolo; also our models) or 1e-6 (OpenCV's DNN). A file is written for
+one reader epsilon ``eps``: its running variances are the model's plus ``MODEL_EPS - eps``
+(``+9e-6`` for 1e-6), so that reader computes ``sqrt(var + MODEL_EPS)`` as the model does;
+reading with ``eps`` subtracts it again, clamped at 0. pjreddie's darknet on the CPU divides by
+``sqrt(var) + 1e-6`` instead, which neither file reproduces exactly (see the README).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from edgeyolo.config import ModelConfig
 from edgeyolo.errors import CheckpointError
 from edgeyolo.fileio import atomic_write
 from edgeyolo.models.darknet import darknet_layers
+from edgeyolo.models.darknet_cfg import (
+    COCO_NAMES,
+    MODEL_EPS,
+    check_eps,
+    eps_note,
+    read_cfg,
+    write_cfg,
+)
+from edgeyolo.models.yolov3 import YOLOv3, build_model
 
 #: Float counts (after the header) of the official files, to name the one a user passed.
 KNOWN_FILES: dict[int, tuple[str, str]] = {
@@ -32,6 +52,8 @@ KNOWN_FILES: dict[int, tuple[str, str]] = {
 }
 #: Class count of the official files.
 DARKNET_CLASSES: int = 80
+#: Float counts of the official whole-model files (80 classes), by architecture.
+WHOLE_MODEL_FLOATS: dict[int, str] = {62_001_757: "yolov3", 8_858_734: "yolov3-tiny"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,7 @@ class LoadReport:
         skipped: ``(index, reason)`` of convs read from the file but left as initialised.
         floats_read: floats after the header (all of them: a file must end at a layer boundary).
         backbone_only: the file holds exactly the backbone's convs (``darknet53.conv.74``).
+        eps: the reader epsilon the file was read as written for (module docstring).
     """
 
     path: str
@@ -69,6 +92,7 @@ class LoadReport:
     skipped: tuple[tuple[int, str], ...]
     floats_read: int
     backbone_only: bool
+    eps: float = MODEL_EPS
 
     @property
     def partial(self) -> bool:
@@ -109,6 +133,14 @@ class _Layer:
                 "darknet cannot store it"
             )
         return [conv.bias, conv.weight]
+
+    def file_tensors(self, eps: float) -> list[Tensor]:
+        """:meth:`tensors` as a file for reader epsilon ``eps`` holds them: the running variance
+        plus ``bn.eps - eps``, clamped at 0 (module docstring)."""
+        out = [t.detach().cpu().float() for t in self.tensors()]
+        if self.bn is not None and eps != self.bn.eps:
+            out[3] = (out[3] + (self.bn.eps - eps)).clamp_min(0.0)
+        return out
 
     def file_floats(self, num_anchors: int, classes: int | None) -> int:
         """Floats the layer takes in a file whose head convs are for ``classes`` classes."""
@@ -167,7 +199,11 @@ def _file_classes(layers: list[_Layer], floats: int, anchors: int, model_classes
 
 
 def read_darknet(
-    path: str | Path, model: nn.Module, *, file_classes: int | None = None
+    path: str | Path,
+    model: nn.Module,
+    *,
+    file_classes: int | None = None,
+    eps: float = MODEL_EPS,
 ) -> LoadReport:
     """Load a darknet ``.weights`` file into ``model`` in place (all or nothing).
 
@@ -181,6 +217,9 @@ def read_darknet(
         model: a :class:`~edgeyolo.models.YOLOv3` (or any module with darknet-ordered convs).
         file_classes: class count the file was trained for; ``None`` infers it from the file
             size (a whole model), falling back to 80 (partial files).
+        eps: the reader epsilon the file was written for: the running variances read become
+            ``var + eps - bn.eps``, clamped at 0 (module docstring). 1e-5 (the default, and
+            darknet's own training): unchanged.
 
     Raises:
         CheckpointError: not a darknet file, a file ending inside a layer (which one, floats
@@ -190,16 +229,21 @@ def read_darknet(
     path = Path(path)
     if file_classes is not None and file_classes < 1:
         raise CheckpointError(f"{path}: file_classes must be >= 1, got {file_classes}")
+    eps = check_eps(eps, what="eps")
     header, offset, data = _read_floats(path)
     layers = _layers(model)
     plan = _plan(path, model, layers, data.size, offset, file_classes)
     copies, skipped, in_file = _match_layers(path, layers, data, plan)
+    skipped_ids = {i for i, _ in skipped}
     with torch.no_grad():
         for t, values in copies:
             t.copy_(torch.from_numpy(values).view_as(t))
+        for ly in layers[:in_file]:
+            if ly.bn is not None and ly.index not in skipped_ids and eps != ly.bn.eps:
+                assert ly.bn.running_var is not None
+                ly.bn.running_var.add_(eps - ly.bn.eps).clamp_(min=0.0)
     backbone = getattr(model, "backbone", None)
     n_backbone = len(darknet_layers(backbone)) if isinstance(backbone, nn.Module) else -1
-    skipped_ids = {i for i, _ in skipped}
     return LoadReport(
         path=str(path),
         header=header,
@@ -210,6 +254,7 @@ def read_darknet(
         skipped=tuple(skipped),
         floats_read=data.size,
         backbone_only=in_file == n_backbone,
+        eps=eps,
     )
 
 
@@ -313,21 +358,138 @@ def _match_layers(
     return copies, skipped, in_file
 
 
-def write_darknet(path: str | Path, model: nn.Module, *, seen: int = 0) -> int:
+def write_darknet(
+    path: str | Path, model: nn.Module, *, seen: int = 0, eps: float = MODEL_EPS
+) -> int:
     """Write ``model`` as a darknet ``.weights`` file (version 0.2.0, int64 ``seen``).
+
+    ``eps``: the BatchNorm epsilon of the reader the file is for; the running variances are
+    written as ``var + bn.eps - eps`` (clamped at 0), so that reader reproduces the model
+    (module docstring). The default 1e-5 writes them unchanged (bit-exact round trip).
 
     Written to a temporary file beside ``path`` and renamed over it, so ``path`` is either the
     old file or the complete new one. Returns the number of floats written (after the header).
     """
     path = Path(path)
+    eps = check_eps(eps)
     count = 0
     with atomic_write(path) as f:
         f.write(struct.pack("<3iq", 0, 2, 0, seen))
         for ly in _layers(model):
-            for t in ly.tensors():
-                f.write(t.detach().cpu().float().contiguous().numpy().astype("<f4").tobytes())
+            for t in ly.file_tensors(eps):
+                f.write(t.contiguous().numpy().astype("<f4").tobytes())
                 count += t.numel()
     return count
+
+
+def write_darknet_pair(
+    folder: str | Path,
+    model: YOLOv3,
+    *,
+    img_size: int | None = None,
+    seen: int = 0,
+    eps: float = MODEL_EPS,
+) -> tuple[Path, Path, int]:
+    """Write ``folder/<arch>.weights`` and the matching ``folder/<arch>.cfg`` (the official cfg
+    with the model's classes, head filters, anchors, input size ``img_size`` (default the
+    model's) and a ``darknet-eps`` comment). Returns both paths and the floats written."""
+    folder = Path(folder)
+    arch = model.config.arch
+    weights, cfg = folder / f"{arch}.weights", folder / f"{arch}.cfg"
+    write_cfg(cfg, model.config, img_size=img_size, eps=eps)
+    floats = write_darknet(weights, model, seen=seen, eps=eps)
+    return weights, cfg, floats
+
+
+def _official_config(path: Path) -> ModelConfig:
+    """The model of an official whole-model file, named by its float count (no cfg given).
+
+    Raises:
+        CheckpointError: the count is not that of yolov3.weights or yolov3-tiny.weights.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            _, offset = _read_header(path, f.read(20), size)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from e
+    n = (size - offset) // 4
+    arch = WHOLE_MODEL_FLOATS.get(n)
+    if arch is None:
+        known = KNOWN_FILES.get(n)
+        what = (
+            f"the size of {known[0]}, a backbone only: train from it with `edgeyolo train "
+            "--pretrained`"
+            if known
+            else "the size of neither official yolov3.weights (62,001,757) nor "
+            "yolov3-tiny.weights (8,858,734)"
+        )
+        raise CheckpointError(
+            f"{path}: {n:,} floats after the header, {what}; for a darknet-trained model give "
+            f"its cfg with --cfg (or put {path.stem}.cfg beside it)"
+        )
+    return ModelConfig(arch=arch, num_classes=DARKNET_CLASSES, names=COCO_NAMES)
+
+
+def load_darknet_model(
+    weights: str | Path, cfg: str | Path | None = None, *, eps: float | None = None
+) -> tuple[YOLOv3, dict[str, Any]]:
+    """The model a darknet ``.weights`` (+ ``.cfg``) pair describes, loaded, in eval mode.
+
+    The cfg is ``cfg``, else ``X.cfg`` beside ``X.weights`` when there is one; its architecture,
+    classes, anchors and input size define the model, and it must be one of the two official
+    topologies (:func:`edgeyolo.models.darknet_cfg.describe_cfg`). Without a cfg the file's float
+    count must be that of the official ``yolov3.weights`` or ``yolov3-tiny.weights``: 80 COCO
+    classes, darknet's anchors, input size 416.
+
+    Args:
+        weights: the ``.weights`` file (a whole model, not a backbone).
+        cfg: its cfg, or ``None`` (see above).
+        eps: the reader epsilon the file was written for (module docstring); ``None``: the
+            ``darknet-eps`` the cfg records (edgeyolo's writer), else 1e-5.
+
+    Returns:
+        ``(model, info)``; ``info`` is plain data: ``format`` ("darknet"), ``weights``, ``cfg``
+        (path or ``None``), ``eps``, ``header`` (major, minor, revision, seen), ``seen``,
+        ``floats``, ``model_config``.
+
+    Raises:
+        CheckpointError: a missing or damaged file, one that does not fit the cfg, or a partial
+            one (a backbone).
+        ConfigError: a cfg that cannot be read or is not an official topology (the first layer
+            that differs, named), or a bad ``eps``.
+    """
+    weights = Path(weights)
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: no such darknet .weights file")
+    if cfg is None and weights.with_suffix(".cfg").is_file():
+        cfg = weights.with_suffix(".cfg")
+    if cfg is not None:
+        described = read_cfg(cfg)
+        config, said = described.model_config(), described.eps
+    else:
+        config, said = _official_config(weights), None
+    eps = check_eps(eps if eps is not None else said if said is not None else MODEL_EPS)
+    model = build_model(config)
+    report = read_darknet(weights, model, file_classes=config.num_classes, eps=eps)
+    if report.partial:
+        raise CheckpointError(
+            f"{weights}: holds {report.layers_in_file} of the {report.layers_total} conv layers "
+            f"of {config.arch} (a backbone or partial file): nothing to run; train from it with "
+            "`edgeyolo train --pretrained`"
+        )
+    info = {
+        "format": "darknet",
+        "weights": str(weights),
+        "cfg": None if cfg is None else str(cfg),
+        "eps": eps,
+        "readers": eps_note(eps),
+        "header": dataclasses.asdict(report.header),
+        "seen": report.header.seen,
+        "floats": report.floats_read,
+        "model_config": dataclasses.asdict(config),
+    }
+    return model.eval(), info
 
 
 def freeze_backbone(model: nn.Module, frozen: bool = True) -> int:

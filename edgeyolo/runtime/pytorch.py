@@ -96,10 +96,11 @@ class TorchBackend(Backend):
         threads: int | None = None,
         multi_label: bool = False,
         max_candidates: int = DEFAULT_MAX_CANDIDATES,
+        cfg: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.device = select_device(device)
-        self.model, _ = load_model(weights, device=self.device)
+        self.model, _ = load_model(weights, cfg, device=self.device)
         index = self.device.index
         if self.device.type == "cuda" and index is None:
             index = torch.cuda.current_device()

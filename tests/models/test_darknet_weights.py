@@ -1,22 +1,27 @@
-"""Darknet ``.weights`` files: bit-exact round trips, official sizes, partial files, bad files."""
+"""Darknet ``.weights`` files: bit-exact round trips, official sizes, partial files, bad files,
+the reader epsilon, and ``load_model`` on ``.weights`` (+ ``.cfg``)."""
 
 from __future__ import annotations
 
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
 
 from edgeyolo.config import ModelConfig
-from edgeyolo.errors import CheckpointError
+from edgeyolo.errors import CheckpointError, ConfigError
 from edgeyolo.models import build_model, darknet_layers, darknet_param_count
+from edgeyolo.models.checkpoint import load_model
+from edgeyolo.models.darknet_cfg import COCO_NAMES, write_cfg
 from edgeyolo.models.darknet_weights import (
     KNOWN_FILES,
     freeze_backbone,
     read_darknet,
     write_darknet,
+    write_darknet_pair,
 )
 from edgeyolo.models.yolov3 import YOLOv3
 
@@ -232,3 +237,144 @@ def test_freeze_backbone() -> None:
     assert all(p.grad is not None for p in model.stages.parameters())
     assert freeze_backbone(model, frozen=False) == n_backbone
     assert all(p.requires_grad for p in model.parameters())
+
+
+# ------------------------------------------------------------------ reader epsilon, load_model
+
+
+def file_variances(path: Path, model: nn.Module, layer: int) -> np.ndarray:
+    """The running variances of conv ``layer`` (with BatchNorm) as stored in ``path``."""
+    offset = HEADER // 4
+    for conv, bn in darknet_layers(model)[:layer]:
+        offset += conv.weight.numel() + (
+            4 * bn.num_features if bn is not None else conv.out_channels
+        )
+    n = darknet_layers(model)[layer][1].num_features
+    floats = np.fromfile(path, "<f4")
+    return floats[offset + 3 * n : offset + 4 * n]
+
+
+def test_eps_1e6_file_shifts_variances_by_9e6_and_reads_back(tmp_path: Path) -> None:
+    src = make("yolov3-tiny", 5, seed=0)
+    path = tmp_path / "w.weights"
+    write_darknet(path, src, eps=1e-6)
+    for layer in (0, 7):
+        var = darknet_layers(src)[layer][1].running_var.numpy()
+        np.testing.assert_array_equal(file_variances(path, src, layer), var + np.float32(9e-6))
+    dst = make("yolov3-tiny", 5, seed=1)
+    report = read_darknet(path, dst, eps=1e-6)
+    assert report.eps == 1e-6
+    for (key, a), b in zip(src.state_dict().items(), dst.state_dict().values(), strict=True):
+        if "running_var" in key:
+            torch.testing.assert_close(b, a, rtol=0, atol=2.5e-7)  # float32 steps of ~2
+        elif "num_batches" not in key:
+            assert torch.equal(a, b), key
+    plain = make("yolov3-tiny", 5, seed=1)
+    read_darknet(path, plain)  # read as a 1e-5 file: the shift stays
+    assert torch.equal(darknet_layers(plain)[0][1].running_var, torch.from_numpy(
+        file_variances(path, src, 0)))  # fmt: skip
+
+
+def test_reading_as_1e6_clamps_variances_at_zero(tmp_path: Path) -> None:
+    src = make("yolov3-tiny", 5, seed=0)
+    bn = darknet_layers(src)[3][1]
+    with torch.no_grad():
+        bn.running_var[:4] = torch.tensor([0.0, 1e-6, 8.9e-6, 1e-3])
+    path = tmp_path / "w.weights"
+    write_darknet(path, src)  # for 1e-5 readers: unchanged
+    dst = make("yolov3-tiny", 5, seed=1)
+    read_darknet(path, dst, eps=1e-6)
+    got = darknet_layers(dst)[3][1].running_var[:4]
+    assert got[:3].tolist() == [0.0, 0.0, 0.0]
+    assert got[3].item() == pytest.approx(1e-3 - 9e-6, abs=1e-10)
+
+
+def test_skipped_heads_keep_their_variances_and_bad_eps_is_refused(tiny80, tmp_path) -> None:
+    _, path = tiny80
+    with pytest.raises(ConfigError, match=r"eps must be in \(0, 0.001\]"):
+        read_darknet(path, make("yolov3-tiny", 80, seed=1), eps=0.0)
+    with pytest.raises(ConfigError, match=r"--darknet-eps must be in"):
+        write_darknet(tmp_path / "x.weights", make("yolov3-tiny", 80, seed=1), eps=1.0)
+    assert not (tmp_path / "x.weights").exists()
+
+
+def test_load_model_reads_an_official_file_by_its_size(tiny80) -> None:
+    src, path = tiny80  # yolov3-tiny.weights, no cfg beside it
+    model, info = load_model(path)
+    assert isinstance(model, YOLOv3) and not model.training
+    c = model.config
+    assert (c.arch, c.num_classes, c.img_size, c.anchors) == ("yolov3-tiny", 80, 416, None)
+    assert c.names == COCO_NAMES and model.num_classes == 80
+    assert info["format"] == "darknet" and info["cfg"] is None and info["eps"] == 1e-5
+    assert info["seen"] == 123_456 and info["floats"] == OFFICIAL["yolov3-tiny"]
+    assert all(same_layers(layer_tensors(model), layer_tensors(src)))
+
+
+def test_load_model_without_cfg_refuses_other_sizes(tmp_path: Path) -> None:
+    path = tmp_path / "voc.weights"
+    n = write_darknet(path, make("yolov3-tiny", 20, seed=0))
+    with pytest.raises(CheckpointError) as e:
+        load_model(path)
+    msg = str(e.value)
+    assert f"{n:,} floats after the header" in msg and "62,001,757" in msg and "8,858,734" in msg
+    assert "--cfg (or put voc.cfg beside it)" in msg
+    conv15 = tmp_path / "yolov3-tiny.conv.15.weights"
+    conv15.write_bytes(path.read_bytes()[: HEADER + 4 * 7_743_344])
+    with pytest.raises(CheckpointError, match=r"yolov3-tiny.conv.15, a backbone only: train"):
+        load_model(conv15)
+
+
+def test_load_model_with_cfg_named_or_beside(tmp_path: Path) -> None:
+    anchors = tuple((5.0 + i, 7.0 + 2 * i) for i in range(6))
+    src = make("yolov3-tiny", 20, seed=0)
+    src.config = ModelConfig(arch="yolov3-tiny", num_classes=20, img_size=320, anchors=anchors)
+    weights, cfg, _ = write_darknet_pair(tmp_path / "pair", src)
+    moved = tmp_path / "elsewhere.cfg"
+    cfg.rename(moved)
+    with pytest.raises(CheckpointError, match="the size of neither"):
+        load_model(weights)  # no cfg beside it any more
+    model, info = load_model(weights, moved)
+    assert info["cfg"] == str(moved)
+    assert model.config == ModelConfig(
+        arch="yolov3-tiny",
+        num_classes=20,
+        img_size=320,
+        anchors=anchors,
+        names=tuple(f"class{i}" for i in range(20)),
+    )
+    assert all(same_layers(layer_tensors(model), layer_tensors(src)))
+    moved.rename(cfg)
+    model, info = load_model(weights, darknet_eps=1e-6)  # beside it; an explicit eps wins
+    assert info["cfg"] == str(cfg) and info["eps"] == 1e-6
+    assert torch.equal(
+        darknet_layers(model)[0][1].running_var,
+        (darknet_layers(src)[0][1].running_var - 9e-6).clamp_min(0),
+    )
+
+
+def test_load_model_refuses_a_pair_that_does_not_fit(tmp_path: Path) -> None:
+    src = make("yolov3-tiny", 20, seed=0)
+    weights, cfg, _ = write_darknet_pair(tmp_path, src)
+    other = tmp_path / "c10.cfg"
+    write_cfg(other, ModelConfig(arch="yolov3-tiny", num_classes=10))
+    with pytest.raises(CheckpointError, match=r"with 10 classes holds .* too many"):
+        load_model(weights, other)
+    cut = tmp_path / "cut.weights"
+    cut.write_bytes(weights.read_bytes()[: HEADER + 4 * BACKBONE_FLOATS["yolov3-tiny"]])
+    with pytest.raises(CheckpointError, match=r"holds 7 of the 13 conv layers .* --pretrained"):
+        load_model(cut, cfg)
+    bad = tmp_path / "bad.cfg"
+    bad.write_text(cfg.read_text().replace("activation=leaky", "activation=mish", 1))
+    with pytest.raises(ConfigError, match=r"layer 0 \[convolutional\] .*activation"):
+        load_model(weights, bad)
+    with pytest.raises(ConfigError, match=r"missing.cfg: cannot read the cfg"):
+        load_model(weights, tmp_path / "missing.cfg")
+    with pytest.raises(CheckpointError, match=r"nope.weights: no such darknet .weights file"):
+        load_model(tmp_path / "nope.weights")
+
+
+def test_load_model_cfg_with_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    ckpt = tmp_path / "best.pt"
+    torch.save({"a": torch.zeros(1)}, ckpt)
+    with pytest.raises(CheckpointError, match=r"best.pt: an edgeyolo checkpoint.*drop it"):
+        load_model(ckpt, tmp_path / "x.cfg")
