@@ -46,6 +46,8 @@ _COCO_MAP = lazy_import("edgeyolo.metrics.coco_map")
 _DETECT = lazy_import("edgeyolo.detect")
 _DETECTOR = lazy_import("edgeyolo.runtime.detector")
 _EXPORT = lazy_import("edgeyolo.export.pipeline", **_TRAIN_EXTRA, needed_for="edgeyolo export")
+_BUILD = lazy_import("edgeyolo.build.engine")
+_BUILD_OPTIONS = lazy_import("edgeyolo.build.options")
 _BENCH = lazy_import("edgeyolo.bench.runner")
 _MODELS = lazy_import("edgeyolo.models", **_TRAIN_EXTRA, needed_for="edgeyolo info")
 _CHECKPOINT = lazy_import("edgeyolo.models.checkpoint", **_TRAIN_EXTRA, needed_for="edgeyolo info")
@@ -245,8 +247,17 @@ def train(
 
 @app.command("eval", cls=_Command)
 def eval_(
-    weights: Annotated[Path, typer.Option(help="A checkpoint written by `edgeyolo train`.")],
+    weights: Annotated[
+        Path,
+        typer.Option(help="A checkpoint written by `edgeyolo train`, or a darknet .weights."),
+    ],
     data: Annotated[Path, typer.Option(help="data.yaml of the dataset.")],
+    darknet_cfg: Annotated[
+        Path | None,
+        typer.Option(
+            "--cfg", help="The darknet .cfg of a --weights X.weights (default: X.cfg beside it)."
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate: val, test or train.")] = "val",
     img_size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size.")] = 16,
@@ -263,6 +274,7 @@ def eval_(
         result = _EVALUATOR.evaluate_checkpoint(
             weights,
             data,
+            cfg=darknet_cfg,
             split=split,
             img_size=img_size,
             batch=batch,
@@ -281,14 +293,28 @@ def eval_(
 @app.command(cls=_Command)
 def detect(
     source: Annotated[
-        str, typer.Argument(metavar="SOURCE", help="Image, folder, video file or camera index.")
+        str,
+        typer.Argument(
+            metavar="SOURCE",
+            help="Image, folder, video file, camera index (0), rtsp:// or http:// URL, or a "
+            "GStreamer pipeline ending in appsink (quoted).",
+        ),
     ],
     model: Annotated[
         Path | None,
         typer.Option(help="A .pt checkpoint, an exported .onnx or a TensorRT .engine."),
     ] = None,
     weights: Annotated[
-        Path | None, typer.Option(help="A checkpoint written by `edgeyolo train` (= --model).")
+        Path | None,
+        typer.Option(
+            help="A checkpoint written by `edgeyolo train`, or a darknet .weights (= --model)."
+        ),
+    ] = None,
+    darknet_cfg: Annotated[
+        Path | None,
+        typer.Option(
+            "--cfg", help="The darknet .cfg of a --weights X.weights (default: X.cfg beside it)."
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for annotated output.")] = Path("runs/detect"),
     img_size: Annotated[int | None, typer.Option(help="Input size (default: the model's).")] = None,
@@ -307,8 +333,19 @@ def detect(
     skip_bad: Annotated[
         bool, typer.Option(help="Skip and report unreadable images instead of stopping.")
     ] = False,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--every-frame",
+            help="Keep only the newest frame (a slow model skips frames) or process every "
+            "frame; default: live for cameras, URLs and pipelines, every frame of a video file.",
+        ),
+    ] = None,
+    show: Annotated[
+        bool, typer.Option("--show", help="Also show a window (needs a display and GUI OpenCV).")
+    ] = False,
 ) -> None:
-    """Draw detections on images, video or a camera with any backend; optionally write JSON.
+    """Draw detections on images, video, a camera or a stream with any backend; optionally JSON.
 
     An exported .onnx runs at the --conf/--iou given (its NMS is re-targeted); a TensorRT engine
     takes a higher --conf only, its NMS being built in.
@@ -318,6 +355,7 @@ def detect(
             raise ConfigError("give the model with --model (or a checkpoint with --weights)")
         with _DETECTOR.Detector(
             model or weights,
+            cfg=darknet_cfg,
             device=device,
             img_size=img_size,
             conf_thres=conf,
@@ -336,6 +374,9 @@ def detect(
                 save_json=save_json,
                 skip_bad=skip_bad,
                 console=console,
+                live=live,
+                show=show,
+                stages=det,
             )
     frames = [r for r in records if "skipped" not in r]
     n = sum(len(r["detections"]) for r in frames)
@@ -348,7 +389,12 @@ def detect(
 
 @app.command("export", cls=_Command)
 def export_cmd(
-    weights: Annotated[Path, typer.Option(help="A checkpoint written by `edgeyolo train`.")],
+    weights: Annotated[
+        Path,
+        typer.Option(
+            help="A checkpoint written by `edgeyolo train`, or a darknet .weights (see --cfg)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Folder for the ONNX files, engines and manifest.")] = (
         Path("export/model")
     ),
@@ -365,8 +411,28 @@ def export_cmd(
         bool, typer.Option("--raw", help="End at the raw head maps (no decode, no NMS).")
     ] = False,
     darknet: Annotated[
-        bool, typer.Option("--darknet", help="Also write OUT/<arch>.weights (darknet format).")
+        bool,
+        typer.Option(
+            "--darknet", help="Also write OUT/<arch>.weights and OUT/<arch>.cfg (darknet format)."
+        ),
     ] = False,
+    darknet_cfg: Annotated[
+        Path | None,
+        typer.Option(
+            "--cfg",
+            help="The darknet .cfg of a --weights X.weights (default: X.cfg beside it; with "
+            "none, the file's size must name the official yolov3 or yolov3-tiny, 80 COCO "
+            "classes). Only darknet's yolov3/yolov3-tiny topologies are accepted.",
+        ),
+    ] = None,
+    darknet_eps: Annotated[
+        float,
+        typer.Option(
+            help="BatchNorm epsilon of the reader --darknet's files are for: 1e-5 (darknet GPU, "
+            "AlexeyAB darknet, TensorRT yolov3_onnx, tensorrt_demos, DeepStream-Yolo) or 1e-6 "
+            "(OpenCV DNN; adds 9e-6 to the stored running variances)."
+        ),
+    ] = 1e-5,
     calib: Annotated[
         Path,
         typer.Option(
@@ -489,6 +555,8 @@ def export_cmd(
             multi_label=multi_label,
             raw=raw,
             darknet=darknet,
+            darknet_cfg=None if darknet_cfg is None else str(darknet_cfg),
+            darknet_eps=darknet_eps,
             simplify=simplify,
             fp16=fp16,
             int8=int8,
@@ -534,13 +602,99 @@ def _parity_cell(p: dict[str, Any] | None, conf: float) -> str:
     )
 
 
+@app.command("build", cls=_Command)
+def build_cmd(
+    graph: Annotated[
+        Path,
+        typer.Argument(
+            metavar="GRAPH", help="An exported .onnx graph; the manifest.json beside it is read."
+        ),
+    ],
+    dla_core: Annotated[
+        int | None,
+        typer.Option(help="Build for this DLA core (Jetson Xavier/Orin); fp16/int8 graphs only."),
+    ] = None,
+    gpu_fallback: Annotated[
+        bool,
+        typer.Option("--gpu-fallback", help="With --dla-core: run what DLA cannot on the GPU."),
+    ] = False,
+    workspace: Annotated[float, typer.Option(help="TensorRT workspace limit, GiB.")] = 2.0,
+    timing_cache: Annotated[
+        Path | None,
+        typer.Option(help="TensorRT timing cache (default: timing.cache beside the graph)."),
+    ] = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Largest batch (default: the export's --batch).")
+    ] = None,
+    typing: Annotated[
+        str,
+        typer.Option(
+            help="TensorRT network typing: auto (strong from TensorRT 10.12 on, weak before; "
+            "11.x is strong only), strong, or weak (not on 11.x)."
+        ),
+    ] = "auto",
+    tf32: Annotated[
+        bool,
+        typer.Option(
+            "--tf32", help="Let TensorRT run fp32 layers in TF32 (Ampere and newer); default off."
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Engine file, in the graph's folder (default: GRAPH with .engine)."),
+    ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="TensorRT's VERBOSE build log into tensorrt_build.log."),
+    ] = False,
+) -> None:
+    """Build a TensorRT engine on this machine from an exported graph, and check its boxes."""
+    with _cli_errors():
+        options = _BUILD_OPTIONS.BuildOptions(
+            workspace_gib=workspace,
+            timing_cache=timing_cache,
+            max_batch=max_batch,
+            typing=typing,
+            tf32=tf32,
+            verbose=verbose,
+            dla_core=dla_core,
+            gpu_fallback=gpu_fallback,
+        )
+        result = _BUILD.build_from_manifest(graph, options, out=out, log=console.print)
+    info = result.info
+    where = "GPU" if info.dla_core is None else f"DLA core {info.dla_core}"
+    console.print(
+        f"built {result.engine} ({result.entry['bytes'] / 1e6:.1f} MB): TensorRT "
+        f"{info.trt_version}, {info.gpu_name} (sm_{info.compute_capability[0]}"
+        f"{info.compute_capability[1]}), {where}, {info.precision}",
+        highlight=False,
+    )
+    if info.gpu_layers:
+        console.print(f"on the GPU (DLA fallback): {', '.join(info.gpu_layers)}", highlight=False)
+    if result.parity is not None:
+        console.print(
+            f"parity vs the stored PyTorch detections: {result.parity.describe()} "
+            f"({result.parity.floor.rule}: passed)",
+            highlight=False,
+        )
+
+
 @app.command(cls=_Command)
 def bench(
-    weights: Annotated[Path, typer.Option(help="The checkpoint (reference, benched too).")],
     models: Annotated[
         list[Path], typer.Option(help="Export folder(s) or .onnx/.engine file(s); repeatable.")
     ],
-    data: Annotated[Path, typer.Option(help="data.yaml of the dataset scored.")],
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="The checkpoint (reference, benched too). Without it (no torch needed): parity "
+            "against the detections each export folder stores, ratios against the first model."
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="data.yaml of the dataset scored (needed with --weights; else no mAP)."),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split to score: val, test or train.")] = "val",
     batch: Annotated[
         list[int] | None, typer.Option(help="Batch size to time; repeatable (default 1 and 8).")
@@ -567,7 +721,8 @@ def bench(
     ),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Latency, mAP and box parity of exported models against their PyTorch checkpoint."""
+    """Latency, mAP and box parity of exported models against their PyTorch checkpoint (or,
+    without --weights, against the PyTorch detections stored in each export folder)."""
     with _cli_errors():
         config = _BENCH.BenchConfig(
             weights=weights,

@@ -254,7 +254,7 @@ INT8_HIGH_PRECISIONS: tuple[str, ...] = ("auto", "fp16", "fp32")
 
 
 #: How a TensorRT engine's network is typed (``--typing``): ``auto`` picks per TensorRT version
-#: (:func:`edgeyolo.export.tensorrt.choose_typing`), ``strong`` / ``weak`` insist.
+#: (:func:`edgeyolo.build.tensorrt.choose_typing`), ``strong`` / ``weak`` insist.
 ENGINE_TYPINGS: tuple[str, ...] = ("auto", "strong", "weak")
 
 
@@ -310,6 +310,11 @@ class ExportConfig:
     int8_cpu_target: str = "any"
     int8_high_precision: str = "auto"
     darknet: bool = False
+    #: The darknet ``.cfg`` of a ``weights`` that is a darknet ``.weights`` file (``None``: the
+    #: ``.cfg`` beside it, else the official model its size names).
+    darknet_cfg: str | None = None
+    #: BatchNorm epsilon of the reader ``--darknet``'s files are written for (1e-5 or 1e-6).
+    darknet_eps: float = 1e-5
     data: str | None = None
     val_split: str = "val"
     engine: bool = False
@@ -350,6 +355,10 @@ class ExportConfig:
         self._check_int8_target()
         self._check_int8_high_precision()
         self._check_engine_options()
+        if not 0.0 < self.darknet_eps <= 1e-3:  # darknet_cfg.MAX_EPS
+            raise ConfigError(f"--darknet-eps must be in (0, 0.001], got {self.darknet_eps}")
+        if self.darknet_eps != 1e-5 and not self.darknet:
+            raise ConfigError("--darknet-eps sets the epsilon of --darknet's files; add --darknet")
         object.__setattr__(self, "trt", parse_trt_targets(self.trt))
 
     def _check_engine_options(self) -> None:

@@ -21,8 +21,10 @@ FLOORS: dict[str, float] = {
     # 1 base: errors, settings, box math, decode + NMS, devices, console, files, optional imports
     "_version": 1.0,
     "errors": 1.0,
-    **dict.fromkeys(("config", "ops", "device", "console", "cpuinfo", "lazy", "fileio"), 1.1),
+    "lazy": 1.05,  # optional imports: uses errors only; the rest of the base may use it
+    **dict.fromkeys(("config", "ops", "device", "console", "cpuinfo", "fileio"), 1.1),
     "visualize": 1.1,
+    "detections": 1.1,
     "postprocess": 1.2,
     # 2 data and model artifacts (checkpoints, darknet weights)
     "data": 2,
@@ -32,8 +34,9 @@ FLOORS: dict[str, float] = {
     "metrics": 3,
     # 4 inference: PyTorch, ONNX Runtime, TensorRT behind one Backend; Detector; manifest; checks
     "runtime": 4,
-    # 5 evaluation of a model or artifact over a data split
+    # 5 evaluation of a model or artifact over a data split; building an engine on the device
     "evaluate": 5,
+    "build": 5,
     # 6 the stages that use evaluation: training and export
     "train": 6,
     "export": 6,

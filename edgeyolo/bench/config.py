@@ -19,9 +19,13 @@ class BenchConfig:
     strings and lists equals one built from paths and tuples.
 
     Args:
-        weights: the ``.pt`` checkpoint the exports were made from (the reference, benched too).
+        weights: the ``.pt`` checkpoint the exports were made from (the reference, benched too);
+            ``None`` (the deploy side, no torch): parity is against the detections each export
+            folder stores (``references.npz``), and speed ratios are against the first model.
         models: ``.onnx`` / ``.engine`` files, or export folders (their ``manifest.json``).
         data: a ``data.yaml``; its ``split`` is scored (the first ``max_images`` images).
+            ``None`` (only without ``weights``): no mAP; the models are timed on the stored
+            reference images.
         split: the split scored: ``val``, ``test`` or ``train``.
         batch_sizes: batch sizes to time; batch 1 is always timed (it is ``latency_ms``). Kept
             sorted, without repeats, with 1 added.
@@ -38,12 +42,13 @@ class BenchConfig:
             one in its manifest.
 
     Raises:
-        ConfigError: ``weights`` is not an existing ``.pt`` file, or a number is out of range.
+        ConfigError: ``weights`` is not an existing ``.pt`` file (or is missing with no
+            ``models``), ``weights`` without ``data``, or a number is out of range.
     """
 
-    weights: Path
+    weights: Path | None
     models: tuple[Path, ...]
-    data: Path
+    data: Path | None
     split: str = "val"
     batch_sizes: tuple[int, ...] = (1, 8)
     warmup: int = 10
@@ -56,12 +61,12 @@ class BenchConfig:
     img_size: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "weights", Path(self.weights))
+        for name in ("weights", "data"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else Path(value))
         object.__setattr__(self, "models", tuple(Path(m) for m in self.models))
-        object.__setattr__(self, "data", Path(self.data))
         object.__setattr__(self, "batch_sizes", tuple(sorted({1, *self.batch_sizes})))
-        if self.weights.suffix != ".pt" or not self.weights.is_file():
-            raise ConfigError(f"{self.weights}: no such checkpoint (--weights takes the .pt file)")
+        self._check_inputs()
         if self.split not in ("train", "val", "test"):
             raise ConfigError(f"--split must be train, val or test, got {self.split!r}")
         if self.batch_sizes[0] < 1 or self.warmup < 0 or self.runs < 1:
@@ -75,6 +80,19 @@ class BenchConfig:
             raise ConfigError(f"--max-images must be >= 1 (or left out), got {self.max_images}")
         if self.img_size is not None and (self.img_size < 32 or self.img_size % 32):
             raise ConfigError(f"img_size must be a positive multiple of 32, got {self.img_size}")
+
+    def _check_inputs(self) -> None:
+        if self.weights is None:
+            if not self.models:
+                raise ConfigError(
+                    "nothing to bench: give --models (export folders or .onnx/.engine files), "
+                    "and --weights to compare with their checkpoint"
+                )
+            return
+        if self.weights.suffix != ".pt" or not self.weights.is_file():
+            raise ConfigError(f"{self.weights}: no such checkpoint (--weights takes the .pt file)")
+        if self.data is None:
+            raise ConfigError("--weights needs --data: the checkpoint is compared on its images")
 
     @property
     def isolation(self) -> str:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edgeyolo.data.transforms import letterbox
+from edgeyolo.data.letterbox import letterbox, to_input
 from edgeyolo.errors import EngineMismatchError, TensorRTNotAvailableError
 from edgeyolo.lazy import TORCH
 from edgeyolo.runtime.backends import open_backend
@@ -217,7 +217,7 @@ def preprocess_frame(frame_bgr: np.ndarray, img_size: int) -> np.ndarray:
 
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
     boxed, _ = letterbox(rgb, img_size)
-    return np.ascontiguousarray(boxed.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    return to_input(boxed[None])
 
 
 def time_preprocess(

@@ -3,7 +3,8 @@
 Every function here takes the :class:`~edgeyolo.bench.results.BenchResult` or its ``to_dict()``.
 
 Ratios are against the reference (the PyTorch checkpoint): ``× PyTorch`` is the artifact's batch-1
-median latency over the checkpoint's, so 0.5 means twice as fast.
+median latency over the checkpoint's, so 0.5 means twice as fast. Without a checkpoint (the
+deploy side) the reference is the first model benched and the column is ``× ref``.
 
 A run that other work disturbed (``result["stability"]``, see
 :func:`edgeyolo.bench.latency.judge_stability`) gets a ``DISTURBED:`` line above every table,
@@ -90,6 +91,7 @@ def _rows(result: dict[str, Any]) -> list[dict[str, str]]:
     arts = result["artifacts"]
     ref = arts.get(result["reference"], {})
     ref_p50 = (ref.get("latency_ms") or {}).get("p50")
+    ratio = ratio_label(result)
     rows = []
     for key, a in arts.items():
         lat = a["latency_ms"]
@@ -106,9 +108,7 @@ def _rows(result: dict[str, Any]) -> list[dict[str, str]]:
                 "precision": a["precision"],
                 "p50 ms": _marked(_f(lat["p50"], ".2f"), bad),
                 "p99 ms": _marked(_f(lat["p99"], ".2f"), bad),
-                "× PyTorch": _marked(
-                    _f(lat["p50"] / ref_p50 if ref_p50 else None, ".2f"), ratio_bad
-                ),
+                ratio: _marked(_f(lat["p50"] / ref_p50 if ref_p50 else None, ".2f"), ratio_bad),
                 "img/s": _marked(f"{big['throughput_ips']:.1f} @{big['batch']}", bad),
                 "GFLOP/s": _marked(_f(c.get("gflops_per_s"), ".0f"), bad),
                 "% fp32 roof": _marked(_f(roof, ".0f"), bad),
@@ -126,13 +126,26 @@ def _rows(result: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def _what_scored(settings: dict[str, Any]) -> str:
+    """``500 test images``, or without a data split the stored reference frames."""
+    if settings.get("data") is None and "data" in settings:
+        return f"{settings['images']} stored reference frames (no data split)"
+    return f"{settings['images']} {settings['split']} images"
+
+
+def ratio_label(result: dict[str, Any]) -> str:
+    """``× PyTorch`` where the reference is the checkpoint, else ``× ref``."""
+    ref = result["artifacts"].get(result["reference"], {})
+    return "× PyTorch" if ref.get("backend") == "pytorch" else "× ref"
+
+
 def _notes(result: dict[str, Any]) -> list[str]:
     out = list(result.get("notes", []))
     out += [f"not available — {n}" for n in result.get("not_available", [])]
     out += [f"FAILED — {n}" for n in result.get("failed", [])]
     for key, a in result["artifacts"].items():
         out += [f"{key}: {s} (not timed)" for s in a.get("skipped", [])]
-        if not str(a.get("map_setting", "COCO")).startswith("COCO"):
+        if a.get("map50") is not None and not str(a.get("map_setting", "COCO")).startswith("COCO"):
             out.append(f"{key}: mAP at {a['map_setting']}")
     return out
 
@@ -210,7 +223,12 @@ def to_markdown(result: Result) -> str:
         f"- machine: {m['cpu']} ({m['cores']} cores; {m.get('cpu_flags', 'flags not recorded')}),"
         f" GPU: {m['gpu'] or 'none'}, {m['platform']}",
         "- versions: " + ", ".join(f"{k} {x or 'not installed'}" for k, x in v.items()),
-        f"- data: {s['data']} split `{s['split']}`, {s['images']} images, input {s['img_size']} px",
+        (
+            f"- data: {s['data']} split `{s['split']}`, {s['images']} images, input "
+            f"{s['img_size']} px"
+            if s.get("data") is not None or "data" not in s
+            else f"- data: none (no mAP); {_what_scored(s)}, input {s['img_size']} px"
+        ),
         f"- timing: batch sizes {s['batch_sizes']}, {s['warmup']} warm-up + {s['runs']} timed "
         f"runs, device {s['device']}; {s['isolation']}",
         f"- mAP at COCO settings ({_nms(h['thresholds']['map'])}) unless noted; parity: "
@@ -223,7 +241,8 @@ def to_markdown(result: Result) -> str:
         "|" + "---|" * len(rows[0]),
         *("| " + " | ".join(r.values()) + " |" for r in rows),
         "",
-        "Latency at batch 1 (p50, p99); `× PyTorch`: p50 over the checkpoint's p50; img/s at the "
+        f"Latency at batch 1 (p50, p99); `{ratio_label(result)}`: p50 over the reference's "
+        f"({result['reference']}) p50; img/s at the "
         "largest batch timed; GFLOP/s: the model's FLOPs per image over batch-1 p50, and its "
         "share of the device's fp32 matmul roof (int8/fp16 may exceed it); matched: matched "
         "pairs / max(reference boxes, boxes) (nothing to compare: neither found a box); "
@@ -448,7 +467,7 @@ def write_report(
 
 #: Terminal columns of ``edgeyolo bench``, most important first: a narrow terminal drops the tail.
 _PRIORITY = (
-    "model", "prec", "p50 ms", "×PyTorch", "mAP50", "matched", "p99 ms", "IoU mean / p5",
+    "model", "prec", "p50 ms", "×PyTorch", "×ref", "mAP50", "matched", "p99 ms", "IoU mean / p5",
     "GFLOP/s (roof %)", "img/s", "mAP50-95", "|Δscore|",
 )  # fmt: skip
 
@@ -459,7 +478,7 @@ def _fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
     need = {c: max(len(c), *(len(r[c]) for r in rows)) for c in rows[0]}
     chosen: set[str] = set()
     used = 1
-    for c in _PRIORITY:
+    for c in (c for c in _PRIORITY if c in need):
         if c in chosen or len(chosen) >= 2 and used + need[c] + 3 > width:
             break
         chosen.add(c)
@@ -477,7 +496,7 @@ def print_report(result: Result, console: Any = None) -> None:
     if dl:
         console.print(dl, style="bold red", highlight=False, soft_wrap=True, markup=False)
     table = Table(
-        title=f"edgeyolo bench: {s['images']} {s['split']} images, {s['img_size']} px",
+        title=f"edgeyolo bench: {_what_scored(s)}, {s['img_size']} px",
         caption=s["isolation"] + (f"; {MARK}: timed while disturbed" if dl else ""),
     )
     rows = [
@@ -486,7 +505,7 @@ def print_report(result: Result, console: Any = None) -> None:
             "prec": r["precision"],
             "p50 ms": r["p50 ms"],
             "p99 ms": r["p99 ms"],
-            "×PyTorch": r["× PyTorch"],
+            ratio_label(result).replace(" ", ""): r[ratio_label(result)],
             "img/s": r["img/s"],
             "GFLOP/s (roof %)": f"{r['GFLOP/s']} ({r['% fp32 roof']})",
             "mAP50": r["mAP@0.5"],

@@ -124,10 +124,12 @@ class Compute:
 class Score:
     """mAP@0.5 and mAP@0.5:0.95 (at ``map_setting``), and parity against the checkpoint
     (``None`` for the checkpoint itself): :func:`edgeyolo.metrics.parity.parity_report`'s dict
-    plus ``iou_histogram``."""
+    plus ``iou_histogram``. Without a checkpoint, parity is against the export's stored
+    reference detections (with the precision's ``floor`` and ``passed``), and mAP is ``None``
+    where no data split was given."""
 
-    map50: float
-    map50_95: float
+    map50: float | None
+    map50_95: float | None
     parity: dict[str, Any] | None
     map_setting: str
 

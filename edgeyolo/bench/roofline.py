@@ -21,6 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from edgeyolo.bench.latency import time_runs
 from edgeyolo.lazy import TORCH
 
@@ -69,6 +71,8 @@ def matmul_roof(
 
     if not sizes or min(sizes) < 1:
         raise ValueError(f"need matrix sizes >= 1, got {list(sizes)}")
+    if device == "cpu" and not TORCH.available():  # the deploy install: numpy's BLAS instead
+        return _numpy_roof(sizes, threads=threads, warmup=warmup, runs=runs, timer=timer)
     torch = TORCH.load()  # the module itself: no lazy lookup inside the timed calls
     dev = torch.device(device)
     old_threads, old_tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
@@ -96,6 +100,31 @@ def matmul_roof(
         torch.backends.cuda.matmul.allow_tf32 = old_tf32
     how = f"best fp32 torch.matmul n×n×n, n in {list(sizes)}, {runs} timed calls each"
     return Roof(gflops_per_s=best, device=str(dev), threads=threads, size=best_n, method=how)
+
+
+def _numpy_roof(
+    sizes: Sequence[int], *, threads: int | None, warmup: int, runs: int, timer: Timer
+) -> Roof:
+    """:func:`matmul_roof` on the CPU through ``numpy.matmul`` (its BLAS, at its own thread
+    count: numpy cannot be pinned at run time), where torch is not installed."""
+    rng = np.random.default_rng(0)
+    best, best_n = 0.0, sizes[0]
+    for n in sizes:
+        a = rng.random((n, n), dtype=np.float32)
+        b = rng.random((n, n), dtype=np.float32)
+
+        def call(a: np.ndarray = a, b: np.ndarray = b) -> None:
+            np.matmul(a, b)
+
+        ms = min(time_runs(call, warmup=warmup, runs=runs, timer=timer))
+        rate = 2.0 * n**3 / (ms / 1000.0) / 1e9 if ms > 0 else float("inf")
+        if rate > best:
+            best, best_n = rate, n
+    how = (
+        f"best fp32 numpy.matmul n×n×n (torch not installed; numpy's BLAS at its own thread "
+        f"count), n in {list(sizes)}, {runs} timed calls each"
+    )
+    return Roof(gflops_per_s=best, device="cpu", threads=None, size=best_n, method=how)
 
 
 def _roof_dict(**kwargs: Any) -> dict[str, Any]:

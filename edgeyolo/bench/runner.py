@@ -40,7 +40,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -53,6 +52,7 @@ from rich.progress import (
 from edgeyolo import cpuinfo
 from edgeyolo.bench import roofline
 from edgeyolo.bench.config import BenchConfig
+from edgeyolo.bench.flops import graph_flops
 from edgeyolo.bench.latency import (
     available_cores,
     cpu_snapshot,
@@ -81,17 +81,24 @@ from edgeyolo.bench.scoring import (
     letterboxed,
     note,
     score,
+    score_stored,
+    stored_references,
 )
 from edgeyolo.console import make_console
 from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.device import select_device
 from edgeyolo.errors import ConfigError
-from edgeyolo.models.info import count_flops
+from edgeyolo.lazy import lazy_import
 from edgeyolo.runtime.backends import artifacts_in, open_backend
 from edgeyolo.runtime.environment import environment
 from edgeyolo.runtime.gpu import tensorrt_version
 from edgeyolo.runtime.manifest import MANIFEST_NAME, find_entry, read_manifest
 from edgeyolo.runtime.thresholds import manifest_nms
+
+#: The checkpoint's FLOP count (torch), used only when a checkpoint is benched.
+_MODEL_INFO = lazy_import(
+    "edgeyolo.models.info", install="pip install 'edgeyolo[train]'", needed_for="--weights"
+)
 
 __all__ = [
     "COCO_NMS",
@@ -145,13 +152,17 @@ def _export_spec(f: Path) -> ArtifactSpec:
     )
 
 
-def _artifacts(weights: Path, models: Sequence[Path]) -> list[ArtifactSpec]:
-    """The reference first (at the first export's NMS, so that its timing compares like with
-    like), then every model file; keys are file names, ``folder/name`` where names repeat."""
+def _artifacts(weights: Path | None, models: Sequence[Path]) -> list[ArtifactSpec]:
+    """The reference first (the checkpoint at the first export's NMS, so that its timing
+    compares like with like; without one, the first model), then every model file; keys are
+    file names, ``folder/name`` where names repeat."""
     exports = [_export_spec(f) for f in _model_files(models)]
+    if weights is None and not exports:
+        raise ConfigError(f"no model file in {', '.join(map(str, models))}")
     nms = exports[0].nms if exports else DEPLOY_NMS
     post = exports[0].post if exports else ()
-    specs = [ArtifactSpec(key=weights.name, path=weights, kind="pt", nms=nms, post=post), *exports]
+    ref = [] if weights is None else [ArtifactSpec(weights.name, weights, "pt", nms, post=post)]
+    specs = [*ref, *exports]
     names = [s.path.name for s in specs]
     return [
         replace(s, key=f"{s.path.parent.name}/{s.path.name}") if names.count(s.path.name) > 1 else s
@@ -173,6 +184,10 @@ def _benchable(
         elif s.raw:
             note(not_available, f"{s.key}: ends at the raw head maps (--raw): not benched", log)
     specs = [s for s in specs if not s.raw and (s.kind != "engine" or has_trt)]
+    if not specs:
+        raise ConfigError("nothing this machine can bench: " + "; ".join(not_available))
+    if config.weights is None:
+        return specs
     half = config.torch_half
     if half or (half is None and select_device(config.device).type == "cuda"):
         specs.insert(1, replace(specs[0], half=True, key=f"{specs[0].key} (fp16)"))
@@ -184,20 +199,38 @@ def _benchable(
     return specs
 
 
+def _reference_model(config: BenchConfig, spec: ArtifactSpec) -> tuple[tuple[str, ...], int, Any]:
+    """``(class names, input size, torch model or None)`` of the reference: the checkpoint, or
+    (without one) the first model's manifest."""
+    if config.weights is not None:
+        with open_backend(config.weights, device="cpu") as ref:
+            return tuple(ref.class_names), ref.img_size, ref.model
+    man = read_manifest(spec.path.parent) if (spec.path.parent / MANIFEST_NAME).is_file() else {}
+    if "classes" not in man:
+        raise ConfigError(
+            f"{spec.path}: no manifest.json beside it; without --weights bench needs the export "
+            "folder (its manifest and stored reference detections)"
+        )
+    return tuple(str(c) for c in man["classes"]), int(man["input"]["shape"][-1]), None
+
+
 def _prepare(config: BenchConfig, log: Log | None) -> tuple[BenchRun, list[ArtifactSpec]]:
     """Read the split, list what to bench (each with its input size) and open the reference."""
-    data = load_data_yaml(config.data)
-    records = read_split(data, config.split).records[: config.max_images]
-    if not records:
-        raise ConfigError(f"{config.data}: the {config.split!r} split has no images")
+    records = []
+    if config.data is not None:
+        data = load_data_yaml(config.data)
+        records = read_split(data, config.split).records[: config.max_images]
+        if not records:
+            raise ConfigError(f"{config.data}: the {config.split!r} split has no images")
     not_available: list[str] = []
     specs = _benchable(_artifacts(config.weights, config.models), config, not_available, log)
-    with open_backend(config.weights, device="cpu") as ref:
-        names, ref_size, net = tuple(ref.class_names), ref.img_size, ref.model
-    if len(data.names) != len(names):
+    names, ref_size, net = _reference_model(config, specs[0])
+    if config.data is not None and len(data.names) != len(names):
         raise ConfigError(
-            f"{config.data} has {len(data.names)} classes but {config.weights} has {len(names)}"
+            f"{config.data} has {len(data.names)} classes but {specs[0].path} has {len(names)}"
         )
+    if config.data is None:
+        not_available.append("mAP: no --data given (parity against the stored references only)")
     size = config.img_size or ref_size
     run = BenchRun(config, records, names, size, net, log=log, not_available=not_available)
     return run, [replace(s, img_size=s.img_size or size) for s in specs]
@@ -212,7 +245,7 @@ def _time_all(run: BenchRun, specs: Sequence[ArtifactSpec]) -> tuple[Timed, floa
         ConfigError: the reference itself could not be timed.
     """
     cfg = run.config
-    frame = cv2.imread(str(run.records[0].path))
+    frame = _timing_frame(run, specs[0])
     timer = time_model_isolated if cfg.isolate else time_model
     batches: dict[int, np.ndarray] = {}
     timed: Timed = {}
@@ -221,7 +254,7 @@ def _time_all(run: BenchRun, specs: Sequence[ArtifactSpec]) -> tuple[Timed, floa
     for s in specs:
         assert s.img_size is not None  # set by _prepare
         if s.img_size not in batches:
-            batches[s.img_size] = letterboxed(run.records, s.img_size, cfg.batch_sizes[-1])
+            batches[s.img_size] = _timing_batch(run, s, cfg.batch_sizes[-1])
         with _task(run.prog, f"timing {s.key}"):
             t = timer(
                 s.path, images=batches[s.img_size], frame=frame, batch_sizes=cfg.batch_sizes,
@@ -237,8 +270,27 @@ def _time_all(run: BenchRun, specs: Sequence[ArtifactSpec]) -> tuple[Timed, floa
             ref_error = why
     others = others_share(start, cpu_snapshot())
     if specs[0].key not in timed:
-        raise ConfigError(f"the reference {cfg.weights} could not be timed: {ref_error}")
+        raise ConfigError(f"the reference {specs[0].path} could not be timed: {ref_error}")
     return timed, others
+
+
+def _timing_frame(run: BenchRun, spec: ArtifactSpec) -> np.ndarray:
+    """A BGR frame whose preprocessing is timed: the split's first image, else (no data) the
+    first stored reference image (already at the input size)."""
+    if run.records:
+        return cv2.imread(str(run.records[0].path))
+    image = stored_references(run, spec.path.parent).images[0]  # uint8[3, S, S] RGB
+    return np.ascontiguousarray(image.transpose(1, 2, 0)[:, :, ::-1])
+
+
+def _timing_batch(run: BenchRun, spec: ArtifactSpec, n: int) -> np.ndarray:
+    """``float32[n, 3, S, S]``: the split's first ``n`` images (cycled), else the stored
+    reference images (cycled)."""
+    assert spec.img_size is not None  # set by _prepare
+    if run.records:
+        return letterboxed(run.records, spec.img_size, n)
+    inputs = stored_references(run, spec.path.parent).inputs()
+    return np.ascontiguousarray(inputs[np.arange(n) % len(inputs)])
 
 
 def _progress(enabled: bool) -> Any:
@@ -263,8 +315,21 @@ def _roof_measure(isolate: bool) -> Callable[..., roofline.Roof]:
     return roofline.matmul_roof_isolated if isolate else roofline.matmul_roof
 
 
+def _gflop(model: Any, spec: ArtifactSpec, specs: Sequence[ArtifactSpec]) -> float:
+    """GFLOP of one image at ``spec``'s input size: the checkpoint's (torch) where one is
+    benched, else counted from an ONNX graph (``spec``'s, or for an engine its folder's)."""
+    assert spec.img_size is not None  # set by _prepare
+    if model is not None:
+        return _MODEL_INFO.count_flops(model, spec.img_size) / 1e9
+    graphs = [s.path for s in specs if s.kind == "onnx" and s.img_size == spec.img_size]
+    graphs += [p for p in sorted(spec.path.parent.glob("*.onnx"))]
+    if not graphs:
+        raise ConfigError(f"{spec.path}: no ONNX graph beside it to count its FLOPs from")
+    return graph_flops(graphs[0]) / 1e9
+
+
 def _compute(
-    timed: Timed, model: torch.nn.Module, config: BenchConfig, not_available: list[str]
+    timed: Timed, model: Any, config: BenchConfig, not_available: list[str]
 ) -> tuple[dict[str, Compute], dict[str, Any]]:
     """Each artifact's achieved GFLOP/s at batch 1 against its device's fp32 matmul roof
     (:mod:`edgeyolo.bench.roofline`), and the header's ``compute`` block. A roof that cannot be
@@ -278,7 +343,7 @@ def _compute(
         size, dev = s.img_size, t.device
         assert size is not None  # set by _prepare
         if size not in gflop:
-            gflop[size] = count_flops(model, size) / 1e9
+            gflop[size] = _gflop(model, s, [spec for spec, _ in timed.values()])
         if dev not in tried:
             tried.add(dev)
             measure = _roof_measure(config.isolate)
@@ -375,8 +440,10 @@ def _header(run: BenchRun, command: str | None, compute: dict[str, Any]) -> dict
     """The report's header: schema, date, command, machine and versions, settings, compute."""
     cfg = run.config
     settings = {
-        "weights": str(cfg.weights), "data": str(cfg.data), "split": cfg.split,
-        "images": len(run.records), "img_size": run.img_size, "batch_sizes": list(cfg.batch_sizes),
+        "weights": None if cfg.weights is None else str(cfg.weights),
+        "data": None if cfg.data is None else str(cfg.data), "split": cfg.split,
+        "images": len(run.records) or max(map(len, run.stored.values()), default=0),
+        "img_size": run.img_size, "batch_sizes": list(cfg.batch_sizes),
         "warmup": cfg.warmup, "runs": cfg.runs, "device": cfg.device, "threads": cfg.threads,
         "isolate": cfg.isolate, "isolation": cfg.isolation,
     }  # fmt: skip
@@ -389,10 +456,19 @@ def _header(run: BenchRun, command: str | None, compute: dict[str, Any]) -> dict
         "compute": compute,
         "thresholds": {
             "map": asdict(COCO_NMS),
-            "parity": "each export's deployment NMS (manifest.json), the reference at the same; "
-            "matching greedy by reference score, same class, IoU >= 0.5",
+            "parity": _parity_text(cfg),
         },
     }
+
+
+def _parity_text(cfg: BenchConfig) -> str:
+    match = "matching greedy by reference score, same class, IoU >= 0.5"
+    if cfg.weights is None:
+        return (
+            "against the PyTorch detections each export folder stores (references.npz: made at "
+            f"export, on its stored images, at the graph's own NMS); {match}"
+        )
+    return f"each export's deployment NMS (manifest.json), the reference at the same; {match}"
 
 
 def run_bench(
@@ -438,7 +514,8 @@ def run_bench(
                 lambda: _cpu_roof(config, "after", run.not_available),
                 others=others,
             )
-        scores = {k: score(run, s) for k, (s, _) in timed.items()}
+        judge = score if config.weights is not None else score_stored
+        scores = {k: judge(run, s) for k, (s, _) in timed.items()}
     return BenchResult(
         header=_header(run, command, block),
         reference=specs[0].key,

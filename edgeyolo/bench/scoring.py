@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
 
 from edgeyolo.bench.config import BenchConfig
 from edgeyolo.bench.results import ArtifactSpec, Score
+from edgeyolo.build.references import detect_in_batches, floor_for, meets
 from edgeyolo.config import (
     DEFAULT_CONF_THRES,
     DEFAULT_IOU_THRES,
@@ -29,12 +29,14 @@ from edgeyolo.config import (
     EVAL_MAX_DET,
 )
 from edgeyolo.data.records import ImageRecord
-from edgeyolo.evaluate.evaluator import predict_with
+from edgeyolo.detections import Detections, Prediction, from_outputs
+from edgeyolo.evaluate.predict import letterboxed_batch, predict_with
 from edgeyolo.metrics.coco_map import compute_map
 from edgeyolo.metrics.parity import parity_report
-from edgeyolo.postprocess import Detections, Prediction, from_outputs
-from edgeyolo.runtime.backends import open_backend
+from edgeyolo.runtime.backends import TensorRTBackend, open_backend
+from edgeyolo.runtime.manifest import find_entry, read_manifest
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
+from edgeyolo.runtime.references import References, load_references
 from edgeyolo.runtime.thresholds import NmsSettings, retarget_nms
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
     "nms_text",
     "note",
     "score",
+    "score_stored",
+    "stored_references",
 ]
 
 Log = Callable[[str], object]
@@ -81,12 +85,13 @@ class BenchRun:
     records: list[ImageRecord]
     names: tuple[str, ...]
     img_size: int
-    net: torch.nn.Module
+    net: Any
     log: Log | None = None
     prog: Any = None
     not_available: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     ref_preds: dict[tuple[Any, ...], list[Prediction]] = field(default_factory=dict)
+    stored: dict[Path, Any] = field(default_factory=dict)
 
     @property
     def files(self) -> list[str]:
@@ -97,14 +102,7 @@ def letterboxed(records: Sequence[ImageRecord], img_size: int, n: int) -> np.nda
     """``float32[n, 3, S, S]``: the first ``n`` records (cycled) as every backend receives them."""
 
     chosen = [records[i % len(records)] for i in range(n)]
-    got: list[np.ndarray] = []
-
-    def grab(images: torch.Tensor) -> list[Detections]:
-        got.append(images.numpy())
-        return [Detections.empty() for _ in range(len(images))]
-
-    predict_with(grab, chosen, img_size=img_size, batch=n)
-    return np.ascontiguousarray(np.concatenate(got), dtype=np.float32)
+    return np.ascontiguousarray(letterboxed_batch(chosen, img_size), dtype=np.float32)
 
 
 def _predict(
@@ -119,8 +117,8 @@ def _predict(
 
     task = progress.add_task(label, total=math.ceil(len(records) / batch)) if progress else None
 
-    def detect(images: torch.Tensor) -> list[Any]:
-        dets = backend_fn(images.numpy())
+    def detect(images: np.ndarray) -> list[Any]:
+        dets = backend_fn(images)
         if progress:
             progress.advance(task)
         return dets
@@ -156,17 +154,14 @@ def _predict_retargeted(run: BenchRun, spec: ArtifactSpec, size: int) -> list[Pr
 
 
 def _as_dets(preds: Sequence[Prediction]) -> list[Detections]:
-    return [
-        Detections(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(c))
-        for b, s, c in preds
-    ]
+    return [Detections(b, s, c) for b, s, c in preds]
 
 
 def _parity(
-    run: BenchRun, ref: Sequence[Prediction], preds: Sequence[Prediction]
+    refs: Sequence[Detections], dets: Sequence[Detections], files: Sequence[str]
 ) -> dict[str, Any]:
     """:func:`parity_report`'s dict plus the histogram of the matched pairs' ``1 - IoU``."""
-    rep = parity_report(_as_dets(ref), _as_dets(preds), files=run.files)
+    rep = parity_report(refs, dets, files=files)
     gap = np.clip(1.0 - rep.ious, GAP_EDGES[0], GAP_EDGES[-1])
     edges = [float(f"{e:.4g}") for e in GAP_EDGES]
     hist = {
@@ -211,6 +206,54 @@ def score(run: BenchRun, spec: ArtifactSpec) -> Score:
         else:
             map_preds = preds = _predict_file(run, spec.path, size, f"{key}: parity")
             setting = f"the engine's baked NMS ({nms_text(spec.nms)}), not COCO's"
-        parity = _parity(run, ref, preds)
+        parity = _parity(_as_dets(ref), _as_dets(preds), run.files)
     m = compute_map(map_preds, run.records, run.names)
+    return Score(map50=m.map50, map50_95=m.map50_95, parity=parity, map_setting=setting)
+
+
+def stored_references(run: BenchRun, folder: Path) -> References:
+    """The reference detections stored in export folder ``folder`` (read once per run)."""
+    if folder not in run.stored:
+        run.stored[folder] = load_references(folder)
+    return run.stored[folder]
+
+
+def _stored_parity(run: BenchRun, spec: ArtifactSpec) -> dict[str, Any]:
+    """Parity of ``spec`` against the PyTorch detections its export folder stores, run on the
+    stored frames at the graph's own thresholds, judged by the floor of its precision
+    (:func:`edgeyolo.build.references.floor_for`)."""
+    refs = stored_references(run, spec.path.parent)
+    cfg = run.config
+    with open_backend(spec.path, device=cfg.device, threads=cfg.threads) as b:
+        min_batch = b.trt.min_batch if isinstance(b, TensorRTBackend) else 1
+        dets = detect_in_batches(b.infer, refs.inputs(), min(EVAL_BATCH, b.max_batch), min_batch)
+        precision = b.precision
+    entry = find_entry(read_manifest(spec.path.parent), file=spec.path.name) or {}
+    files = [f"{refs.path.name}[{i}]" for i in range(len(refs))]
+    out = _parity(refs.detections, dets, files)
+    floor = floor_for(precision, bool(entry.get("tf32", False)))
+    out.update(
+        against=f"the {len(refs)} reference frames stored in {refs.path.name}",
+        floor=floor.rule,
+        passed=meets(out, floor),
+    )
+    return out
+
+
+def score_stored(run: BenchRun, spec: ArtifactSpec) -> Score:
+    """Without a checkpoint: parity against the stored references; mAP where a data split was
+    given (COCO settings for an ``.onnx``, an engine's baked NMS)."""
+    parity = _stored_parity(run, spec)
+    if not run.records:
+        return Score(map50=None, map50_95=None, parity=parity, map_setting="no data given")
+    size = spec.img_size
+    assert size is not None  # set by _prepare
+    setting = f"COCO ({nms_text(COCO_NMS)})"
+    if spec.kind == "onnx":
+        preds = _predict_retargeted(run, spec, size)
+        setting += ", through a copy of the graph with its NMS retargeted"
+    else:
+        preds = _predict_file(run, spec.path, size, f"{spec.key}: mAP")
+        setting = f"the engine's baked NMS ({nms_text(spec.nms)}), not COCO's"
+    m = compute_map(preds, run.records, run.names)
     return Score(map50=m.map50, map50_95=m.map50_95, parity=parity, map_setting=setting)

@@ -22,9 +22,9 @@ from edgeyolo.config import (
     DEFAULT_MAX_CANDIDATES,
     DEFAULT_MAX_DET,
 )
+from edgeyolo.detections import Detections, from_outputs
 from edgeyolo.errors import ConfigError, ModelFileError
 from edgeyolo.lazy import lazy_import
-from edgeyolo.postprocess import Detections, from_outputs
 from edgeyolo.runtime.manifest import MANIFEST_NAME, find_entry, read_manifest
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.runtime.tensorrt import EngineRunner
@@ -253,7 +253,8 @@ class TensorRTBackend(Backend):
         if manifest is None:
             raise ModelFileError(
                 f"{self.path}: no manifest.json beside the engine; engines are only run with the "
-                "manifest `edgeyolo export --engine` writes (it says what the engine was built for)"
+                "manifest `edgeyolo build` (or `export --engine`) writes (it says what the engine "
+                "was built for)"
             )
         entry = find_entry(manifest, file=self.path.name) or {}
         baked = manifest_nms(entry) or manifest_nms(manifest)
@@ -311,8 +312,9 @@ def limit_detections(dets: list[Detections], nms: NmsSettings) -> list[Detection
     score). Exact for outputs of a looser NMS: see :mod:`edgeyolo.runtime.thresholds`."""
     out = []
     for d in dets:
-        keep = (d.scores > nms.conf_thres).nonzero().flatten()[: nms.max_det]
-        out.append(Detections(boxes=d.boxes[keep], scores=d.scores[keep], labels=d.labels[keep]))
+        boxes, scores, labels = d.numpy()
+        keep = np.flatnonzero(scores > np.float32(nms.conf_thres))[: nms.max_det]
+        out.append(Detections(boxes=boxes[keep], scores=scores[keep], labels=labels[keep]))
     return out
 
 
@@ -355,9 +357,11 @@ def open_backend(
     img_size: int | None = None,
     multi_label: bool = False,
     max_candidates: int | None = None,
+    cfg: str | Path | None = None,
 ) -> Backend:
-    """The backend for ``path``: ``.pt`` → PyTorch, ``.onnx`` → ONNX Runtime, ``.engine`` /
-    ``.plan`` → TensorRT.
+    """The backend for ``path``: ``.pt`` (or a darknet ``.weights``, with its ``cfg``, see
+    :func:`edgeyolo.models.checkpoint.load_model`) → PyTorch, ``.onnx`` → ONNX Runtime,
+    ``.engine`` / ``.plan`` → TensorRT.
 
     ``conf_thres``, ``iou_thres``, ``max_det``: ``None`` is the model's own (an exported graph's
     baked values; for a checkpoint :data:`edgeyolo.config.DEFAULT_CONF_THRES` and its siblings,
@@ -379,9 +383,12 @@ def open_backend(
         what = "checkpoint" if suffix == ".pt" else "model file (.pt checkpoint, .onnx or .engine)"
         hint = "" if path.is_absolute() else f" (relative to the working folder {Path.cwd()})"
         raise ModelFileError(f"{path}: no such {what}{hint}")
-    if suffix == ".pt":
+    if cfg is not None and suffix != ".weights":
+        raise ConfigError(f"{path}: --cfg is for a darknet .weights file; drop it")
+    if suffix in (".pt", ".weights"):
         return _PYTORCH.TorchBackend(
             path,
+            cfg=cfg,
             device=device,
             half=half,
             threads=threads,
@@ -401,7 +408,9 @@ def open_backend(
         )
     if suffix in ENGINE_SUFFIXES:
         return TensorRTBackend(path, device="cuda" if device == "auto" else device, **nms)
-    raise ConfigError(f"{path}: unknown model type {suffix!r}; use a .pt, .onnx or .engine file")
+    raise ConfigError(
+        f"{path}: unknown model type {suffix!r}; use a .pt, .weights, .onnx or .engine file"
+    )
 
 
 def artifacts_in(folder: str | Path) -> list[Path]:

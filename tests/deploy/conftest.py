@@ -1,0 +1,1 @@
+from tests.runtime.conftest import busy_checkpoint, calib_folder, exported, mnist_images  # noqa: F401
