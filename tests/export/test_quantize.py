@@ -11,20 +11,22 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import TensorData, TensorsData
-from torchvision.ops import box_iou
 
 import edgeyolo.export.calib as calib_mod
 from edgeyolo.data.formats import load_data_yaml, read_split
+from edgeyolo.detections import from_outputs, from_padded
 from edgeyolo.errors import AccuracyBudgetError, CalibrationError, ExportError
-from edgeyolo.evaluate.evaluator import evaluate_onnx
+from edgeyolo.evaluate.predict import predict_with
 from edgeyolo.export.calib import CalibSet, load_calibration
 from edgeyolo.export.graph import NET_PREFIX
 from edgeyolo.export.int8_gate import GateReport, int8_with_budget, layer_sensitivity
 from edgeyolo.export.onnx_export import build_fp32
 from edgeyolo.export.quantize import QuantResult, calibrate, quantize_int8
-from edgeyolo.postprocess import from_padded
+from edgeyolo.metrics.bootstrap import Matches, map50, match_detections
+from edgeyolo.metrics.parity import box_iou
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from tests.export.conftest import SIZE, busy_model
+from tests.metrics.synthetic_matches import one_box_matches
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -211,7 +213,7 @@ def test_int8_runs_in_onnxruntime_and_agrees_with_fp32(
     for da, db in zip(from_padded(*a[:4]), from_padded(*b[:4]), strict=True):
         assert len(da) > 0 and len(db) > 0
         iou = box_iou(da.boxes, db.boxes) * (da.labels[:, None] == db.labels[None, :])
-        assert (iou.max(dim=1).values >= 0.5).float().mean() >= 0.9
+        assert (iou.max(axis=1) >= 0.5).mean() >= 0.9
     assert np.abs(a[4] - b[4]).mean() < 1.0
     for ref, q in zip(a[5:], b[5:], strict=True):
         q = q.astype(np.float64)
@@ -250,13 +252,10 @@ def records(mnist_small_yaml: Path) -> list:
 def test_gate_with_impossible_budget_raises_and_lists_every_step(
     fp32: Path, calib: CalibSet, ranges: TensorsData, records: list, tmp_path: Path
 ) -> None:
-    def evaluate(path: Path) -> float:  # real mAP@0.5 of the ONNX file on real test images
-        return (
-            100
-            * evaluate_onnx(
-                path, records, [str(i) for i in range(10)], img_size=SIZE, threads=1
-            ).map50
-        )
+    def evaluate(path: Path) -> Matches:  # real matches of the ONNX file on real test images
+        with OnnxRuntimeSession(path, threads=1) as session:
+            preds = predict_with(lambda x: from_outputs(session.run(x)), records, img_size=SIZE)
+        return match_detections(preds, records, 10)
 
     lines: list[str] = []
     out = tmp_path / "gate.onnx"
@@ -268,29 +267,34 @@ def test_gate_with_impossible_budget_raises_and_lists_every_step(
             method="minmax",
             ranges=ranges,
             evaluate=evaluate,
-            fp32_score=evaluate(fp32),
+            reference=evaluate(fp32),
             max_drop=-1.0,
             max_steps=2,
             log=lines.append,
         )
     report: GateReport = err.value.report
-    assert not report.passed and len(report.steps) == 3 and not out.exists()
+    assert report.decision == "failed" and len(report.steps) == 3 and not out.exists()
     for i in range(3):
         assert f"step {i}:" in str(err.value)
     worst_first = [n for n, _ in report.sensitivity]
-    heads = {c for c in report.steps[0][0]}
+    heads = {c for c in report.steps[0].excluded}
     assert len(heads) == 2 and all("/head/" in c for c in heads)
-    assert set(report.steps[1][0]) == {*heads, worst_first[0]}  # one more layer per step,
-    assert set(report.steps[2][0]) == {*heads, *worst_first[:2]}  # the most sensitive first
+    assert set(report.steps[1].excluded) == {*heads, worst_first[0]}  # one more layer a step,
+    assert set(report.steps[2].excluded) == {*heads, *worst_first[:2]}  # most sensitive first
     assert sum(line.startswith("int8 step") for line in lines) == 3
 
 
-def scripted(scores: list[float], seen: list[Path]) -> Callable[[Path], float]:
-    it: Iterator[float] = iter(scores)
+def misses(n: int) -> Matches:
+    """Gate-set matches of a model that misses ``n`` of 1000 one-box images (0: all found)."""
+    return one_box_matches(np.arange(1000) >= n)
 
-    def evaluate(path: Path) -> float:
+
+def scripted(missed: list[int], seen: list[Path]) -> Callable[[Path], Matches]:
+    it: Iterator[int] = iter(missed)
+
+    def evaluate(path: Path) -> Matches:
         seen.append(path)
-        return next(it)
+        return misses(next(it))
 
     return evaluate
 
@@ -306,15 +310,15 @@ def test_gate_stops_as_soon_as_one_excluded_layer_recovers(
         calib=calib,
         method="minmax",
         ranges=ranges,
-        evaluate=scripted([90.0, 99.5, 0.0], seen),
-        fp32_score=100.0,
+        evaluate=scripted([100, 0, 1000], seen),
+        reference=misses(0),
         max_drop=1.0,
         log=print,
     )
-    assert report.passed and report.score == 99.5 and len(seen) == 2
+    assert report.passed and report.score == 100.0 and len(seen) == 2
     kept = report.sensitivity[0][0]
-    assert kept in report.excluded and kept not in report.steps[0][0]
-    assert [s for _, s in report.steps] == [90.0, 99.5]
+    assert kept in report.excluded and kept not in report.steps[0].excluded
+    assert [s.score for s in report.steps] == [100 * map50(misses(100)), 100.0]
     assert out.exists() and kept not in dq_fed(onnx.load(out))
     assert report.to_dict()["kept_fp32"] == list(report.excluded)
 
@@ -328,8 +332,8 @@ def test_gate_passing_first_time_measures_no_sensitivity(
         calib=calib,
         method="minmax",
         ranges=ranges,
-        evaluate=lambda _p: 99.0,
-        fp32_score=99.5,
+        evaluate=lambda _p: misses(0),  # as good as fp32: interval [0, 0]
+        reference=misses(0),
         max_drop=1.0,
         log=lambda _s: None,
     )
@@ -367,7 +371,7 @@ def test_onnxruntime_placement_quantizes_between_ops_and_still_agrees(
     for da, db in zip(from_padded(*a[:4]), from_padded(*b[:4]), strict=True):
         assert len(da) > 0 and len(db) > 0
         iou = box_iou(da.boxes, db.boxes) * (da.labels[:, None] == db.labels[None, :])
-        assert (iou.max(dim=1).values >= 0.5).float().mean() >= 0.85
+        assert (iou.max(axis=1) >= 0.5).mean() >= 0.85
     with pytest.raises(ExportError, match="unknown int8 placement 'gpu'"):
         quantize_int8(fp32, tmp_path / "x.onnx", ranges=ranges, placement="gpu")
 
