@@ -16,6 +16,7 @@ import subprocess
 import venv
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -114,3 +115,29 @@ def test_training_commands_name_the_extra(
     assert got.returncode == 1
     lines = [ln for ln in got.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "edgeyolo[train]" in lines[0], got.stderr
+
+
+def test_camera_example_runs_headless_on_a_video(
+    deploy_venv: Path, exported: Path, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        writer.write(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    out = tmp_path / "annotated.mp4"
+    env_no_display = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    got = subprocess.run(
+        [str(deploy_venv / "python"), str(ROOT / "examples" / "camera.py"),
+         str(exported / "model_fp32.onnx"), str(clip), "--out", str(out)],
+        capture_output=True, text=True, env=env_no_display, timeout=600,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert "no window" in got.stdout and out.is_file()
+    cap = cv2.VideoCapture(str(out))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    cap.release()
+    assert frames == 5
