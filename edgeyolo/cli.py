@@ -53,6 +53,22 @@ _MODELS = lazy_import("edgeyolo.models", **_TRAIN_EXTRA, needed_for="edgeyolo in
 _CHECKPOINT = lazy_import("edgeyolo.models.checkpoint", **_TRAIN_EXTRA, needed_for="edgeyolo info")
 
 
+#: TensorRT build options shared by `export --engine` and `build` (one wording, one default).
+_TypingOption = Annotated[
+    str,
+    typer.Option(
+        help="TensorRT network typing: auto (strong from TensorRT 10.12 on, weak before; "
+        "11.x is strong only), strong, or weak (not on 11.x)."
+    ),
+]
+_Tf32Option = Annotated[
+    bool,
+    typer.Option(
+        "--tf32", help="Let TensorRT run fp32 layers in TF32 (Ampere and newer); default off."
+    ),
+]
+
+
 class _Command(typer.core.TyperCommand):
     """Usage lines name positionals as ``SOURCE``, not typer's ``{SOURCE}``."""
 
@@ -518,19 +534,8 @@ def export_cmd(
         ),
     ] = ",".join(TRT_TARGETS),
     workspace: Annotated[float, typer.Option(help="TensorRT workspace limit, GiB.")] = 2.0,
-    typing: Annotated[
-        str,
-        typer.Option(
-            help="TensorRT network typing: auto (strong from TensorRT 10.12 on, weak before; "
-            "11.x is strong only), strong, or weak (not on 11.x)."
-        ),
-    ] = "auto",
-    tf32: Annotated[
-        bool,
-        typer.Option(
-            "--tf32", help="Let TensorRT run fp32 layers in TF32 (Ampere and newer); default off."
-        ),
-    ] = False,
+    typing: _TypingOption = "auto",
+    tf32: _Tf32Option = False,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -626,19 +631,8 @@ def build_cmd(
     max_batch: Annotated[
         int | None, typer.Option(help="Largest batch (default: the export's --batch).")
     ] = None,
-    typing: Annotated[
-        str,
-        typer.Option(
-            help="TensorRT network typing: auto (strong from TensorRT 10.12 on, weak before; "
-            "11.x is strong only), strong, or weak (not on 11.x)."
-        ),
-    ] = "auto",
-    tf32: Annotated[
-        bool,
-        typer.Option(
-            "--tf32", help="Let TensorRT run fp32 layers in TF32 (Ampere and newer); default off."
-        ),
-    ] = False,
+    typing: _TypingOption = "auto",
+    tf32: _Tf32Option = False,
     out: Annotated[
         Path | None,
         typer.Option(help="Engine file, in the graph's folder (default: GRAPH with .engine)."),
