@@ -145,6 +145,11 @@ def _notes(result: dict[str, Any]) -> list[str]:
     out += [f"FAILED — {n}" for n in result.get("failed", [])]
     for key, a in result["artifacts"].items():
         out += [f"{key}: {s} (not timed)" for s in a.get("skipped", [])]
+        p = a.get("parity") or {}
+        if p.get("passed") is False:
+            out.append(f"{key}: parity BELOW its floor ({p.get('floor')})")
+        elif p.get("passed") and p.get("against"):
+            out.append(f"{key}: parity within its floor ({p['floor']}) against {p['against']}")
         if a.get("map50") is not None and not str(a.get("map_setting", "COCO")).startswith("COCO"):
             out.append(f"{key}: mAP at {a['map_setting']}")
     return out
