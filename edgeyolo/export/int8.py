@@ -18,11 +18,14 @@ import torch
 
 from edgeyolo import cpuinfo
 from edgeyolo.config import EVAL_CONF_THRES, EVAL_IOU_THRES, EVAL_MAX_DET, ExportConfig
+from edgeyolo.detections import from_outputs
 from edgeyolo.errors import ExportError
-from edgeyolo.evaluate.evaluator import evaluate_onnx
+from edgeyolo.evaluate.predict import predict_with
 from edgeyolo.export import int8_gate, quantize
 from edgeyolo.export.calib import load_calibration
+from edgeyolo.metrics.bootstrap import Matches, map50, match_detections
 from edgeyolo.runtime.conformance import check_graph
+from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.runtime.thresholds import retarget_nms
 
 if TYPE_CHECKING:
@@ -146,6 +149,28 @@ def _int8_targets(
     return {"trt_targets": kept, "targets_reason": reason}
 
 
+def _gate_matches(
+    path: Path, records: list[ImageRecord], num_classes: int, img_size: int
+) -> Matches:
+    """The ONNX graph's detections on ``records``, matched once to their ground truth
+    (:func:`edgeyolo.metrics.bootstrap.match_detections`), for the gate's paired bootstrap.
+
+    COCO's evaluation setting, not the deployment thresholds: only the NMS tail's initializers
+    change, the (quantized) network is scored exactly as it will run.
+    """
+    coco = retarget_nms(
+        onnx.load(str(path)),
+        conf_thres=EVAL_CONF_THRES,
+        iou_thres=EVAL_IOU_THRES,
+        max_det=EVAL_MAX_DET,
+    )
+    with OnnxRuntimeSession(coco.SerializeToString()) as session:
+        predictions = predict_with(
+            lambda images: from_outputs(session.run(images)), records, img_size=img_size, batch=8
+        )
+    return match_detections(predictions, records, num_classes)
+
+
 def _gate(
     cfg: ExportConfig,
     net: torch.nn.Module,
@@ -159,23 +184,13 @@ def _gate(
     log: Callable[[str], None],
 ) -> GateReport:
     """The int8 accuracy gate (:func:`edgeyolo.export.int8_gate.int8_with_budget`) on
-    ``records``."""
+    ``records``: the paired bootstrap interval of int8's mAP@0.5 drop against fp32's."""
 
-    def score(path: Path) -> float:
-        # COCO's evaluation setting, not the deployment thresholds: only the NMS tail's
-        # initializers change, the (quantized) network is scored exactly as it will run.
-        coco = retarget_nms(
-            onnx.load(str(path)),
-            conf_thres=EVAL_CONF_THRES,
-            iou_thres=EVAL_IOU_THRES,
-            max_det=EVAL_MAX_DET,
-        )
-        m = evaluate_onnx(
-            coco.SerializeToString(), records, net.config.class_names, img_size=img_size
-        )
-        return 100.0 * m.map50
+    def matches(path: Path) -> Matches:
+        return _gate_matches(path, records, len(net.config.class_names), img_size)
 
-    fp32_score = score(fp32_path)
+    reference = matches(fp32_path)
+    fp32_score = 100.0 * map50(reference)
     log(f"fp32 mAP@0.5 on {cfg.data} ({cfg.val_split}, {len(records)} images): {fp32_score:.2f}")
     if fp32_score < 1.0:  # points
         log(
@@ -189,9 +204,10 @@ def _gate(
         calib=calib,
         method=cfg.calib_method,
         ranges=ranges,
-        evaluate=score,
-        fp32_score=fp32_score,
+        evaluate=matches,
+        reference=reference,
         max_drop=cfg.int8_max_drop,
+        strict=cfg.int8_strict,
         quantize_heads=cfg.quantize_heads,
         placement=cfg.int8_placement,
         reduce_range=info["reduce_range"],

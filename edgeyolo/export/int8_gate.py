@@ -1,11 +1,16 @@
 """The int8 accuracy gate: which quantized layer hurts most, and keeping layers out of int8 until
-the mAP budget holds.
+the mAP budget holds with confidence.
 
 :func:`layer_sensitivity` ranks the quantized convolutions by the SQNR of each one's output (the
 fp32 graph's against the int8 graph's, on calibration images, each layer on its own Q/DQ
 subgraph); :func:`int8_with_budget` re-quantizes (:func:`edgeyolo.export.quantize.quantize_int8`,
-no recalibration) with the worst layer left out, one at a time, until int8 loses at most
-``max_drop`` points of the caller's score, and reports every step (:class:`GateReport`).
+no recalibration) with the worst layer left out, one at a time, until the *upper bound* of the
+mAP@0.5 drop's paired bootstrap interval (:func:`edgeyolo.metrics.bootstrap.paired_bootstrap`:
+fp32 and int8 on the same resampled gate images) is within ``max_drop`` points, and reports every
+step (:class:`GateReport`). A 100-image set carries about +-1 point of sampling noise, so a point
+estimate inside the budget proves little: when the loop ends with the estimate inside the budget
+but the bound outside, the gate is *undecided* (the set is too small): it warns, says how many
+images would decide, and keeps the graph, or fails with ``strict``.
 """
 
 from __future__ import annotations
@@ -25,8 +30,27 @@ from edgeyolo.errors import AccuracyBudgetError, ExportError
 from edgeyolo.export import quantize
 from edgeyolo.export.calib import METHOD_ENUMS, CalibSet, calibrate
 from edgeyolo.export.quantize import QDQ_OPS, QuantResult, ort_session, quantized_convs
+from edgeyolo.metrics.bootstrap import (
+    DropInterval,
+    Matches,
+    images_needed,
+    map50,
+    paired_bootstrap,
+)
 
-__all__ = ["GateReport", "int8_with_budget", "layer_sensitivity"]
+__all__ = [
+    "GATE_LEVEL",
+    "GATE_RESAMPLES",
+    "GateReport",
+    "GateStep",
+    "int8_with_budget",
+    "layer_sensitivity",
+]
+
+#: Bootstrap resamples of the gate's interval (a few tenths of a second on 100 images).
+GATE_RESAMPLES = 1000
+#: Confidence level of the gate's interval: the drop's upper bound is its 97.5th percentile.
+GATE_LEVEL = 0.95
 
 
 def _qdq_subgraph(
@@ -124,44 +148,161 @@ def layer_sensitivity(
 
 
 @dataclass(frozen=True)
-class GateReport:
-    """The INT8 accuracy gate's record: ``steps`` holds ``(convs kept in fp32, mAP@0.5 points)``
-    of every attempt in order; ``excluded``/``score``/``result`` are the last attempt's;
-    ``passed`` is ``fp32_score - score <= max_drop``; ``sensitivity`` is ``(conv, SQNR dB)``,
-    worst first (empty when the first attempt passed)."""
+class GateStep:
+    """One attempt of the gate: the convs kept out of int8, int8's mAP@0.5 (points) and the
+    drop's interval against fp32 on the gate images."""
 
-    steps: tuple[tuple[tuple[str, ...], float], ...]
     excluded: tuple[str, ...]
     score: float
-    passed: bool
+    interval: DropInterval
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """The INT8 accuracy gate's record.
+
+    ``steps`` holds every attempt in order; ``excluded``/``score``/``interval``/``result`` are
+    the last attempt's. ``decision`` is ``"passed"`` (the interval's upper bound is within
+    ``max_drop``), ``"undecided"`` (the drop is within ``max_drop`` but its upper bound is not:
+    the set is too small to decide; the graph is kept unless ``strict``) or ``"failed"``;
+    ``images_needed`` estimates the gate images an interval of half-width ``max_drop - drop``
+    would need (``None`` when the drop is over budget). ``sensitivity`` is ``(conv, SQNR dB)``,
+    worst first (empty when the first attempt passed).
+    """
+
+    steps: tuple[GateStep, ...]
+    excluded: tuple[str, ...]
+    score: float
+    interval: DropInterval
+    decision: str
+    images_needed: int | None
     fp32_score: float
     max_drop: float
     method: str
+    strict: bool = False
     sensitivity: tuple[tuple[str, float], ...] = ()
     result: QuantResult | None = field(default=None, compare=False)
 
+    @property
+    def passed(self) -> bool:
+        """The upper bound of the drop is within ``max_drop``."""
+        return self.decision == "passed"
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for the manifest); an infinite SQNR becomes ``None``."""
+        iv = self.interval
         return {
             "method": self.method,
             "passed": self.passed,
+            "decision": self.decision,
+            "decided": self.decision != "undecided",
+            "strict": self.strict,
             "fp32_map50": self.fp32_score,
             "int8_map50": self.score,
             "max_drop": self.max_drop,
+            "drop": iv.drop,
+            "low": iv.low,
+            "high": iv.high,
+            "level": iv.level,
+            "resamples": iv.resamples,
+            "n_images": iv.n_images,
+            "images_needed": self.images_needed,
             "kept_fp32": list(self.excluded),
-            "steps": [{"kept_fp32": list(e), "map50": s} for e, s in self.steps],
+            "steps": [
+                {
+                    "kept_fp32": list(s.excluded),
+                    "map50": s.score,
+                    "drop": s.interval.drop,
+                    "low": s.interval.low,
+                    "high": s.interval.high,
+                }
+                for s in self.steps
+            ],
             "sensitivity_db": {n: (None if math.isinf(v) else v) for n, v in self.sensitivity},
         }
 
     def describe(self) -> str:
         """Every step as text, one per line."""
         lines = [f"fp32 mAP@0.5 {self.fp32_score:.2f}, allowed drop {self.max_drop:.2f} points"]
-        for i, (excl, score) in enumerate(self.steps):
+        for i, s in enumerate(self.steps):
             lines.append(
-                f"  step {i}: int8 mAP@0.5 {score:.2f} (drop {self.fp32_score - score:.2f}), "
-                f"layers out of int8: {', '.join(excl) or 'none'}"
+                f"  step {i}: int8 mAP@0.5 {s.score:.2f}, {s.interval.describe()}, "
+                f"layers out of int8: {', '.join(s.excluded) or 'none'}"
             )
         return "\n".join(lines)
+
+
+def _needed(interval: DropInterval, max_drop: float) -> int | None:
+    """Gate images for an interval of half-width ``max_drop - drop``; ``None`` when none would
+    do (the drop itself is at or over the budget)."""
+    margin = max_drop - interval.drop
+    return images_needed(interval, margin) if margin > 0 else None
+
+
+def _verdict(interval: DropInterval, max_drop: float) -> str:
+    """``passed``, ``undecided`` or ``failed`` (see :class:`GateReport`). A percentile interval
+    may, on a skewed resampling distribution, end below the point estimate: both must hold."""
+    if max(interval.high, interval.drop) <= max_drop:
+        return "passed"
+    return "undecided" if interval.drop <= max_drop else "failed"
+
+
+def _too_small(report: GateReport) -> str:
+    """Why an undecided gate could not decide, and what would."""
+    iv, needed = report.interval, report.images_needed
+    more = (
+        f"an interval of half-width {report.max_drop - iv.drop:.2f} points (the budget left) "
+        f"needs about {needed} gate images"
+        if needed is not None
+        else "no interval fits the budget left"
+    )
+    return (
+        f"int8 {iv.describe()}: the drop is within the {report.max_drop:.2f}-point budget, but "
+        f"its upper bound is not, so the gate set is too small to decide; {more}. Give --data a "
+        "bigger --val-split, a larger --int8-max-drop, or another --calib-method"
+    )
+
+
+def _score(
+    evaluate: Callable[[Path], Matches],
+    path: Path,
+    reference: Matches,
+    resamples: int,
+    level: float,
+) -> tuple[float, DropInterval]:
+    """int8's mAP@0.5 (points) on the gate images and its drop's paired interval."""
+    matches = evaluate(path)
+    score = 100.0 * map50(matches)
+    if not math.isfinite(score):
+        raise ExportError(f"evaluate({path.name}) gave mAP@0.5 {score}: no ground truth?")
+    return score, paired_bootstrap(reference, matches, resamples=resamples, level=level)
+
+
+def _finish(report: GateReport, out_path: Path, log: Callable[[str], object]) -> GateReport:
+    """Keep a passing graph; warn about (or, ``strict``, fail) an undecided one; fail the rest.
+
+    Raises:
+        AccuracyBudgetError: ``failed``, or ``undecided`` with ``strict``; ``out_path`` is
+            removed so that no failing int8 graph is left to ship.
+    """
+    if report.decision == "passed":
+        return report
+    if report.decision == "undecided" and not report.strict:
+        log(f"warning: {_too_small(report)}; kept it (--strict fails instead)")
+        return report
+    out_path.unlink(missing_ok=True)
+    iv = report.interval
+    if report.decision == "undecided":
+        message = f"{_too_small(report)} (--strict)"
+    else:
+        message = (
+            f"int8 stays {iv.drop:.2f} mAP@0.5 points below fp32 after {len(report.steps)} "
+            f"attempts (budget {report.max_drop:.2f}; {iv.describe()}); raise --int8-max-drop, "
+            "try another --calib-method, use more representative --calib images, or ship fp16"
+        )
+    error = AccuracyBudgetError(f"{message}.\n{report.describe()}")
+    error.report = report  # type: ignore[attr-defined]
+    raise error
 
 
 def int8_with_budget(
@@ -171,31 +312,38 @@ def int8_with_budget(
     calib: CalibSet,
     method: str,
     ranges: TensorsData | None = None,
-    evaluate: Callable[[Path], float],
-    fp32_score: float,
+    evaluate: Callable[[Path], Matches],
+    reference: Matches,
     max_drop: float,
     max_steps: int = 8,
+    strict: bool = False,
+    resamples: int = GATE_RESAMPLES,
+    level: float = GATE_LEVEL,
     quantize_heads: bool = False,
     placement: str = "tensorrt",
     reduce_range: bool | None = None,
     high_precision: str | None = None,
     log: Callable[[str], object] = print,
 ) -> GateReport:
-    """Quantize, score, and keep the most sensitive layers in fp32 until the drop is in budget.
+    """Quantize, score, and keep the most sensitive layers in fp32 until the drop's upper bound
+    is in budget.
 
     Calibrates once (:func:`calibrate`; pass ``ranges`` to reuse ranges already computed on a
-    graph with the same ``/net/`` part), then: quantize → ``evaluate(out_path)`` (mAP@0.5 points of
-    that ONNX file) → if ``fp32_score - score > max_drop``, move the most sensitive conv still in
-    int8 (:func:`layer_sensitivity`, measured once on the first int8 graph) to fp32 and retry,
-    at most ``max_steps`` times.
+    graph with the same ``/net/`` part), then: quantize → ``evaluate(out_path)`` (the ONNX file's
+    :class:`~edgeyolo.metrics.bootstrap.Matches` on the gate images) → the paired bootstrap
+    interval of the mAP@0.5 drop against ``reference`` (fp32's matches on the same images) → if
+    its upper bound exceeds ``max_drop`` points, move the most sensitive conv still in int8
+    (:func:`layer_sensitivity`, measured once on the first int8 graph) to fp32 and retry, at most
+    ``max_steps`` times.
 
     Returns:
-        :class:`GateReport` with ``passed=True``; ``out_path`` holds the passing graph.
+        :class:`GateReport`, ``decision`` ``"passed"``, or ``"undecided"`` without ``strict``
+        (a warning is logged); ``out_path`` holds the last graph.
 
     Raises:
-        AccuracyBudgetError: still over budget after ``max_steps`` exclusions (or nothing left to
-            exclude); its message lists every step, its ``report`` attribute is the GateReport.
-            ``out_path`` is removed so that no failing int8 graph is left to ship.
+        AccuracyBudgetError: the drop itself is over budget after ``max_steps`` exclusions (or
+            nothing is left to exclude), or the gate is undecided and ``strict``; its message
+            lists every step, its ``report`` attribute is the GateReport. ``out_path`` is removed.
     """
     out_path = Path(out_path)
     if ranges is None:
@@ -203,8 +351,9 @@ def int8_with_budget(
         ranges = calibrate(fp32_path, calib, method=method)
     elif ranges.calibration_method != METHOD_ENUMS[method]:
         raise ExportError(f"ranges were calibrated with {ranges.calibration_method}, not {method}")
+    fp32_score = 100.0 * map50(reference)
     extra: list[str] = []
-    steps: list[tuple[tuple[str, ...], float]] = []
+    steps: list[GateStep] = []
     ranking: list[tuple[str, float]] = []
     while True:
         result = quantize.quantize_int8(
@@ -217,16 +366,14 @@ def int8_with_budget(
             reduce_range=reduce_range,
             high_precision=high_precision,
         )
-        score = float(evaluate(out_path))
-        if not math.isfinite(score):
-            raise ExportError(f"evaluate({out_path.name}) returned {score}: no ground truth?")
-        steps.append((result.excluded, score))
-        drop = fp32_score - score
-        passed = drop <= max_drop
+        score, interval = _score(evaluate, out_path, reference, resamples, level)
+        steps.append(GateStep(result.excluded, score, interval))
+        passed = _verdict(interval, max_drop) == "passed"
         log(
-            f"int8 step {len(steps) - 1}: mAP@0.5 {score:.2f} vs fp32 {fp32_score:.2f} "
-            f"(drop {drop:.2f}, budget {max_drop:.2f}) layers out of int8: {len(result.excluded)}"
-            + (f", latest {extra[-1]}" if extra else "")
+            f"int8 step {len(steps) - 1}: mAP@0.5 {score:.2f} vs fp32 {fp32_score:.2f}, "
+            f"{interval.describe()}, budget {max_drop:.2f} "
+            f"({'upper bound within' if passed else 'upper bound over'}); layers out of int8: "
+            f"{len(result.excluded)}" + (f", latest {extra[-1]}" if extra else "")
         )
         if not ranking and not passed:
             ranking = layer_sensitivity(fp32_path, out_path, calib)
@@ -242,20 +389,14 @@ def int8_with_budget(
         steps=tuple(steps),
         excluded=result.excluded,
         score=score,
-        passed=passed,
+        interval=interval,
+        decision=_verdict(interval, max_drop),
+        images_needed=_needed(interval, max_drop),
         fp32_score=fp32_score,
         max_drop=max_drop,
         method=method,
+        strict=strict,
         sensitivity=tuple(ranking),
         result=result,
     )
-    if not passed:
-        out_path.unlink(missing_ok=True)
-        error = AccuracyBudgetError(
-            f"int8 stays {drop:.2f} mAP@0.5 points below fp32 after {len(steps)} attempts "
-            f"(budget {max_drop:.2f}); raise --int8-max-drop, try another --calib-method, use "
-            f"more representative --calib images, or ship fp16.\n{report.describe()}"
-        )
-        error.report = report  # type: ignore[attr-defined]
-        raise error
-    return report
+    return _finish(report, out_path, log)
