@@ -12,6 +12,7 @@ from torchvision import tv_tensors
 
 from edgeyolo.config import AugmentConfig
 from edgeyolo.data.images import read_rgb
+from edgeyolo.data.mosaic import mosaic4, mosaic_centre_range
 from edgeyolo.data.records import ImageRecord
 from edgeyolo.data.transforms import (
     LetterboxParams,
@@ -30,6 +31,12 @@ class DetectionDataset(Dataset[Sample]):
     ``targets`` float32[N, 5] rows ``(cls, x1, y1, x2, y2)`` in letterboxed pixels.
     ``augment`` None or with ``enabled=False`` gives the evaluation transform (letterbox only).
     ``cache=True`` keeps decoded images in memory (one cache per DataLoader worker process).
+
+    With probability :attr:`mosaic` (``augment.mosaic``; 0 when augmentation is off) a sample
+    is a :func:`~edgeyolo.data.mosaic.mosaic4` of image ``i`` and three others drawn at random,
+    then the same transform. Its draws come from torch's generator, as the v2 transforms' do,
+    and none is made when :attr:`mosaic` is 0. The trainer sets :attr:`mosaic` to 0 for the
+    last ``augment.close_mosaic`` epochs.
     """
 
     def __init__(
@@ -45,6 +52,7 @@ class DetectionDataset(Dataset[Sample]):
         self.augment = augment
         self.cache = cache
         self._images: dict[int, np.ndarray] = {}
+        self.mosaic = augment.mosaic if augment is not None and augment.enabled else 0.0
         if augment is not None and augment.enabled:
             self.transform = train_transforms(img_size, augment)
         else:
@@ -65,18 +73,38 @@ class DetectionDataset(Dataset[Sample]):
 
     def __getitem__(self, i: int) -> Sample:
         i = range(len(self))[i]  # IndexError and negative indices as for a list
-        r = self.records[i]
-        image = tv_tensors.Image(torch.from_numpy(self.load_image(i)).permute(2, 0, 1))
+        if self.mosaic > 0 and float(torch.rand(())) < self.mosaic:
+            array, boxes, classes = self.mosaic_sample(i)
+        else:
+            r = self.records[i]
+            array, boxes, classes = self.load_image(i), r.boxes.copy(), r.classes.copy()
+        image = tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
         target = {
             "boxes": tv_tensors.BoundingBoxes(
-                torch.from_numpy(r.boxes.copy()), format="XYXY", canvas_size=(r.height, r.width)
+                torch.from_numpy(boxes), format="XYXY", canvas_size=tuple(array.shape[:2])
             ),
-            "labels": torch.from_numpy(r.classes.copy()),
+            "labels": torch.from_numpy(classes),
         }
         image, target = self.transform(image, target)
         boxes = target["boxes"].as_subclass(Tensor).float()
         targets = torch.cat([target["labels"].float()[:, None], boxes], dim=1)
         return image.as_subclass(Tensor), targets, i
+
+    def mosaic_sample(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image ``i`` and three others drawn at random (torch's generator), tiled by
+        :func:`~edgeyolo.data.mosaic.mosaic4` around a random point of the canvas's middle half:
+        ``(uint8[S, S, 3], float32[K, 4] xyxy, int64[K])`` at ``S = img_size``."""
+        others = torch.randint(len(self), (3,)).tolist()
+        low, high = mosaic_centre_range(self.img_size)
+        centre = torch.randint(low, high + 1, (2,)).tolist()
+        picks = [i, *others]
+        return mosaic4(
+            [self.load_image(k) for k in picks],
+            [self.records[k].boxes for k in picks],
+            [self.records[k].classes for k in picks],
+            size=self.img_size,
+            centre=(centre[0], centre[1]),
+        )
 
     def letterbox_meta(self, i: int) -> LetterboxParams:
         """``(scale, pad_x, pad_y)`` of image ``i``: map predictions back to original pixels

@@ -18,6 +18,21 @@ from edgeyolo.models.darknet import Darknet53, DarknetTiny
 
 #: Anchors per head (darknet's ``mask`` has three entries per ``[yolo]`` layer).
 NUM_ANCHORS: int = 3
+#: YOLOv5's objectness prior: this many objects per image of :data:`PRIOR_IMG_SIZE` pixels.
+PRIOR_OBJECTS: float = 8.0
+PRIOR_IMG_SIZE: int = 640
+#: YOLOv5's class prior: each class's probability starts near ``0.6 / (C - 0.99)``.
+PRIOR_CLASS_PROB: float = 0.6
+
+
+def bias_priors(stride: int, num_classes: int, img_size: int) -> tuple[float, float]:
+    """The ``(objectness, class)`` bias offsets of a head of ``stride`` (YOLOv5's
+    ``_initialize_biases``): ``log(8 / (img_size / stride) ** 2)`` and
+    ``log(0.6 / (num_classes - 0.99))``; ``(0.0, 0.0)`` for ``img_size`` 0 (no prior)."""
+    if img_size == 0:
+        return 0.0, 0.0
+    obj = math.log(PRIOR_OBJECTS / (img_size / stride) ** 2)
+    return obj, math.log(PRIOR_CLASS_PROB / (num_classes - 0.99))
 
 
 class YOLOStage(nn.Module):
@@ -100,6 +115,9 @@ class YOLOv3(nn.Module):
         anchors: buffer ``float32[S, 3, 2]``, (w, h) in input pixels per head in head order;
             the three largest anchors belong to head 0 (stride 32). Not saved in the
             state dict: ``config`` is the one source of the anchors.
+        bias_prior_size: the image size whose prior the heads' biases were initialised with
+            (:meth:`set_bias_prior`; :data:`PRIOR_IMG_SIZE` from ``__init__``). It describes
+            the initialisation only; loaded weights do not change it.
 
     ``forward(x: [B, 3, H, W]) -> list[Tensor]``: per head ``[B, 3 * (5 + C), H / s, W / s]``,
     coarsest first; H and W any multiples of 32. Per anchor the channels are
@@ -126,7 +144,8 @@ class YOLOv3(nn.Module):
         # AlexeyAB's tools rewrite to 0,1,2, as done here).
         a = torch.tensor(config.resolved_anchors, dtype=torch.float32).view(n, NUM_ANCHORS, 2)
         self.register_buffer("anchors", a.flip(0).contiguous(), persistent=False)
-        self._init_head_biases()
+        self.bias_prior_size = 0
+        self.set_bias_prior(PRIOR_IMG_SIZE)
 
     @property
     def head_convs(self) -> list[nn.Conv2d]:
@@ -134,14 +153,20 @@ class YOLOv3(nn.Module):
         return [stage.head for stage in self.stages]
 
     @torch.no_grad()
-    def _init_head_biases(self) -> None:
-        """Priors for fast convergence (as Ultralytics): objectness ~ 8 objects per
-        ``(640 / s) ** 2`` cells, class probability ~ ``0.6 / (C - 0.99)``."""
+    def set_bias_prior(self, img_size: int) -> None:
+        """Priors for fast convergence (as Ultralytics): shift every head's objectness biases to
+        ~ 8 objects per ``(img_size / s) ** 2`` cells and its class biases to a probability of
+        ~ ``0.6 / (C - 0.99)`` (:func:`bias_priors`), from the prior of
+        :attr:`bias_prior_size` (the random part of torch's init is kept). ``img_size`` 0
+        removes the prior. Meant for freshly built models, before training."""
         c = self.num_classes
         for conv, s in zip(self.head_convs, self.strides, strict=True):
             b = conv.bias.view(self.num_anchors, self.num_outputs_per_anchor)
-            b[:, 4] += math.log(8 / (640 / s) ** 2)
-            b[:, 5:] += math.log(0.6 / (c - 0.99))
+            old_obj, old_cls = bias_priors(s, c, self.bias_prior_size)
+            new_obj, new_cls = bias_priors(s, c, img_size)
+            b[:, 4] += new_obj - old_obj
+            b[:, 5:] += new_cls - old_cls
+        self.bias_prior_size = img_size
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``[B, 3, H, W]`` -> per head ``[B, 3 * (5 + C), H / s, W / s]``, coarsest first."""

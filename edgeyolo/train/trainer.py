@@ -38,6 +38,7 @@ from edgeyolo.models import build_model as build_yolo
 from edgeyolo.models.anchors import anchors_for_boxes
 from edgeyolo.models.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 from edgeyolo.models.darknet_weights import read_darknet
+from edgeyolo.models.yolov3 import PRIOR_IMG_SIZE
 from edgeyolo.train.distributed import all_reduce_sums, init_distributed, shutdown
 from edgeyolo.train.ema import make_ema
 from edgeyolo.train.hooks import (
@@ -48,7 +49,7 @@ from edgeyolo.train.hooks import (
     MetricsWriter,
     ProgressBar,
 )
-from edgeyolo.train.schedule import warmup_cosine
+from edgeyolo.train.schedule import mosaic_probability, multi_scale_sizes, warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -279,8 +280,11 @@ class Trainer:
         global generator, seeded by then). An override must return a module with the
         attributes the loss and hooks read: ``anchors``, ``strides``, ``num_classes`` and a
         ``backbone`` submodule (for ``freeze_epochs``), as :func:`edgeyolo.models.build_model`'s
-        models have."""
-        return build_yolo(self.model_config)
+        models have. The heads' bias prior is for ``cfg.bias_prior_size`` (0: none)."""
+        model = build_yolo(self.model_config)
+        if self.cfg.bias_prior_size != PRIOR_IMG_SIZE:
+            model.set_bias_prior(self.cfg.bias_prior_size)
+        return model
 
     def _prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """SyncBatchNorm (``cfg.sync_bn``), the device, ``cfg.pretrained`` weights (not on
@@ -309,15 +313,22 @@ class Trainer:
 
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         """``cfg.optimizer`` (SGD with Nesterov momentum, AdamW or Adam) at ``cfg.lr_init``, in
-        two groups: weights with ``cfg.weight_decay``, biases and norm parameters without."""
+        two groups: weights with ``cfg.weight_decay``, biases and norm parameters without. With
+        ``cfg.warmup_bias_lr`` the biases are a third group (last), whose warmup starts there."""
         cfg = self.cfg
-        params_decay, params_no_decay = [], []
+        params_decay, params_no_decay, biases = [], [], []
         for n, p in model.named_parameters():
-            (params_no_decay if p.ndim <= 1 or n.endswith(".bias") else params_decay).append(p)
+            if cfg.warmup_bias_lr > 0 and n.endswith(".bias"):
+                biases.append(p)
+            else:
+                no_decay = p.ndim <= 1 or n.endswith(".bias")
+                (params_no_decay if no_decay else params_decay).append(p)
         groups = [
             {"params": params_decay, "weight_decay": cfg.weight_decay},
             {"params": params_no_decay, "weight_decay": 0.0},
         ]
+        if biases:
+            groups.append({"params": biases, "weight_decay": 0.0})
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=cfg.lr_init, momentum=cfg.momentum, nesterov=True)
         if cfg.optimizer == "adamw":
@@ -326,11 +337,17 @@ class Trainer:
 
     def build_schedule(self, optimizer: torch.optim.Optimizer) -> LRScheduler:
         """Linear warmup over ``cfg.warmup_epochs``, then cosine decay to ``cfg.lr_end``,
-        stepped once per step for ``steps_per_epoch * cfg.epochs`` steps."""
+        stepped once per step for ``steps_per_epoch * cfg.epochs`` steps; the bias group (if
+        :meth:`build_optimizer` made one) warms up from ``cfg.warmup_bias_lr``."""
         total = self.steps_per_epoch * self.cfg.epochs
         warmup = round(self.cfg.warmup_epochs * self.steps_per_epoch)
+        starts = {2: self.cfg.warmup_bias_lr} if len(optimizer.param_groups) == 3 else None
         return warmup_cosine(
-            optimizer, total_steps=total, warmup_steps=warmup, lr_end=self.cfg.lr_end
+            optimizer,
+            total_steps=total,
+            warmup_steps=warmup,
+            lr_end=self.cfg.lr_end,
+            warmup_start=starts,
         )
 
     def build_ema(self, model: torch.nn.Module) -> AveragedModel | None:
@@ -380,9 +397,13 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def _loader(self, epoch: int) -> DataLoader:
-
-        # Each epoch's shuffling and augmentation are a function of (seed, epoch) alone, so a run
-        # resumed from last.pt sees exactly what an uninterrupted run would have seen.
+        """The epoch's loader; sets the dataset's mosaic probability for ``epoch`` (0 in the last
+        ``cfg.augment.close_mosaic`` epochs)."""
+        if isinstance(self.dataset, DetectionDataset):
+            self.dataset.mosaic = mosaic_probability(self.cfg.augment, epoch, self.cfg.epochs)
+        # Each epoch's shuffling and augmentation (multi-scale sizes too) are a function of
+        # (seed, epoch) alone, so a run resumed from last.pt sees exactly what an uninterrupted
+        # run would have seen.
         torch.manual_seed(self.cfg.seed + 1000003 * epoch)
         g = torch.Generator().manual_seed(self.cfg.seed + epoch)
         sampler = None
@@ -411,12 +432,10 @@ class Trainer:
     def _multi_scale(
         self, images: torch.Tensor, targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = self.cfg.multi_scale_range
-        size = self.cfg.img_size
-        # multiples of 32 inside [lo * size, hi * size] (at least one: size itself)
-        first = max(32, math.ceil(size * lo / 32) * 32)
-        choices = list(range(first, int(size * hi) // 32 * 32 + 1, 32)) or [size]
-        new = random.choice(choices)
+        """``images`` and ``targets`` resized to a size drawn (torch's generator) from
+        :func:`~edgeyolo.train.schedule.multi_scale_sizes` of ``cfg.multi_scale_range``."""
+        choices = multi_scale_sizes(self.cfg.img_size, self.cfg.multi_scale_range)
+        new = choices[int(torch.randint(len(choices), ()))]
         if new == images.shape[-1]:
             return images, targets
         scale = new / images.shape[-1]
@@ -604,9 +623,24 @@ class Trainer:
             + ", "
             f"{cfg.epochs} epochs, {cfg.optimizer} "
             f"lr {cfg.lr_init:g}->{cfg.lr_end:g}, warmup {cfg.warmup_epochs:g} epochs"
-            f"{', AMP' if self.amp else ''} | anchors "
+            f"{', AMP' if self.amp else ''}{self._recipe_notes()} | anchors "
             + " ".join(f"{w:.0f},{h:.0f}" for w, h in self.model_config.resolved_anchors)
         )
+
+    def _recipe_notes(self) -> str:
+        """The small-data options that are on, for the opening line (empty when none is)."""
+        cfg, aug = self.cfg, self.cfg.augment
+        notes = []
+        if aug.enabled and aug.mosaic > 0:
+            close = f", off for the last {aug.close_mosaic}" if aug.close_mosaic else ""
+            notes.append(f"mosaic {aug.mosaic:g}{close}")
+        if cfg.multi_scale:
+            notes.append("multi-scale " + "-".join(f"{v:g}x" for v in cfg.multi_scale_range))
+        if cfg.bias_prior_size != PRIOR_IMG_SIZE:
+            notes.append(f"bias prior {cfg.bias_prior_size or 'off'}")
+        if cfg.warmup_bias_lr > 0:
+            notes.append(f"warmup bias lr {cfg.warmup_bias_lr:g}")
+        return "".join(f", {n}" for n in notes)
 
     def _epoch_line(self, result: EpochResult) -> str:
         val = (

@@ -203,9 +203,12 @@ def test_multi_scale_resizes_images_and_boxes_together(mnist_small_yaml, tmp_pat
     trainer = Trainer(cfg, progress=False)
     images, targets, _ = collate([trainer.dataset[i] for i in range(2)])
     sizes = []
-    monkeypatch.setattr("random.choice", lambda options: sizes.append(options) or 128)
+    monkeypatch.setattr(
+        "edgeyolo.train.trainer.multi_scale_sizes",
+        lambda size, scale_range: sizes.append((size, scale_range)) or [128],
+    )
     big, scaled = trainer._multi_scale(images, targets)
-    assert sizes[0] == [64, 96, 128]  # multiples of 32 within 0.5x..1.5x of 96
+    assert sizes == [(96, (0.5, 1.5))]  # the sizes are drawn from multi_scale_sizes(96, range)
     assert big.shape[-2:] == (128, 128)
     torch.testing.assert_close(scaled[:, 2:], targets[:, 2:] * (128 / 96))
     torch.testing.assert_close(scaled[:, :2], targets[:, :2])
