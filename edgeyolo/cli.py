@@ -114,6 +114,14 @@ def _cli_errors() -> Iterator[None]:
 def data_mnist(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write the dataset into.")],
     n_train: Annotated[int, typer.Option("--train", help="Number of training images.")] = 1000,
+    n_val: Annotated[
+        int,
+        typer.Option(
+            "--val",
+            help="Number of validation images, from MNIST's validation digits (0: no val "
+            "split; data.yaml's val is then the test split).",
+        ),
+    ] = 200,
     n_test: Annotated[int, typer.Option("--test", help="Number of test images.")] = 200,
     size: Annotated[int, typer.Option(help="Canvas size in pixels (square).")] = 416,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -126,18 +134,28 @@ def data_mnist(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a data set already in OUT.")] = False,
 ) -> None:
-    """MNIST-detection from real MNIST digits (the seed tutorial's recipe)."""
+    """MNIST-detection from real MNIST digits (the seed tutorial's recipe): train / val / test."""
     with _cli_errors():
         path = _MNIST.build_mnist_detection(
             out,
             n_train=n_train,
+            n_val=n_val,
             n_test=n_test,
             size=size,
             seed=seed,
             source=source,
             overwrite=overwrite,
         )
-    console.print(f"wrote {n_train} train / {n_test} test images; dataset: [bold]{path}[/]")
+    console.print(
+        f"wrote {n_train} train / {n_val} val / {n_test} test images; dataset: [bold]{path}[/]"
+    )
+    if n_val == 0:
+        err_console.print(
+            "[yellow]warning:[/] --val 0: data.yaml's val is the test split, so best.pt and the "
+            "int8 gate are chosen on the test images",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command(cls=_Command)
@@ -190,8 +208,26 @@ def train(
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights.")] = True,
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
     multi_scale: Annotated[bool, typer.Option(help="Random input size per step.")] = False,
+    multi_scale_range: Annotated[
+        tuple[float, float],
+        typer.Option(help="Multi-scale sizes: multiples of 32 in LOW..HIGH x img-size."),
+    ] = (0.75, 1.25),
     augment: Annotated[bool, typer.Option(help="Affine + colour augmentation.")] = True,
     hflip: Annotated[float, typer.Option(help="Horizontal flip probability.")] = 0.0,
+    mosaic: Annotated[
+        float, typer.Option(help="Probability of a 4-image mosaic per training sample.")
+    ] = 0.0,
+    close_mosaic: Annotated[int, typer.Option(help="Turn mosaic off for the last N epochs.")] = 0,
+    bias_prior_size: Annotated[
+        int,
+        typer.Option(
+            help="Image size of the heads' objectness prior, 8 objects per image (0: none)."
+        ),
+    ] = 640,
+    warmup_bias_lr: Annotated[
+        float,
+        typer.Option(help="Biases' lr at the warmup's start, falling to --lr (0: off)."),
+    ] = 0.0,
     grad_clip: Annotated[
         float,
         typer.Option(help="Max gradient norm (0: off; the summed loss has norms in the hundreds)."),
@@ -236,6 +272,9 @@ def train(
             amp=amp,
             grad_clip=grad_clip,
             multi_scale=multi_scale,
+            multi_scale_range=multi_scale_range,
+            bias_prior_size=bias_prior_size,
+            warmup_bias_lr=warmup_bias_lr,
             eval_interval=eval_interval,
             seed=seed,
             anchors=anchors,
@@ -252,7 +291,9 @@ def train(
                 lambda_cls=lambda_cls,
                 ignore_thresh=ignore_thresh,
             ),
-            augment=AugmentConfig(enabled=augment, hflip=hflip),
+            augment=AugmentConfig(
+                enabled=augment, hflip=hflip, mosaic=mosaic, close_mosaic=close_mosaic
+            ),
         )
         result = _TRAINER.train(cfg, resume=resume, progress=progress, console=console)
     console.print(
@@ -468,8 +509,20 @@ def export_cmd(
     ] = None,
     val_split: Annotated[str, typer.Option(help="Split of --data that the gate scores.")] = "val",
     int8_max_drop: Annotated[
-        float, typer.Option(help="Allowed mAP@0.5 loss of INT8 against fp32, in points.")
+        float,
+        typer.Option(
+            help="Allowed mAP@0.5 loss of INT8 against fp32, in points: the gate passes when the "
+            "upper bound of the loss's 95% bootstrap interval over the --data images is within it."
+        ),
     ] = 1.0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Fail when the int8 gate's set is too small to decide (the loss is within "
+            "--int8-max-drop, its interval's upper bound is not); default: warn and keep int8.",
+        ),
+    ] = False,
     quantize_heads: Annotated[
         bool, typer.Option(help="Quantize the heads' last convolutions too.")
     ] = False,
@@ -569,6 +622,7 @@ def export_cmd(
             calib_method=calib_method,
             calib_images=calib_images,
             int8_max_drop=int8_max_drop,
+            int8_strict=strict,
             quantize_heads=quantize_heads,
             int8_placement=int8_placement,
             int8_reduce_range=int8_reduce_range,
@@ -592,6 +646,22 @@ def export_cmd(
         p = checks.get(a["precision"]) if a["kind"] == "onnx" else a.get("parity_vs_torch")
         table.add_row(a["file"], a["precision"], f"{a['bytes'] / 1e6:.1f}", _parity_cell(p, conf))
     console.print(table)
+    for a in manifest["artifacts"]:
+        if a.get("gate"):
+            console.print(_gate_line(a["gate"]))
+
+
+def _gate_line(g: dict[str, Any]) -> str:
+    """The int8 gate's drop, interval and decision, from the manifest's gate record."""
+    needed = g.get("images_needed")
+    undecided = (
+        f", about {needed} images would decide" if g["decision"] == "undecided" and needed else ""
+    )
+    return (
+        f"int8 gate ({g['n_images']} {g['split']} images): mAP@0.5 drop {g['drop']:.2f} points, "
+        f"{100 * g['level']:g}% interval {g['low']:.2f} to {g['high']:.2f}, budget "
+        f"{g['max_drop']:.2f}: {g['decision']}{undecided}"
+    )
 
 
 def _parity_cell(p: dict[str, Any] | None, conf: float) -> str:

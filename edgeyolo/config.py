@@ -131,9 +131,11 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training augmentation (torchvision.transforms.v2).
+    """Training augmentation (torchvision.transforms.v2, and :mod:`edgeyolo.data.mosaic`).
 
-    Flips are off by default: digits are not symmetric.
+    Flips are off by default: digits are not symmetric. ``mosaic`` is the probability that a
+    training sample is a 4-image mosaic (0: never); ``close_mosaic`` turns mosaic off for the last
+    that many epochs (Ultralytics' ``close_mosaic``), so that training ends on whole images.
     """
 
     hflip: float = 0.0
@@ -146,6 +148,14 @@ class AugmentConfig:
     saturation: float = 0.2
     hue: float = 0.0
     enabled: bool = True
+    mosaic: float = 0.0
+    close_mosaic: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mosaic <= 1.0:
+            raise ConfigError(f"--mosaic is a probability in [0, 1], got {self.mosaic}")
+        if self.close_mosaic < 0:
+            raise ConfigError(f"--close-mosaic must be >= 0 epochs, got {self.close_mosaic}")
 
 
 @dataclass(frozen=True)
@@ -172,6 +182,12 @@ class TrainConfig:
     channels_last: bool = True
     multi_scale: bool = False
     multi_scale_range: tuple[float, float] = (0.75, 1.25)
+    #: the image size of the heads' objectness prior, 8 objects per image (YOLOv5's 640);
+    #: 0: no prior (torch's default bias init); see ``YOLOv3.set_bias_prior``.
+    bias_prior_size: int = 640
+    #: the biases' learning rate at the first warmup step, falling linearly to ``lr_init`` by the
+    #: warmup's end (YOLOv5's ``warmup_bias_lr``); 0: the biases warm up like the weights.
+    warmup_bias_lr: float = 0.0
     eval_interval: int = 1
     conf_thres: float = EVAL_CONF_THRES
     iou_thres: float = EVAL_IOU_THRES
@@ -202,6 +218,20 @@ class TrainConfig:
             raise ConfigError(
                 f"--eval-img-size must be a positive multiple of 32, got {self.eval_img_size}"
             )
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        """The small-data options: multi-scale range, bias prior size, bias warmup lr."""
+        lo, hi = self.multi_scale_range
+        if not 0.0 < lo <= hi:
+            raise ConfigError(f"--multi-scale-range LOW HIGH needs 0 < LOW <= HIGH, got {lo} {hi}")
+        if self.bias_prior_size < 0:
+            raise ConfigError(
+                f"--bias-prior-size must be an image size in pixels (0: no prior), "
+                f"got {self.bias_prior_size}"
+            )
+        if self.warmup_bias_lr < 0:
+            raise ConfigError(f"--warmup-bias-lr must be >= 0, got {self.warmup_bias_lr}")
 
     @property
     def infer_size(self) -> int:
@@ -304,6 +334,9 @@ class ExportConfig:
     calib_method: str = "percentile"
     calib_images: int | None = 256
     int8_max_drop: float = 1.0
+    #: Fail the export when the int8 gate cannot decide (the drop is within ``int8_max_drop`` but
+    #: its bootstrap interval's upper bound is not); without it the gate warns and keeps the graph.
+    int8_strict: bool = False
     quantize_heads: bool = False
     int8_placement: str = "tensorrt"
     int8_reduce_range: bool | None = None
@@ -350,6 +383,11 @@ class ExportConfig:
             )
         if self.int8_max_drop < 0:
             raise ConfigError(f"--int8-max-drop must be >= 0 points, got {self.int8_max_drop}")
+        if self.int8_strict and not (self.int8 and self.data):
+            raise ConfigError(
+                "--strict holds the int8 accuracy gate to its interval; the gate runs only with "
+                "--int8 and --data: add them, or drop --strict"
+            )
         if self.val_split not in ("train", "val", "test"):
             raise ConfigError(f"--val-split must be train, val or test, got {self.val_split!r}")
         self._check_int8_target()
