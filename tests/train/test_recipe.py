@@ -23,20 +23,7 @@ from edgeyolo.train.schedule import (
     warmup_cosine,
 )
 from edgeyolo.train.trainer import Trainer
-
-
-def _cfg(data, out, **kw) -> TrainConfig:
-    base = dict(
-        data=str(data),
-        out=str(out),
-        img_size=96,
-        epochs=2,
-        batch=3,
-        workers=0,
-        warmup_epochs=0.5,
-        tensorboard=False,
-    )
-    return TrainConfig(**(base | kw))
+from tests.train.test_trainer import _cfg  # the one small-training config of these tests
 
 
 # ------------------------------------------------------------------ mosaic schedule
