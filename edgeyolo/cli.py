@@ -218,6 +218,9 @@ def train(
         float, typer.Option(help="Probability of a 4-image mosaic per training sample.")
     ] = 0.0,
     close_mosaic: Annotated[int, typer.Option(help="Turn mosaic off for the last N epochs.")] = 0,
+    close_aug: Annotated[
+        int, typer.Option(help="Turn all augmentation off for the last N epochs.")
+    ] = 0,
     bias_prior_size: Annotated[
         int,
         typer.Option(
@@ -292,7 +295,11 @@ def train(
                 ignore_thresh=ignore_thresh,
             ),
             augment=AugmentConfig(
-                enabled=augment, hflip=hflip, mosaic=mosaic, close_mosaic=close_mosaic
+                enabled=augment,
+                hflip=hflip,
+                mosaic=mosaic,
+                close_mosaic=close_mosaic,
+                close_aug=close_aug,
             ),
         )
         result = _TRAINER.train(cfg, resume=resume, progress=progress, console=console)

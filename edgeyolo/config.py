@@ -135,7 +135,9 @@ class AugmentConfig:
 
     Flips are off by default: digits are not symmetric. ``mosaic`` is the probability that a
     training sample is a 4-image mosaic (0: never); ``close_mosaic`` turns mosaic off for the last
-    that many epochs (Ultralytics' ``close_mosaic``), so that training ends on whole images.
+    that many epochs (Ultralytics' ``close_mosaic``), so that training ends on whole images;
+    ``close_aug`` turns all augmentation off for the last that many epochs (YOLOX's
+    ``no_aug_epochs``), so that training ends on the images as the evaluation sees them.
     """
 
     hflip: float = 0.0
@@ -150,12 +152,15 @@ class AugmentConfig:
     enabled: bool = True
     mosaic: float = 0.0
     close_mosaic: int = 0
+    close_aug: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mosaic <= 1.0:
             raise ConfigError(f"--mosaic is a probability in [0, 1], got {self.mosaic}")
         if self.close_mosaic < 0:
             raise ConfigError(f"--close-mosaic must be >= 0 epochs, got {self.close_mosaic}")
+        if self.close_aug < 0:
+            raise ConfigError(f"--close-aug must be >= 0 epochs, got {self.close_aug}")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from edgeyolo.config import AugmentConfig
 from edgeyolo.data.images import read_rgb
@@ -36,7 +37,8 @@ class DetectionDataset(Dataset[Sample]):
     is a :func:`~edgeyolo.data.mosaic.mosaic4` of image ``i`` and three others drawn at random,
     then the same transform. Its draws come from torch's generator, as the v2 transforms' do,
     and none is made when :attr:`mosaic` is 0. The trainer sets :attr:`mosaic` to 0 for the
-    last ``augment.close_mosaic`` epochs.
+    last ``augment.close_mosaic`` epochs, and :attr:`augmenting` to False (the evaluation
+    transform, no mosaic) for the last ``augment.close_aug``.
     """
 
     def __init__(
@@ -53,10 +55,19 @@ class DetectionDataset(Dataset[Sample]):
         self.cache = cache
         self._images: dict[int, np.ndarray] = {}
         self.mosaic = augment.mosaic if augment is not None and augment.enabled else 0.0
-        if augment is not None and augment.enabled:
-            self.transform = train_transforms(img_size, augment)
-        else:
-            self.transform = eval_transforms(img_size)
+        self._eval_transform = eval_transforms(img_size)
+        self._train_transform = (
+            train_transforms(img_size, augment)
+            if augment is not None and augment.enabled
+            else self._eval_transform
+        )
+        self.augmenting = True
+
+    @property
+    def transform(self) -> v2.Compose:
+        """The training transform while :attr:`augmenting` (and augmentation is on), else the
+        evaluation transform (letterbox only)."""
+        return self._train_transform if self.augmenting else self._eval_transform
 
     def __len__(self) -> int:
         return len(self.records)
@@ -73,7 +84,7 @@ class DetectionDataset(Dataset[Sample]):
 
     def __getitem__(self, i: int) -> Sample:
         i = range(len(self))[i]  # IndexError and negative indices as for a list
-        if self.mosaic > 0 and float(torch.rand(())) < self.mosaic:
+        if self.augmenting and self.mosaic > 0 and float(torch.rand(())) < self.mosaic:
             array, boxes, classes = self.mosaic_sample(i)
         else:
             r = self.records[i]

@@ -8,7 +8,8 @@ from a higher lr instead of 0 (YOLOv5's ``warmup_bias_lr``):
 ``lr = start + (lr_init - start) * step / warmup_steps``.
 
 Also the input sizes of multi-scale training (:func:`multi_scale_sizes`) and the mosaic
-probability of each epoch (:func:`mosaic_probability`).
+probability of each epoch (:func:`mosaic_probability`) and whether it is augmented at all
+(:func:`augmenting`).
 """
 
 from __future__ import annotations
@@ -106,9 +107,15 @@ def multi_scale_sizes(size: int, scale_range: tuple[float, float]) -> list[int]:
     return list(range(first, int(size * high) // 32 * 32 + 1, 32)) or [size]
 
 
+def augmenting(aug: AugmentConfig, epoch: int, epochs: int) -> bool:
+    """Whether 0-based ``epoch`` of a run of ``epochs`` is augmented: ``aug.enabled``, but not
+    in the last ``aug.close_aug`` epochs."""
+    return aug.enabled and epoch < epochs - aug.close_aug
+
+
 def mosaic_probability(aug: AugmentConfig, epoch: int, epochs: int) -> float:
     """The mosaic probability of 0-based ``epoch`` of a run of ``epochs``: ``aug.mosaic``, but 0
-    in the last ``aug.close_mosaic`` epochs and when augmentation is off."""
-    if not aug.enabled or epoch >= epochs - aug.close_mosaic:
+    in the last ``aug.close_mosaic`` epochs and whenever :func:`augmenting` is False."""
+    if not augmenting(aug, epoch, epochs) or epoch >= epochs - aug.close_mosaic:
         return 0.0
     return aug.mosaic

@@ -49,7 +49,12 @@ from edgeyolo.train.hooks import (
     MetricsWriter,
     ProgressBar,
 )
-from edgeyolo.train.schedule import mosaic_probability, multi_scale_sizes, warmup_cosine
+from edgeyolo.train.schedule import (
+    augmenting,
+    mosaic_probability,
+    multi_scale_sizes,
+    warmup_cosine,
+)
 
 
 @dataclass(frozen=True)
@@ -398,9 +403,11 @@ class Trainer:
 
     def _loader(self, epoch: int) -> DataLoader:
         """The epoch's loader; sets the dataset's mosaic probability for ``epoch`` (0 in the last
-        ``cfg.augment.close_mosaic`` epochs)."""
+        ``cfg.augment.close_mosaic`` epochs) and whether it augments (not in the last
+        ``cfg.augment.close_aug``)."""
         if isinstance(self.dataset, DetectionDataset):
             self.dataset.mosaic = mosaic_probability(self.cfg.augment, epoch, self.cfg.epochs)
+            self.dataset.augmenting = augmenting(self.cfg.augment, epoch, self.cfg.epochs)
         # Each epoch's shuffling and augmentation (multi-scale sizes too) are a function of
         # (seed, epoch) alone, so a run resumed from last.pt sees exactly what an uninterrupted
         # run would have seen.
@@ -634,6 +641,8 @@ class Trainer:
         if aug.enabled and aug.mosaic > 0:
             close = f", off for the last {aug.close_mosaic}" if aug.close_mosaic else ""
             notes.append(f"mosaic {aug.mosaic:g}{close}")
+        if aug.enabled and aug.close_aug:
+            notes.append(f"augmentation off for the last {aug.close_aug} epochs")
         if cfg.multi_scale:
             notes.append("multi-scale " + "-".join(f"{v:g}x" for v in cfg.multi_scale_range))
         if cfg.bias_prior_size != PRIOR_IMG_SIZE:

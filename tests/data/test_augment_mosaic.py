@@ -178,3 +178,18 @@ def test_dataset_mosaic_is_drawn_with_its_probability_and_switched_off(tmp_path)
     assert all(torch.equal(ds[k][0], plain[k]) for k in range(4))
     disabled = AugmentConfig(enabled=False, mosaic=1.0)
     assert DetectionDataset(records, img_size=64, augment=disabled).mosaic == 0.0
+
+
+def test_dataset_not_augmenting_gives_the_evaluation_samples(tmp_path):
+    """``augmenting = False`` (the trainer's close_aug): no mosaic and no affine or colour
+    change, every sample equal to the evaluation dataset's; True again: augmented again."""
+    records = _records(tmp_path)
+    plain = DetectionDataset(records, img_size=64)
+    ds = DetectionDataset(records, img_size=64, augment=AugmentConfig(mosaic=1.0))
+    ds.augmenting = False
+    for i in range(len(records)):
+        torch.testing.assert_close(ds[i][0], plain[i][0], rtol=0, atol=0)
+        torch.testing.assert_close(ds[i][1], plain[i][1], rtol=0, atol=0)
+    ds.augmenting = True
+    torch.manual_seed(0)
+    assert not torch.equal(ds[0][0], plain[0][0])

@@ -17,6 +17,7 @@ from edgeyolo.models.checkpoint import load_checkpoint
 from edgeyolo.models.yolov3 import bias_priors
 from edgeyolo.train.hooks import Hook
 from edgeyolo.train.schedule import (
+    augmenting,
     expected_lr,
     mosaic_probability,
     multi_scale_sizes,
@@ -35,14 +36,26 @@ def test_mosaic_probability_follows_close_mosaic():
     assert mosaic_probability(AugmentConfig(mosaic=0.5, close_mosaic=9), 0, 5) == 0.0
 
 
+def test_augmenting_follows_close_aug_and_closes_mosaic_with_it():
+    aug = AugmentConfig(close_aug=2)
+    assert [augmenting(aug, e, 5) for e in range(5)] == [True, True, True, False, False]
+    assert augmenting(AugmentConfig(), 4, 5)  # close_aug 0: augmented to the end
+    assert not augmenting(AugmentConfig(enabled=False), 0, 5)
+    assert not augmenting(AugmentConfig(close_aug=9), 0, 5)
+    mosaic = AugmentConfig(mosaic=0.8, close_aug=1)  # close_mosaic 0, but no mosaic unaugmented
+    assert [mosaic_probability(mosaic, e, 3) for e in range(3)] == [0.8, 0.8, 0.0]
+
+
 class _Seen(Hook):
-    """Records the dataset's mosaic probability at each step."""
+    """Records the dataset's mosaic probability and whether it augments, at each step."""
 
     def __init__(self):
         self.mosaic: list[float] = []
+        self.augmenting: list[bool] = []
 
     def after_step(self, trainer, metrics):
         self.mosaic.append(trainer.dataset.mosaic)
+        self.augmenting.append(trainer.dataset.augmenting)
 
 
 def test_trainer_turns_mosaic_off_for_the_last_epochs_and_saves_the_options(
@@ -63,20 +76,39 @@ def test_trainer_turns_mosaic_off_for_the_last_epochs_and_saves_the_options(
     seen = _Seen()
     Trainer(cfg, hooks=[seen], progress=False).train()
     assert seen.mosaic == [1.0, 1.0, 0.0, 0.0]
+    assert seen.augmenting == [True] * 4  # close_aug 0: augmented to the end
     saved = load_checkpoint(tmp_path / "last.pt")["train"]
     assert saved["augment"]["mosaic"] == 1.0 and saved["augment"]["close_mosaic"] == 1
     assert train_config_from_dict(saved) == cfg
+
+
+def test_trainer_turns_augmentation_off_for_the_last_epochs(mnist_small_yaml, tmp_path):
+    """close_aug 1 of 2 epochs: the second epoch's samples are the evaluation transform's (and
+    no mosaic, though close_mosaic is 0); the option is saved in last.pt's config."""
+    cfg = _cfg(
+        mnist_small_yaml, tmp_path, augment=AugmentConfig(mosaic=1.0, close_aug=1), eval_interval=2
+    )
+    seen = _Seen()
+    trainer = Trainer(cfg, hooks=[seen], progress=False)
+    trainer.train()
+    assert seen.augmenting == [True, True, False, False]
+    assert seen.mosaic == [1.0, 1.0, 0.0, 0.0]
+    plain = trainer.dataset.transform
+    trainer.dataset.augmenting = True
+    assert trainer.dataset.transform is not plain  # the training transform is back
+    saved = load_checkpoint(tmp_path / "last.pt")["train"]
+    assert train_config_from_dict(saved).augment.close_aug == 1
 
 
 def test_a_checkpoint_config_without_the_new_options_reads_as_the_old_recipe():
     old = dataclasses.asdict(TrainConfig(data="d.yaml"))
     for key in ("bias_prior_size", "warmup_bias_lr"):
         del old[key]
-    for key in ("mosaic", "close_mosaic"):
+    for key in ("mosaic", "close_mosaic", "close_aug"):
         del old["augment"][key]
     cfg = train_config_from_dict(old)
     assert (cfg.bias_prior_size, cfg.warmup_bias_lr) == (640, 0.0)
-    assert (cfg.augment.mosaic, cfg.augment.close_mosaic) == (0.0, 0)
+    assert (cfg.augment.mosaic, cfg.augment.close_mosaic, cfg.augment.close_aug) == (0.0, 0, 0)
 
 
 # ------------------------------------------------------------------ bias prior
@@ -226,7 +258,12 @@ def test_train_config_checks_the_recipe_options(kw, flag):
 
 
 @pytest.mark.parametrize(
-    ("kw", "flag"), [(dict(mosaic=1.5), "--mosaic"), (dict(close_mosaic=-1), "--close-mosaic")]
+    ("kw", "flag"),
+    [
+        (dict(mosaic=1.5), "--mosaic"),
+        (dict(close_mosaic=-1), "--close-mosaic"),
+        (dict(close_aug=-1), "--close-aug"),
+    ],
 )
 def test_augment_config_checks_mosaic_options(kw, flag):
     with pytest.raises(ConfigError, match=flag):
@@ -242,12 +279,13 @@ def test_train_command_passes_the_recipe_options(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli, "_TRAINER", SimpleNamespace(train=fake_train))
     args = ["train", "--data", str(tmp_path / "d.yaml"), "--mosaic", "0.7", "--close-mosaic", "2"]
+    args += ["--close-aug", "3"]
     args += ["--bias-prior-size", "320", "--warmup-bias-lr", "0.05"]
     args += ["--multi-scale", "--multi-scale-range", "0.5", "1.5"]
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     cfg = got[0]
-    assert (cfg.augment.mosaic, cfg.augment.close_mosaic) == (0.7, 2)
+    assert (cfg.augment.mosaic, cfg.augment.close_mosaic, cfg.augment.close_aug) == (0.7, 2, 3)
     assert (cfg.bias_prior_size, cfg.warmup_bias_lr) == (320, 0.05)
     assert cfg.multi_scale and cfg.multi_scale_range == (0.5, 1.5)
     bad = CliRunner().invoke(cli.app, ["train", "--data", "d.yaml", "--mosaic", "2"])
