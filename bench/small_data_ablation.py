@@ -79,6 +79,60 @@ def _multi_scale(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, multi_scale=True, multi_scale_range=(0.5, 1.5))
 
 
+def _batch4(cfg: TrainConfig) -> TrainConfig:
+    """Batch 4 instead of 8: twice the optimizer steps in the same epochs."""
+    return dataclasses.replace(cfg, batch=4)
+
+
+def _batch2(cfg: TrainConfig) -> TrainConfig:
+    """Batch 2 instead of 8: four times the optimizer steps in the same epochs."""
+    return dataclasses.replace(cfg, batch=2)
+
+
+def _lr_half(cfg: TrainConfig) -> TrainConfig:
+    """Half the default peak learning rate (5e-4)."""
+    return dataclasses.replace(cfg, lr_init=cfg.lr_init / 2)
+
+
+def _warmup_long(cfg: TrainConfig) -> TrainConfig:
+    """Four epochs of warmup instead of two."""
+    return dataclasses.replace(cfg, warmup_epochs=4.0)
+
+
+def _no_ema(cfg: TrainConfig) -> TrainConfig:
+    """No EMA: the raw weights are scored."""
+    return dataclasses.replace(cfg, ema=False)
+
+
+def _light_aug(cfg: TrainConfig) -> TrainConfig:
+    """Lighter augmentation: scale 0.9-1.1, translate 0.05, no colour jitter."""
+    aug = dataclasses.replace(
+        cfg.augment,
+        scale=(0.9, 1.1),
+        translate=0.05,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+    )
+    return dataclasses.replace(cfg, augment=aug)
+
+
+def _no_aug(cfg: TrainConfig) -> TrainConfig:
+    """No augmentation at all (letterboxed images as they are)."""
+    return dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, enabled=False))
+
+
+def _close_aug(cfg: TrainConfig) -> TrainConfig:
+    """Augmentation off for the last third of the epochs (YOLOX's no_aug_epochs)."""
+    aug = dataclasses.replace(cfg.augment, close_aug=max(1, cfg.epochs // 3))
+    return dataclasses.replace(cfg, augment=aug)
+
+
+def _sgd(cfg: TrainConfig) -> TrainConfig:
+    """YOLOv5's optimizer: SGD, Nesterov momentum 0.937, lr 0.01, weight decay 5e-4."""
+    return dataclasses.replace(cfg, optimizer="sgd", lr_init=0.01, weight_decay=5e-4)
+
+
 CHANGES: dict[str, Change] = {
     "mosaic": _mosaic,
     "bias_prior": _bias_prior,
@@ -86,6 +140,15 @@ CHANGES: dict[str, Change] = {
     "warmup_bias": _warmup_bias,
     "lr2x": _lr2x,
     "multi_scale": _multi_scale,
+    "batch4": _batch4,
+    "batch2": _batch2,
+    "lr_half": _lr_half,
+    "warmup_long": _warmup_long,
+    "no_ema": _no_ema,
+    "light_aug": _light_aug,
+    "no_aug": _no_aug,
+    "sgd": _sgd,
+    "close_aug": _close_aug,
 }
 
 
@@ -98,8 +161,25 @@ def _all(cfg: TrainConfig) -> TrainConfig:
 ROWS: dict[str, Change] = {"baseline": lambda cfg: cfg, **CHANGES, "all": _all}
 
 
+def change_for(row: str) -> Change:
+    """The row's change: a name in ``ROWS``, or changes joined by ``+`` (applied in order)."""
+    parts = row.split("+")
+    unknown = [p for p in parts if p not in ROWS]
+    if unknown:
+        raise KeyError(f"unknown rows {unknown}; choose from {', '.join(ROWS)}, or join them by +")
+
+    def combined(cfg: TrainConfig) -> TrainConfig:
+        for part in parts:
+            cfg = ROWS[part](cfg)
+        return cfg
+
+    return combined
+
+
 def describe(row: str) -> str:
-    """The row's change in words (its function's docstring)."""
+    """The row's change in words (its function's docstring; a ``+`` row: its parts')."""
+    if "+" in row:
+        return "; ".join(describe(part).rstrip(".") for part in row.split("+"))
     if row == "baseline":
         return "edgeyolo train defaults"
     if row == "all":
@@ -146,7 +226,7 @@ def run_one(row: str, seed: int, a: argparse.Namespace, data_yaml: Path) -> dict
         eval_interval=a.epochs,  # the last epoch only: nothing is chosen on val
         tensorboard=False,
     )
-    cfg = ROWS[row](base)
+    cfg = change_for(row)(base)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     result = train(cfg, progress=False)
@@ -196,7 +276,11 @@ def markdown(runs: list[dict[str, object]]) -> str:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of: {', '.join(ROWS)}")
+    p.add_argument(
+        "--rows",
+        default=",".join(ROWS),
+        help=f"comma-separated, of: {', '.join(ROWS)}; a+b is a and b together",
+    )
     p.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -207,9 +291,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--runs", default="runs/small_data", help="the runs' checkpoints and metrics")
     p.add_argument("--force", action="store_true", help="re-run (row, seed, epochs) already done")
     a = p.parse_args()
-    unknown = [r for r in a.rows.split(",") if r not in ROWS]
-    if unknown:
-        p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    for row in a.rows.split(","):
+        try:
+            change_for(row)
+        except KeyError as e:
+            p.error(str(e.args[0]))
     return a
 
 
