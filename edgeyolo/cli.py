@@ -49,6 +49,7 @@ _EXPORT = lazy_import("edgeyolo.export.pipeline", **_TRAIN_EXTRA, needed_for="ed
 _BUILD = lazy_import("edgeyolo.build.engine")
 _BUILD_OPTIONS = lazy_import("edgeyolo.build.options")
 _BENCH = lazy_import("edgeyolo.bench.runner")
+_AUG = AugmentConfig()  # the augmentation defaults the train options show
 _MODELS = lazy_import("edgeyolo.models", **_TRAIN_EXTRA, needed_for="edgeyolo info")
 _CHECKPOINT = lazy_import("edgeyolo.models.checkpoint", **_TRAIN_EXTRA, needed_for="edgeyolo info")
 
@@ -221,6 +222,15 @@ def train(
     close_aug: Annotated[
         int, typer.Option(help="Turn all augmentation off for the last N epochs.")
     ] = 0,
+    scale: Annotated[
+        tuple[float, float], typer.Option(help="Random affine zoom range LOW HIGH.")
+    ] = _AUG.scale,
+    translate: Annotated[
+        float, typer.Option(help="Random shift, a fraction of the image side.")
+    ] = _AUG.translate,
+    colour_jitter: Annotated[
+        float, typer.Option(help="Brightness, contrast and saturation jitter (0: none).")
+    ] = _AUG.brightness,
     bias_prior_size: Annotated[
         int,
         typer.Option(
@@ -300,6 +310,11 @@ def train(
                 mosaic=mosaic,
                 close_mosaic=close_mosaic,
                 close_aug=close_aug,
+                scale=scale,
+                translate=translate,
+                brightness=colour_jitter,
+                contrast=colour_jitter,
+                saturation=colour_jitter,
             ),
         )
         result = _TRAINER.train(cfg, resume=resume, progress=progress, console=console)

@@ -161,6 +161,16 @@ class AugmentConfig:
             raise ConfigError(f"--close-mosaic must be >= 0 epochs, got {self.close_mosaic}")
         if self.close_aug < 0:
             raise ConfigError(f"--close-aug must be >= 0 epochs, got {self.close_aug}")
+        lo, hi = self.scale
+        if not 0.0 < lo <= hi:
+            raise ConfigError(f"--scale LOW HIGH needs 0 < LOW <= HIGH, got {lo} {hi}")
+        if not 0.0 <= self.translate < 1.0:
+            raise ConfigError(f"--translate is a fraction in [0, 1), got {self.translate}")
+        if min(self.brightness, self.contrast, self.saturation) < 0:
+            raise ConfigError(
+                "--colour-jitter (brightness, contrast, saturation) must be >= 0, got "
+                f"{self.brightness}, {self.contrast}, {self.saturation}"
+            )
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,10 @@ def test_train_config_checks_the_recipe_options(kw, flag):
         (dict(mosaic=1.5), "--mosaic"),
         (dict(close_mosaic=-1), "--close-mosaic"),
         (dict(close_aug=-1), "--close-aug"),
+        (dict(scale=(1.2, 0.8)), "--scale"),
+        (dict(scale=(0.0, 1.0)), "--scale"),
+        (dict(translate=1.0), "--translate"),
+        (dict(brightness=-0.1), "--colour-jitter"),
     ],
 )
 def test_augment_config_checks_mosaic_options(kw, flag):
@@ -279,13 +283,20 @@ def test_train_command_passes_the_recipe_options(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli, "_TRAINER", SimpleNamespace(train=fake_train))
     args = ["train", "--data", str(tmp_path / "d.yaml"), "--mosaic", "0.7", "--close-mosaic", "2"]
-    args += ["--close-aug", "3"]
+    args += ["--close-aug", "3", "--scale", "0.8", "1.2", "--translate", "0.02"]
+    args += ["--colour-jitter", "0.3"]
     args += ["--bias-prior-size", "320", "--warmup-bias-lr", "0.05"]
     args += ["--multi-scale", "--multi-scale-range", "0.5", "1.5"]
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     cfg = got[0]
     assert (cfg.augment.mosaic, cfg.augment.close_mosaic, cfg.augment.close_aug) == (0.7, 2, 3)
+    assert (cfg.augment.scale, cfg.augment.translate) == ((0.8, 1.2), 0.02)
+    aug = cfg.augment
+    assert (aug.brightness, aug.contrast, aug.saturation, aug.hue) == (0.3, 0.3, 0.3, 0.0)
+    plain = CliRunner().invoke(cli.app, ["train", "--data", str(tmp_path / "d.yaml")])
+    assert plain.exit_code == 0, plain.output
+    assert got[1].augment == AugmentConfig()  # no flag: the config's defaults, all of them
     assert (cfg.bias_prior_size, cfg.warmup_bias_lr) == (320, 0.05)
     assert cfg.multi_scale and cfg.multi_scale_range == (0.5, 1.5)
     bad = CliRunner().invoke(cli.app, ["train", "--data", "d.yaml", "--mosaic", "2"])
