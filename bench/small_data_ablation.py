@@ -15,7 +15,9 @@ each run's checkpoints and metrics go to ``RUNS/<row>-s<seed>-e<epochs>/``.
 Rows (``--rows``, comma-separated; see ``ROWS``): ``baseline`` (the defaults), one row per
 change alone, and ``all`` (every change together). Runs go one at a time (the CPU's cores go
 to one run); a (row, seed, epochs) already in ``OUT/ablation.json`` is skipped unless
-``--force``, so an interrupted ablation continues where it stopped.
+``--force``, so an interrupted ablation continues where it stopped. Rows can also run in
+parallel, one process per (row, seed), with ``bench/small_data_parallel.sh``, which merges
+their results with ``python bench/small_data_ablation.py --merge FOLDER... OUT``.
 """
 
 from __future__ import annotations
@@ -299,7 +301,27 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
+def merge(sources: list[Path], out: Path) -> None:
+    """One ``out/ablation.{json,md}`` from the ``ablation.json`` of runs made in parallel (one
+    folder per job, e.g. by ``bench/small_data_parallel.sh``); each run keeps the command,
+    machine and versions of its job."""
+    runs = []
+    for src in sources:
+        rec = json.loads((src / "ablation.json").read_text())
+        meta = {k: rec[k] for k in ("date", "command", "machine", "versions") if k in rec}
+        runs += [{**r, "job": meta} for r in rec["runs"]]
+    runs.sort(key=lambda r: (r["row"].count("+"), r["row"], r["seed"], r["epochs"]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.json").write_text(json.dumps({"runs": runs}, indent=2))
+    (out / "ablation.md").write_text(markdown(runs))
+    print(f"merged {len(runs)} runs into {out / 'ablation.json'} and {out / 'ablation.md'}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--merge"]:
+        *sources, out = sys.argv[2:]
+        merge([Path(s) for s in sources], Path(out))
+        return
     a = parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
