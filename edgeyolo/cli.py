@@ -169,7 +169,7 @@ def train(
         typer.Option(help="Validation size, also the model's inference size (default: img-size)"),
     ] = None,
     epochs: Annotated[int, typer.Option(help="Number of epochs.")] = 30,
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 8,
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 4,
     out: Annotated[Path, typer.Option(help="Run folder for checkpoints and metrics.")] = Path(
         "runs/train"
     ),
@@ -178,7 +178,7 @@ def train(
     optimizer: Annotated[str, typer.Option(help="adam, adamw or sgd.")] = "adam",
     lr: Annotated[float, typer.Option(help="Initial (peak) learning rate.")] = 1e-3,
     lr_end: Annotated[float, typer.Option(help="Final learning rate of the cosine decay.")] = 1e-6,
-    warmup_epochs: Annotated[float, typer.Option(help="Linear warmup length in epochs.")] = 2.0,
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warmup length in epochs.")] = 4.0,
     weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.0,
     box_loss: Annotated[str, typer.Option(help="giou, diou, ciou or mse.")] = "giou",
     lambda_box: Annotated[float, typer.Option(help="Weight of the box loss.")] = 1.0,
