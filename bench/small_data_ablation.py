@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import inspect
 import json
 import os
 import statistics
@@ -216,12 +215,9 @@ def build_data(folder: Path) -> Path:
     data_yaml = folder / "data.yaml"
     if data_yaml.is_file():
         return data_yaml
-    kwargs = dict(n_train=N_TRAIN, n_test=N_TEST, seed=0, progress=False)
-    if "n_val" in inspect.signature(build_mnist_detection).parameters:
-        kwargs["n_val"] = N_VAL
-    else:  # a builder without a val split: val is the 100 test images
-        kwargs["n_test"] = N_VAL
-    return build_mnist_detection(folder, **kwargs)
+    return build_mnist_detection(
+        folder, n_train=N_TRAIN, n_val=N_VAL, n_test=N_TEST, seed=0, progress=False
+    )
 
 
 def check_data(data_yaml: Path) -> str:
