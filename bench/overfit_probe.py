@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from torchvision.ops import box_iou
 
 from edgeyolo.config import LossConfig, ModelConfig
@@ -39,16 +40,31 @@ def parse_variant(text: str) -> dict[str, float]:
     return out
 
 
-def responsible_iou(model, loss_fn, images, targets) -> float:
+def responsible_boxes(model, loss_fn, images, targets) -> list[tuple[int, object, Tensor, Tensor]]:
+    """Every ground-truth box's responsible prediction, per head.
+
+    Returns:
+        One ``(head index, Assignment, iou, tw_th)`` per head: ``iou`` (Tensor[K]) of each
+        responsible prediction's decoded box with its ground-truth box, ``tw_th`` (Tensor[K, 2])
+        its raw width and height outputs.
+    """
     with torch.no_grad():
         heads = model(images)
         assignments = loss_fn.assign(targets, [(h.shape[2], h.shape[3]) for h in heads])
-        ious = []
+        out = []
         for s, (head, a) in enumerate(zip(heads, assignments, strict=True)):
-            boxes = decode_boxes(split_head(head, 3), model.anchors[s], model.strides[s])
+            raw = split_head(head, model.anchors.shape[1])
+            boxes = decode_boxes(raw, model.anchors[s], model.strides[s])
             pred = boxes[a.batch, a.anchor, a.gy, a.gx]
-            ious.append(box_iou(pred, targets[a.target, 2:]).diag())
-        return float(torch.cat(ious).mean())
+            iou = box_iou(pred, targets[a.target, 2:]).diag()
+            out.append((s, a, iou, raw[a.batch, a.anchor, a.gy, a.gx, 2:4]))
+        return out
+
+
+def responsible_iou(model, loss_fn, images, targets) -> float:
+    """Mean IoU of the responsible predictions with their ground-truth boxes."""
+    rows = responsible_boxes(model, loss_fn, images, targets)
+    return float(torch.cat([iou for _, _, iou, _ in rows]).mean())
 
 
 def run(variant: dict[str, float], data_yaml: Path, steps: int, size: int) -> dict[str, object]:

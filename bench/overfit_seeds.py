@@ -22,12 +22,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from torchvision.ops import box_iou
+from overfit_probe import responsible_boxes  # bench/, beside this script
 
 from edgeyolo.config import AugmentConfig, LossConfig, TrainConfig
 from edgeyolo.data.dataset import collate
 from edgeyolo.data.mnist import build_mnist_detection
-from edgeyolo.postprocess import decode_boxes, split_head
 from edgeyolo.train.trainer import Trainer
 
 
@@ -35,25 +34,17 @@ def stuck_boxes(trainer: Trainer, images: torch.Tensor, targets: torch.Tensor) -
     """Responsible predictions whose decoded box has IoU < 0.5 with their ground truth."""
     model = trainer.model.eval()
     out = []
-    with torch.no_grad():
-        heads = model(images)
-        assigned = trainer.loss_fn.assign(targets, [(h.shape[2], h.shape[3]) for h in heads])
-        for s, (head, a) in enumerate(zip(heads, assigned, strict=True)):
-            raw = split_head(head, model.anchors.shape[1])
-            boxes = decode_boxes(raw, model.anchors[s], model.strides[s])
-            pred = boxes[a.batch, a.anchor, a.gy, a.gx]
-            ious = box_iou(pred, targets[a.target, 2:]).diag()
-            twth = raw[a.batch, a.anchor, a.gy, a.gx, 2:4]
-            for k in (ious < 0.5).nonzero().flatten().tolist():
-                out.append(
-                    {
-                        "head": s,
-                        "image": int(a.batch[k]),
-                        "class": int(targets[a.target[k], 1]),
-                        "iou": round(float(ious[k]), 3),
-                        "tw_th": [round(float(v), 2) for v in twth[k]],
-                    }
-                )
+    for s, a, ious, tw_th in responsible_boxes(model, trainer.loss_fn, images, targets):
+        for k in (ious < 0.5).nonzero().flatten().tolist():
+            out.append(
+                {
+                    "head": s,
+                    "image": int(a.batch[k]),
+                    "class": int(targets[a.target[k], 1]),
+                    "iou": round(float(ious[k]), 3),
+                    "tw_th": [round(float(v), 2) for v in tw_th[k]],
+                }
+            )
     return out
 
 
