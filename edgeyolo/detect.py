@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.console import Console
@@ -34,6 +33,7 @@ from rich.progress import (
 from edgeyolo.console import make_console
 from edgeyolo.data.records import IMAGE_SUFFIXES, Problem, describe_problems
 from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
+from edgeyolo.lazy import CV2 as cv2
 from edgeyolo.runtime.capture import (
     DEFAULT_FPS,
     Capture,

@@ -22,7 +22,7 @@ from typing import Any
 
 from edgeyolo.errors import EdgeYoloError, MissingDependencyError
 
-__all__ = ["TORCH", "LazyModule", "lazy_import", "version_tuple"]
+__all__ = ["CV2", "TORCH", "LazyModule", "lazy_import", "version_tuple"]
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -162,4 +162,16 @@ TORCH = lazy_import(
     "torch",
     min_version="2.4",
     install="pip install torch torchvision (or `pip install edgeyolo[train]`)",
+)
+
+#: OpenCV, for every image, video and camera on the deploy side. Not a plain dependency: pip's
+#: opencv-python-headless would shadow a system OpenCV (JetPack's, Debian's ``python3-opencv``:
+#: GStreamer, CSI cameras, windows) in a ``--system-site-packages`` venv, so it is the
+#: ``opencv`` extra, and a machine with neither gets this one line instead of an ImportError.
+CV2 = lazy_import(
+    "cv2",
+    min_version="4.6",
+    install="pip install 'edgeyolo[opencv]', or use the system's OpenCV (JetPack's, or "
+    "apt install python3-opencv) from a venv made with --system-site-packages",
+    needed_for="images, video and cameras",
 )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
+
+from edgeyolo.lazy import CV2 as cv2
 
 # One colour per class, cycled (RGB). A fixed palette keeps a class's colour stable across runs.
 PALETTE_RGB: tuple[tuple[int, int, int], ...] = (

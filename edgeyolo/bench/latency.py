@@ -29,11 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from edgeyolo.data.letterbox import letterbox, to_input
 from edgeyolo.errors import EngineMismatchError, TensorRTNotAvailableError
+from edgeyolo.lazy import CV2 as cv2
 from edgeyolo.lazy import TORCH
 from edgeyolo.runtime.backends import open_backend
 

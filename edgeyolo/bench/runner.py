@@ -38,7 +38,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from rich.progress import (
     BarColumn,
@@ -88,6 +87,7 @@ from edgeyolo.console import make_console
 from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.device import select_device
 from edgeyolo.errors import ConfigError
+from edgeyolo.lazy import CV2 as cv2
 from edgeyolo.lazy import lazy_import
 from edgeyolo.runtime.backends import artifacts_in, open_backend
 from edgeyolo.runtime.environment import environment

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 
 from edgeyolo.detections import Detections, Prediction
+from edgeyolo.lazy import CV2 as cv2
 
 __all__ = [
     "PAD_VALUE",

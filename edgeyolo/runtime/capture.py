@@ -33,10 +33,10 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import cv2
 import numpy as np
 
 from edgeyolo.errors import DataError, MissingDependencyError
+from edgeyolo.lazy import CV2 as cv2
 
 __all__ = [
     "CSI_PIPELINE",
@@ -186,16 +186,21 @@ def quiet_opencv() -> Iterator[None]:
     """OpenCV's log silenced for a block: a failed open prints "[ WARN:0@...] can't open camera
     by index" (OpenCV) or "moov atom not found" (FFmpeg) lines on stderr, where our own one-line
     error says it better. FFmpeg's level comes from ``OPENCV_FFMPEG_LOGLEVEL`` when OpenCV opens
-    a file; a value the user set is left alone."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    a file; a value the user set is left alone. OpenCV builds without ``cv2.utils.logging``
+    (Debian's and Ubuntu's ``python3-opencv`` 4.6, which JetPack-like systems ship) keep their
+    own log level: only FFmpeg's is lowered there."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = logging.getLogLevel() if logging is not None else None
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     unset = "OPENCV_FFMPEG_LOGLEVEL" not in os.environ
     if unset:
         os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "8"  # AV_LOG_FATAL
     try:
         yield
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        if logging is not None:
+            logging.setLogLevel(level)
         if unset:
             os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
 

@@ -71,7 +71,7 @@ _TYPE_NAMES = {
     TensorProto.BOOL: "BOOL",
     TensorProto.INT4: "INT4",
     TensorProto.FLOAT8E4M3FN: "FP8",
-    TensorProto.FLOAT4E2M1: "FP4",
+    23: "FP4",  # TensorProto.FLOAT4E2M1, which onnx < 1.18 does not name
 }
 _FLOATS = frozenset({"FP32", "FP16", "BF16", "DOUBLE"})
 #: The input whose dtype the table's "Supported Types" column describes (default: input 0).

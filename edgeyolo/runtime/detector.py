@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-import cv2
 import numpy as np
 
 from edgeyolo.data.letterbox import letterbox, to_frame
 from edgeyolo.errors import DataError
+from edgeyolo.lazy import CV2 as cv2
 from edgeyolo.runtime.backends import Backend, open_backend
 from edgeyolo.runtime.thresholds import NmsSettings
 

@@ -3,11 +3,13 @@ slow model cannot fall behind, the errors that name the source, and the loop's t
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -328,3 +330,49 @@ def test_capture_and_the_detector_import_no_torch() -> None:
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
     assert done.returncode == 0, done.stderr
+
+
+class _OpenCvWithoutLogging:
+    """Debian's / Ubuntu's ``python3-opencv`` 4.6 as the capture code sees it: a ``cv2.utils``
+    without ``logging`` (pip's builds have it); everything else is the real cv2."""
+
+    utils = SimpleNamespace(dumpInt=cv2.utils.dumpInt)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(cv2, name)
+
+
+def test_video_reads_on_an_opencv_without_its_logging_module(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Capture on a system OpenCV 4.6 crashed with ``module 'cv2.utils' has no attribute
+    'logging'`` before any frame was read; FFmpeg's level is still lowered and restored."""
+    from edgeyolo.runtime import capture
+
+    clip = tmp_path / "c.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    monkeypatch.setattr(capture, "cv2", _OpenCvWithoutLogging())
+    monkeypatch.delenv("OPENCV_FFMPEG_LOGLEVEL", raising=False)
+    with capture.quiet_opencv():
+        assert os.environ["OPENCV_FFMPEG_LOGLEVEL"] == "8"
+    assert "OPENCV_FFMPEG_LOGLEVEL" not in os.environ
+    with Capture(str(clip)) as cap:
+        frames = [f.image for f in cap]
+    assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
+
+
+def test_without_any_opencv_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``cv2`` at all (the plain deploy install on a machine without a system OpenCV): one
+    error naming the ``opencv`` extra and the system's OpenCV, not an ImportError."""
+    import sys
+
+    from edgeyolo.lazy import CV2
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"cv2.*edgeyolo\[opencv\].*system"):
+        CV2.load()
+    with pytest.raises(MissingDependencyError, match=r"edgeyolo\[opencv\]"), Capture("clip.mp4"):
+        pass
