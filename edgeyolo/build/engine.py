@@ -56,7 +56,13 @@ from edgeyolo.errors import (
 from edgeyolo.lazy import lazy_import
 from edgeyolo.runtime.conformance import check_graph, format_violations
 from edgeyolo.runtime.gpu import gpu_identity, import_pycuda
-from edgeyolo.runtime.manifest import MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from edgeyolo.runtime.manifest import (
+    MANIFEST_NAME,
+    check_file,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from edgeyolo.runtime.references import References, load_references
 from edgeyolo.runtime.thresholds import read_graph
 
@@ -207,11 +213,7 @@ def _graph_entry(onnx_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"{folder / MANIFEST_NAME} lists no ONNX graph {onnx_path.name!r} (it lists: {have}); "
             "build one of those, or export again"
         )
-    if entry.get("sha256") and sha256_file(onnx_path) != entry["sha256"]:
-        raise ModelFileError(
-            f"{onnx_path} is not the graph its manifest entry describes (sha256 differs): changed "
-            "after export or damaged in the copy; copy the export folder again"
-        )
+    check_file(onnx_path, entry)
     return manifest, entry
 
 

@@ -25,7 +25,7 @@ from edgeyolo.config import (
 from edgeyolo.detections import Detections, from_outputs
 from edgeyolo.errors import ConfigError, ModelFileError
 from edgeyolo.lazy import lazy_import
-from edgeyolo.runtime.manifest import MANIFEST_NAME, find_entry, read_manifest
+from edgeyolo.runtime.manifest import MANIFEST_NAME, check_file, find_entry, read_manifest
 from edgeyolo.runtime.onnxruntime import OnnxRuntimeSession
 from edgeyolo.runtime.tensorrt import EngineRunner
 from edgeyolo.runtime.thresholds import (
@@ -143,7 +143,9 @@ class OnnxRuntimeBackend(Backend):
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: no such ONNX file; run `edgeyolo export` first")
         manifest = _manifest_for(self.path)
-        self.precision = (find_entry(manifest, file=self.path.name) or {}).get("precision", "fp32")
+        entry = find_entry(manifest, file=self.path.name)
+        check_file(self.path, entry)
+        self.precision = (entry or {}).get("precision", "fp32")
         if manifest is not None and manifest.get("raw"):
             raise ConfigError(f"{self.path} ends at raw head maps (--raw); export without --raw")
         self.plan = self._plan(manifest, conf_thres, iou_thres, max_det)

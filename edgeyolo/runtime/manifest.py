@@ -14,13 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeyolo.errors import ExportError
+from edgeyolo.errors import ExportError, ModelFileError
 from edgeyolo.fileio import write_text_atomic
 
 __all__ = [
     "MANIFEST_NAME",
     "SCHEMA",
     "artifact",
+    "check_file",
     "find_entry",
     "read_manifest",
     "sha256_file",
@@ -39,6 +40,23 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_file(path: str | Path, entry: dict[str, Any] | None) -> None:
+    """Check that ``path`` is the file its manifest ``entry`` describes: the one check every
+    reader of an export folder (ONNX Runtime backend, bench, detect, build) makes before use.
+
+    An entry without a ``sha256`` (or no entry) passes: there is nothing to compare against.
+
+    Raises:
+        ModelFileError: the file's sha256 differs from the entry's.
+    """
+    digest = (entry or {}).get("sha256")
+    if digest and sha256_file(path) != digest:
+        raise ModelFileError(
+            f"{path} is not the file its manifest entry describes (sha256 differs): changed "
+            "after export or damaged in the copy; copy the export folder again, or export again"
+        )
 
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
