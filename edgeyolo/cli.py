@@ -423,6 +423,14 @@ def detect(
     show: Annotated[
         bool, typer.Option("--show", help="Also show a window (needs a display and GUI OpenCV).")
     ] = False,
+    frames: Annotated[
+        int | None,
+        typer.Option(
+            "--frames",
+            help="Stop after this many frames (a bounded check of a camera or stream; "
+            "default: to the end, or Ctrl+C).",
+        ),
+    ] = None,
 ) -> None:
     """Draw detections on images, video, a camera or a stream with any backend; optionally JSON.
 
@@ -456,6 +464,7 @@ def detect(
                 live=live,
                 show=show,
                 stages=det,
+                max_frames=frames,
             )
     frames = [r for r in records if "skipped" not in r]
     n = sum(len(r["detections"]) for r in frames)

@@ -293,6 +293,7 @@ def run_detect(
     live: bool | None = None,
     show: bool = False,
     stages: StageTimes | None = None,
+    max_frames: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``predict`` on every frame of ``source``, draw and save the results.
 
@@ -318,6 +319,8 @@ def run_detect(
         stages: where the predictor's ``pre`` / ``infer`` / ``post`` times come from (a
             :class:`~edgeyolo.runtime.detector.Detector`); without it the whole ``predict`` call
             counts as ``infer``. Drawing is added to ``post``.
+        max_frames: stop after this many frames have been processed (``None``: to the end of
+            the source, or Ctrl+C): a bounded look at a live source.
 
     Returns:
         One record per frame: ``{"image": name, "detections": [{"label": name, "bbox": [x1, y1,
@@ -338,6 +341,8 @@ def run_detect(
     """
     if save_json and out is None:
         raise ConfigError("save_json needs an output folder (out)")
+    if max_frames is not None and max_frames < 1:
+        raise ConfigError(f"--frames must be 1 or more, got {max_frames}")
     console = console or make_console()
     src = _resolve(source, live=live)
     try:
@@ -346,7 +351,7 @@ def run_detect(
         loop = _Loop(
             src, predict, names, _Sink(out_path, src), _Window(show, out_path, console), stages
         )
-        return _run(loop, save_json, show_progress, skip_bad, console)
+        return _run(loop, save_json, show_progress, skip_bad, console, max_frames)
     finally:
         src.close()
 
@@ -394,16 +399,20 @@ class _Loop:
         prediction = _as_arrays(self.predict(frame))
         t1 = time.perf_counter()
         times = {"infer": (t1 - t0) * 1e3} if self.stages is None else dict(self.stages.last_times)
-        self.results.append(_record(name, index, prediction, self.names))
+        record = _record(name, index, prediction, self.names)
         if self.sink.out is None and not self.window.enabled:
             self.stats.tick(times)
+            self.results.append(record)
             return True
         t2 = time.perf_counter()
         overlay = None if index is None else self.stats.text()
         drawn = self.sink.draw(frame, prediction, self.names, overlay=overlay)
         times["post"] = times.get("post", 0.0) + (time.perf_counter() - t2) * 1e3
-        self.stats.tick(times)
         self.sink.write(name, drawn, index)
+        # counted and recorded once written: Ctrl+C between two steps leaves the frame count,
+        # detections.json and the video agreeing
+        self.stats.tick(times)
+        self.results.append(record)
         return self.window.show(drawn)
 
     def summary(self) -> str:
@@ -415,7 +424,12 @@ class _Loop:
 
 
 def _run(
-    loop: _Loop, save_json: bool, show_progress: bool, skip_bad: bool, console: Console
+    loop: _Loop,
+    save_json: bool,
+    show_progress: bool,
+    skip_bad: bool,
+    console: Console,
+    max_frames: int | None = None,
 ) -> list[dict[str, Any]]:
     """The frame loop of :func:`run_detect`."""
     src, results = loop.src, loop.results
@@ -448,6 +462,9 @@ def _run(
                     progress.console.print(
                         f"stopped at the window after {loop.stats.frames} frames"
                     )
+                    break
+                if max_frames is not None and loop.stats.frames >= max_frames:
+                    progress.console.print(f"stopped after {max_frames} frames (--frames)")
                     break
         done = True
     except KeyboardInterrupt:

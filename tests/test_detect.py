@@ -116,6 +116,44 @@ def test_video_in_video_out(tmp_path: Path) -> None:
     cap.release()
 
 
+def test_frames_stops_after_that_many_and_keeps_every_output(tmp_path: Path) -> None:
+    video = _video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    results = run_detect(
+        video, fake_predict, NAMES, out=out, save_json=True, show_progress=False, max_frames=2
+    )
+    assert [r["frame"] for r in results] == [0, 1]
+    assert len(json.loads((out / "detections.json").read_text())) == 2
+    assert _count_frames(out / "clip.mp4") == 2
+    with pytest.raises(ConfigError, match="--frames must be 1 or more"):
+        run_detect(video, fake_predict, NAMES, out=None, show_progress=False, max_frames=0)
+
+
+def test_an_interrupt_while_writing_leaves_count_json_and_video_agreeing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl+C inside the third frame's write: two frames counted, recorded and in the video
+    (the record used to be kept before the frame was written, so JSON said three)."""
+    from edgeyolo import detect as detect_module
+
+    real_write = detect_module._Sink.write
+    calls: list[int] = []
+
+    def write(self: object, *args: object) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_write(self, *args)
+
+    monkeypatch.setattr(detect_module._Sink, "write", write)
+    video = _video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    results = run_detect(video, fake_predict, NAMES, out=out, save_json=True, show_progress=False)
+    assert [r["frame"] for r in results] == [0, 1]
+    assert len(json.loads((out / "detections.json").read_text())) == 2
+    assert _count_frames(out / "clip.mp4") == 2
+
+
 def test_keyboard_interrupt_keeps_what_was_done(folder: Path, tmp_path: Path) -> None:
     calls = []
 
