@@ -1,0 +1,214 @@
+"""Real live sources on loopback: an H.264 RTSP stream read through each OpenCV backend of this
+interpreter, its frame counter read back after the codec, a server restarted on its port, and
+``edgeyolo detect`` run on the stream and on a GStreamer pipeline until Ctrl+C (SIGINT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.live.rtsp import (
+    BACKENDS,
+    RtspServer,
+    backend_problem,
+    gstreamer_pipeline,
+    load_frame_counter,
+    open_capture,
+    opencv_has_gstreamer,
+    read_frames,
+    skip_or_fail,
+)
+
+FRAMES = 30
+READ_TIMEOUT = 15.0
+#: Seconds for ``edgeyolo detect`` to start and write its first frame, and to stop on SIGINT.
+DETECT_START, DETECT_STOP = 45.0, 30.0
+
+MakeServer = Callable[..., RtspServer]
+
+
+def _backend(name: str) -> str:
+    problem = backend_problem(cv2, name)
+    if problem is not None:
+        skip_or_fail(problem)
+    return name
+
+
+def _read(url: str, backend: str, n: int = FRAMES) -> list[np.ndarray]:
+    cap = open_capture(cv2, url, backend)
+    try:
+        assert cap.isOpened(), f"OpenCV ({backend}) cannot open {url}"
+        return read_frames(cap, n, READ_TIMEOUT)
+    finally:
+        cap.release()
+
+
+# ------------------------------------------------------------------------ the frame counter
+
+
+def test_frame_counter_round_trip() -> None:
+    fc = load_frame_counter()
+    image = np.full((48, 320, 3), 128, np.uint8)
+    for index in (0, 1, 2, 255, 65_537, 2**31 + 5, 2**32 - 1):
+        fc.encode_counter(image, index)
+        assert fc.decode_counter(image) == index
+    fc.encode_counter(image, 2**32 + 7)  # wraps
+    assert fc.decode_counter(image) == 7
+    assert fc.decode_counter(np.zeros((48, 320, 3), np.uint8)) is None  # no counter: not "0"
+    assert fc.decode_counter(np.full((48, 320), 128, np.uint8)) is None
+    assert fc.decode_counter(np.zeros((8, 320), np.uint8)) is None  # too small to hold one
+    with pytest.raises(ValueError, match="cannot hold"):
+        fc.encode_counter(np.zeros((48, 200), np.uint8), 1)
+
+
+# -------------------------------------------------------------------- direct OpenCV reads
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reads_live_frames(rtsp_server: RtspServer, backend: str) -> None:
+    frames = _read(rtsp_server.url, _backend(backend))
+    assert len(frames) == FRAMES, f"{len(frames)} of {FRAMES} frames in {READ_TIMEOUT:g} s"
+    for f in frames:
+        assert f.shape == (rtsp_server.height, rtsp_server.width, 3) and f.dtype == np.uint8
+    changed = sum(not np.array_equal(a, b) for a, b in zip(frames, frames[1:], strict=False))
+    assert changed >= (FRAMES - 1) // 2, f"only {changed} of {FRAMES - 1} frames differ"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frame_counter_survives_h264(rtsp_server_factory: MakeServer, backend: str) -> None:
+    server = rtsp_server_factory(counter=True)
+    frames = _read(server.url, _backend(backend), n=20)
+    assert len(frames) == 20
+    fc = load_frame_counter()
+    indices = [fc.decode_counter(f) for f in frames]
+    assert None not in indices, indices
+    assert all(b > a for a, b in zip(indices, indices[1:], strict=False)), indices
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_restart_on_the_same_port(rtsp_server: RtspServer, backend: str) -> None:
+    _backend(backend)
+    url = rtsp_server.url
+    assert len(_read(url, backend, n=5)) == 5
+    rtsp_server.stop()
+    assert rtsp_server.returncode == 0, rtsp_server.log()
+    assert "stdin closed" in rtsp_server.log()  # stopped by its parent's pipe, cleanly
+    assert rtsp_server.restart() == url
+    assert len(_read(url, backend, n=5)) == 5
+
+
+def test_server_stops_on_sigterm_and_lifetime(rtsp_server_factory: MakeServer) -> None:
+    server = rtsp_server_factory()
+    assert server._proc is not None
+    server._proc.send_signal(signal.SIGTERM)
+    assert server._proc.wait(5) == 0
+    brief = rtsp_server_factory(lifetime=0.5)
+    assert brief._proc is not None
+    assert brief._proc.wait(5) == 0
+    assert "lifetime of 0.5 s over" in brief.log()
+
+
+# ----------------------------------------------------------------------- edgeyolo detect
+
+
+def _until_sigint(cmd: list[str], started: Callable[[], bool], log: Path, run_s: float) -> str:
+    """Run ``cmd``, interrupt it (SIGINT) ``run_s`` s after ``started()`` first holds, and
+    return its output. Asserts exit status 0."""
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"}
+        )
+        try:
+            deadline = time.monotonic() + DETECT_START
+            while proc.poll() is None and time.monotonic() < deadline:
+                if started():  # the first frame is being written: in the loop
+                    time.sleep(run_s)
+                    proc.send_signal(signal.SIGINT)
+                    break
+                time.sleep(0.1)
+            code = proc.wait(DETECT_STOP) if proc.poll() is None else proc.returncode
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    assert code == 0, f"{' '.join(cmd[:4])} exited with {code}:\n{text[-3000:]}"
+    return text
+
+
+def _detect_until_sigint(source: str, model: Path, out: Path, run_s: float = 2.0) -> str:
+    """``edgeyolo detect SOURCE`` in a subprocess of this interpreter, interrupted (SIGINT)
+    ``run_s`` s after it wrote its first frame; returns its output. Asserts exit status 0."""
+    cmd = [sys.executable, "-m", "edgeyolo", "detect", source]
+    cmd += ["--model", str(model), "--out", str(out), "--json"]
+    log = out.with_name(out.name + ".log")
+    return _until_sigint(cmd, lambda: any(out.glob("*.mp4")), log, run_s)
+
+
+def _check_detect_output(out: Path, stem: str, text: str) -> None:
+    records = json.loads((out / "detections.json").read_text())
+    assert records, text
+    assert all(r["image"] == stem and isinstance(r["frame"], int) for r in records)
+    seqs = [r["frame"] for r in records]
+    assert seqs == sorted(set(seqs)), seqs  # capture order, gaps only (dropped frames)
+    assert (out / f"{stem}.mp4").stat().st_size > 0
+    assert "interrupted after" in text and f"{len(records)} frame(s)" in text
+
+
+def test_detect_on_rtsp(rtsp_server: RtspServer, live_model: Path, tmp_path: Path) -> None:
+    _backend("ffmpeg")  # a URL is opened with CAP_ANY: FFmpeg where OpenCV has it
+    out = tmp_path / "out"
+    text = _detect_until_sigint(rtsp_server.url, live_model, out)
+    _check_detect_output(out, "stream", text)
+
+
+@pytest.mark.parametrize("kind", ["videotestsrc", "rtspsrc"])
+def test_detect_on_gstreamer_pipeline(
+    kind: str, rtsp_server_factory: MakeServer, live_model: Path, tmp_path: Path
+) -> None:
+    if not opencv_has_gstreamer(cv2):
+        skip_or_fail(backend_problem(cv2, "gstreamer") or "no GStreamer in this OpenCV")
+    if kind == "videotestsrc":
+        pipeline = (
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,"
+            "framerate=30/1 ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true "
+            "max-buffers=1"
+        )
+    else:
+        pipeline = gstreamer_pipeline(rtsp_server_factory().url)
+    out = tmp_path / "out"
+    text = _detect_until_sigint(pipeline, live_model, out)
+    _check_detect_output(out, "gstreamer", text)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_camera_example_on_rtsp(
+    backend: str, rtsp_server: RtspServer, live_model: Path, tmp_path: Path
+) -> None:
+    """examples/camera.py, headless, on the stream: the URL (FFmpeg) or an ``rtspsrc``
+    pipeline (GStreamer), until Ctrl+C; the annotated video it wrote plays."""
+    _backend(backend)
+    source = rtsp_server.url if backend == "ffmpeg" else gstreamer_pipeline(rtsp_server.url)
+    out = tmp_path / "annotated.mp4"
+    example = Path(__file__).resolve().parents[2] / "examples" / "camera.py"
+    cmd = [sys.executable, str(example), str(live_model), source, "--out", str(out)]
+    text = _until_sigint(cmd, lambda: out.is_file(), tmp_path / "camera.log", 2.0)
+    assert "no window" in text and "FPS" in text, text
+    cap = cv2.VideoCapture(str(out))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    cap.release()
+    assert frames > 0, text
