@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edgeyolo.build.options import BuildOptions
 from edgeyolo.errors import ConfigError, EngineBuildError, ExportError
@@ -52,6 +52,11 @@ from edgeyolo.lazy import version_tuple
 from edgeyolo.runtime.conformance import ORT_ONLY_REASON, cpu_only_reason, tensorrt_targets
 from edgeyolo.runtime.gpu import gpu_identity, import_tensorrt
 from edgeyolo.runtime.trt_support import TARGETS
+
+if TYPE_CHECKING:  # scripts/typecheck_trt.sh checks the calls against TensorRT's stubs
+    import tensorrt
+
+    from edgeyolo.runtime.trt_types import TensorRT
 
 __all__ = [
     "STRONG_TYPING_COMPLETE",
@@ -243,8 +248,8 @@ def build_engine(
 
 
 def _build_plan(
-    trt: Any,
-    logger: Any,
+    trt: TensorRT,
+    logger: tensorrt.ILogger,
     onnx_path: Path,
     precision: str,
     typed: bool,
@@ -253,7 +258,7 @@ def _build_plan(
     input_name: str,
     outputs: Sequence[str] | None,
     log: Callable[[str], object],
-) -> tuple[Any, tuple[str, ...], tuple[str, ...], float]:
+) -> tuple[tensorrt.IHostMemory | None, tuple[str, ...], tuple[str, ...], float]:
     """Parse, configure and build: ``(serialized plan or None, builder flags, GPU layers of a
     DLA build, build seconds)``; the timing cache is written back after a successful build."""
     builder = trt.Builder(logger)
@@ -279,10 +284,10 @@ def _build_plan(
 
 
 def _configure_dla(
-    trt: Any,
-    builder: Any,
-    config: Any,
-    network: Any,
+    trt: TensorRT,
+    builder: tensorrt.Builder,
+    config: tensorrt.IBuilderConfig,
+    network: tensorrt.INetworkDefinition,
     options: BuildOptions,
     onnx_path: Path,
     log: Callable[[str], object],
@@ -325,7 +330,7 @@ def _configure_dla(
 
 
 def choose_typing(
-    trt: Any, version: str, asked: str, log: Callable[[str], object] = print
+    trt: TensorRT, version: str, asked: str, log: Callable[[str], object] = print
 ) -> tuple[bool, str]:
     """Whether the network is strongly typed, and why, for ``asked`` (``auto|strong|weak``).
 
@@ -395,7 +400,7 @@ def _check_args(
         )
 
 
-def _network_flags(trt: Any, version: str, typed: bool) -> int:
+def _network_flags(trt: TensorRT, version: str, typed: bool) -> int:
     """Creation flags: STRONGLY_TYPED where chosen (ignored, yet accepted, by 11.x);
     EXPLICIT_BATCH before 10 (deprecated in 10, removed in 11)."""
     kinds = trt.NetworkDefinitionCreationFlag
@@ -410,8 +415,8 @@ def _network_flags(trt: Any, version: str, typed: bool) -> int:
 
 
 def _configure(
-    trt: Any, builder: Any, precision: str, typed: bool, options: BuildOptions
-) -> tuple[Any, tuple[str, ...]]:
+    trt: TensorRT, builder: tensorrt.Builder, precision: str, typed: bool, options: BuildOptions
+) -> tuple[tensorrt.IBuilderConfig, tuple[str, ...]]:
     """The builder config (workspace, precision flags, profiling detail) and the flags set."""
     config = builder.create_builder_config()
     workspace = int(options.workspace_gib * (1 << 30))
@@ -423,7 +428,7 @@ def _configure(
 
 
 def _set_builder_flags(
-    trt: Any, config: Any, precision: str, typed: bool, tf32: bool
+    trt: TensorRT, config: tensorrt.IBuilderConfig, precision: str, typed: bool, tf32: bool
 ) -> tuple[str, ...]:
     """TF32 cleared unless asked (on by default); weak typing: FP16 for fp16, INT8 and FP16 for
     int8 (so that the layers outside the Q/DQ pairs may run fp16 rather than fp32)."""
@@ -450,8 +455,8 @@ def _set_builder_flags(
 
 @contextlib.contextmanager
 def _trt_logger(
-    trt: Any, verbose: bool, log_file: Path | None, echo: Callable[[str], object], header: str
-) -> Iterator[Any]:
+    trt: TensorRT, verbose: bool, log_file: Path | None, echo: Callable[[str], object], header: str
+) -> Iterator[tensorrt.ILogger]:
     """TensorRT's logger for one build: its own console Logger, or one appending to
     ``log_file`` under a ``header`` line (closed when the block ends) that also echoes
     warnings and errors."""
@@ -463,13 +468,15 @@ def _trt_logger(
         yield _file_logger(trt, sink, verbose, echo)
 
 
-def _file_logger(trt: Any, sink: TextIO, verbose: bool, echo: Callable[[str], object]) -> Any:
+def _file_logger(
+    trt: TensorRT, sink: TextIO, verbose: bool, echo: Callable[[str], object]
+) -> tensorrt.ILogger:
     """An ``ILogger`` subclass (TensorRT's way to route its log in Python): messages from
     VERBOSE (``verbose``) or INFO into ``sink``; WARNING and worse also to ``echo``."""
     lowest = int(trt.ILogger.VERBOSE) if verbose else int(trt.ILogger.INFO)
     loud = int(trt.ILogger.WARNING)  # severities count down: INTERNAL_ERROR is 0
 
-    class FileLogger(trt.ILogger):
+    class FileLogger(trt.ILogger):  # type: ignore[name-defined]  # a base read at run time
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
@@ -483,7 +490,9 @@ def _file_logger(trt: Any, sink: TextIO, verbose: bool, echo: Callable[[str], ob
     return FileLogger()
 
 
-def _check_outputs(network: Any, outputs: Sequence[str] | None, onnx_path: Path) -> None:
+def _check_outputs(
+    network: tensorrt.INetworkDefinition, outputs: Sequence[str] | None, onnx_path: Path
+) -> None:
     """The parsed graph has every output name in ``outputs`` (None: no check)."""
     if outputs is None:
         return
@@ -496,7 +505,7 @@ def _check_outputs(network: Any, outputs: Sequence[str] | None, onnx_path: Path)
         )
 
 
-def _parser_report(parser: Any, onnx_path: Path) -> str:
+def _parser_report(parser: tensorrt.OnnxParser, onnx_path: Path) -> str:
     """One line per ONNX parser error: node index, name, operator and description."""
     lines = []
     for i in range(parser.num_errors):
@@ -515,9 +524,9 @@ def _parser_report(parser: Any, onnx_path: Path) -> str:
 
 
 def _add_profile(
-    builder: Any,
-    config: Any,
-    network: Any,
+    builder: tensorrt.Builder,
+    config: tensorrt.IBuilderConfig,
+    network: tensorrt.INetworkDefinition,
     input_name: str,
     img_size: int,
     batches: tuple[int, int, int],
@@ -549,7 +558,9 @@ def _add_profile(
         raise EngineBuildError(f"TensorRT rejected the optimization profile {shapes}")
 
 
-def _attach_timing_cache(config: Any, path: Path | None, log: Callable[[str], object]) -> Any:
+def _attach_timing_cache(
+    config: tensorrt.IBuilderConfig, path: Path | None, log: Callable[[str], object]
+) -> tensorrt.ITimingCache | None:
     """Load ``path`` (if any) into the config; a cache from another GPU/version is replaced."""
     if path is None:
         return None

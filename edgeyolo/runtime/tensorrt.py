@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,11 @@ from edgeyolo.runtime.gpu import (
     import_tensorrt,
 )
 from edgeyolo.runtime.manifest import MANIFEST_NAME, find_entry, read_manifest
+
+if TYPE_CHECKING:  # scripts/typecheck_trt.sh checks the calls against TensorRT's stubs
+    import tensorrt
+
+    from edgeyolo.runtime.trt_types import TensorRT
 
 __all__ = ["StageTimes", "EngineRunner"]
 
@@ -100,12 +105,12 @@ class EngineRunner:
     min_batch: int
     img_size: int
     last_times: StageTimes | None
-    # TensorRT objects (Logger, Runtime, ICudaEngine, IExecutionContext): typed Any on purpose, so
-    # tests/build/test_tensorrt_api.py checks every attribute read from them in every method.
-    _logger: Any
-    _runtime: Any
-    _engine: Any
-    _context: Any
+    # TensorRT objects, typed by TensorRT's stubs (scripts/typecheck_trt.sh); the names read from
+    # them are also checked by tests/build/test_tensorrt_api.py (its scan sees these as TensorRT).
+    _logger: tensorrt.Logger | None
+    _runtime: tensorrt.Runtime | None
+    _engine: tensorrt.ICudaEngine | None
+    _context: tensorrt.IExecutionContext | None
 
     def __init__(
         self,
@@ -259,7 +264,7 @@ class EngineRunner:
             entry, trt_version=trt_version, gpu_name=gpu_name, compute_capability=cc
         )
 
-    def _load(self, trt: Any, cuda: ModuleType, blob: bytes) -> None:
+    def _load(self, trt: TensorRT, cuda: ModuleType, blob: bytes) -> None:
         """Deserialize, enumerate I/O, allocate buffers for the max batch, stream and events."""
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)

@@ -51,6 +51,8 @@ CHECKED = {
 # rather than add one, annotate the variable (`host: np.ndarray`), which the scan reads. A name
 # added here needs a comment saying where it comes from; version-specific names are refused.
 NOT_TENSORRT: frozenset[str] = frozenset()
+# Annotations imported from here (``trt: TensorRT``, scripts/typecheck_trt.sh) are TensorRT's.
+TRT_TYPES = "edgeyolo.runtime.trt_types"
 PLAIN_CALLS = {"str", "bytes", "int", "float", "bool", "len", "repr", "open", "type", "abs", "min"}
 PLAIN_CALLS |= {"max", "sum", "round", "print", "memoryview", "bytearray", "isinstance", "Path"}
 PLAIN_CALLS |= {"None", "Callable"}  # as annotations
@@ -139,8 +141,10 @@ class Scan(ast.NodeVisitor):
         for n in body:
             for alias in n.names if isinstance(n, ast.Import | ast.ImportFrom) else []:
                 module = (n.module or "") if isinstance(n, ast.ImportFrom) else alias.name
-                # `import tensorrt` and `import_tensorrt` give TensorRT objects; nothing else does
+                # `import tensorrt`, `import_tensorrt` and the TensorRT Protocol (for mypy) give
+                # TensorRT objects; nothing else does
                 trt = module.split(".")[0] in ("tensorrt", "tensorrt_bindings")
+                trt |= module == TRT_TYPES
                 if not trt and "tensorrt" not in alias.name:
                     scope[(alias.asname or alias.name).split(".")[0]] = PLAIN
         for _ in range(4):  # assignments may depend on each other: iterate to a fixpoint
