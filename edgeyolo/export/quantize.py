@@ -66,6 +66,7 @@ from edgeyolo.export.calib import (
 from edgeyolo.export.fp16 import Fp16Report, convert_region_to_fp16
 from edgeyolo.export.graph import NET_PREFIX, dedupe_opsets
 from edgeyolo.fileio import write_bytes_atomic
+from edgeyolo.runtime.onnxruntime import session_source
 
 __all__ = [
     "FP16_QDQ_OPSET",
@@ -102,9 +103,11 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 def ort_session(model: str | bytes, threads: int = 0) -> ort.InferenceSession:
+    """A CPU session of ``model`` that rounds float16 ``QuantizeLinear`` on every onnxruntime
+    (:func:`edgeyolo.runtime.onnxruntime.session_source`)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(session_source(model), options, providers=["CPUExecutionProvider"])
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
