@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
+import onnxruntime
 import onnxsim
 import torch
 
@@ -253,6 +254,25 @@ def _build_onnx(
     return artifacts, checks, sim, len(images)
 
 
+def _how_checked(targets: list[str]) -> dict[str, str]:
+    """What each ``targets`` entry of a graph rests on: a promise says how it was kept."""
+    how = {}
+    for t in targets:
+        if t == "onnxruntime":
+            how[t] = (
+                f"numerics: parity against PyTorch at export on onnxruntime "
+                f"{onnxruntime.__version__} (checks.parity_vs_torch); every onnxruntime the "
+                "install allows computes fp16 Q/DQ alike (edgeyolo.runtime.onnxruntime)"
+            )
+        else:
+            how[t] = (
+                "static only: the graph conforms to this TensorRT's ONNX parser (operator table "
+                "and rules of edgeyolo.runtime.trt_support); no engine was built or run at export "
+                "-- `edgeyolo bench` on the built engine is its numeric check"
+            )
+    return how
+
+
 def _check_conformance(
     cfg: ExportConfig, artifacts: list[dict[str, Any]], stage: Path, log: Callable[[str], None]
 ) -> None:
@@ -269,12 +289,14 @@ def _check_conformance(
             continue
         if a.get("placement") == "onnxruntime":
             a["targets"], a["targets_reason"] = manifest_targets(None), ORT_ONLY_REASON
+            a["targets_checked"] = _how_checked(a["targets"])
             continue
         trt = tuple(a.pop("trt_targets", cfg.trt))  # the int8 fp16 graph may claim fewer
         violations = check_graph(onnx.load(str(stage / a["file"])), trt)
         if violations:
             problems.append(format_violations(violations, name=a["file"]))
         a["targets"] = manifest_targets(trt)
+        a["targets_checked"] = _how_checked(a["targets"])
         checked += 1
     if problems:
         raise ExportError("\n".join([*problems, HINT]))

@@ -338,6 +338,12 @@ def test_export_holds_the_fp16_int8_graph_to_the_targets_that_parse_it(
         "onnxruntime",
         *(f"tensorrt-{t}" for t in ("8.6", "10.3", "10", "11")),
     ]
+    # every target says what it rests on: numerics on onnxruntime, the parser's rules on TensorRT
+    for entry in (a, fp32):
+        how = entry["targets_checked"]
+        assert list(how) == entry["targets"]
+        assert how["onnxruntime"].startswith("numerics: parity against PyTorch")
+        assert all(how[t].startswith("static only") for t in entry["targets"][1:])
     old = ExportConfig(out=str(tmp_path / "b"), trt=("8.6", "10.3"), **common)
     b = next(
         x
