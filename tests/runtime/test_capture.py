@@ -364,7 +364,9 @@ def test_video_reads_on_an_opencv_without_its_logging_module(
     assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
 
 
-def test_without_any_opencv_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_any_opencv_the_error_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """No ``cv2`` at all (the plain deploy install on a machine without a system OpenCV): one
     error naming the ``opencv`` extra and the system's OpenCV, not an ImportError."""
     import sys
@@ -374,5 +376,7 @@ def test_without_any_opencv_the_error_names_the_extra(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ImportError
     with pytest.raises(MissingDependencyError, match=r"cv2.*edgeyolo\[opencv\].*system"):
         CV2.load()
-    with pytest.raises(MissingDependencyError, match=r"edgeyolo\[opencv\]"), Capture("clip.mp4"):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 64)  # a file is checked for before OpenCV is asked to open it
+    with pytest.raises(MissingDependencyError, match=r"edgeyolo\[opencv\]"), Capture(str(clip)):
         pass
