@@ -431,6 +431,16 @@ def detect(
             "default: to the end, or Ctrl+C).",
         ),
     ] = None,
+    reconnect: Annotated[
+        float,
+        typer.Option(
+            "--reconnect",
+            metavar="SECONDS",
+            min=0,
+            help="How long a camera, URL or pipeline that stops sending (or sends nothing for "
+            "10 s) is reopened, with backoff, before the run stops; 0 = never give up.",
+        ),
+    ] = 30.0,
 ) -> None:
     """Draw detections on images, video, a camera or a stream with any backend; optionally JSON.
 
@@ -465,6 +475,7 @@ def detect(
                 show=show,
                 stages=det,
                 max_frames=frames,
+                reconnect=reconnect,
             )
     frames = [r for r in records if "skipped" not in r]
     n = sum(len(r["detections"]) for r in frames)

@@ -13,6 +13,11 @@ read live (``live=True``), when it is paced at its own FPS, as a camera would de
         for f in cap:                      # f.seq, f.image (uint8[H, W, 3] BGR), f.time
             d = det(f.image)
 
+A live source that stops sending (server gone, network cut, camera unplugged, or no new frame
+for ``stall_timeout`` seconds) is reopened with backoff (0.5 s doubling to 5 s) for up to
+``reconnect_s`` seconds (0: forever), saying so in one line when it is lost and one when it is
+back; sequence numbers go on across the gap.
+
 :class:`LoopStats` keeps the loop's FPS and per-stage times (pre / infer / post, ms) for an
 overlay (:func:`draw_stats`) and the log. Nothing here imports torch.
 """
@@ -62,6 +67,13 @@ CSI_PIPELINE = (
 )
 #: The frame rate a file is paced at when its header gives none.
 DEFAULT_FPS = 30.0
+#: Seconds a lost live source is retried before :class:`Capture` gives up (0: never).
+DEFAULT_RECONNECT = 30.0
+#: The first wait before reopening a lost source, and the longest (the wait doubles each try).
+BACKOFF_START, BACKOFF_MAX = 0.5, 5.0
+#: Seconds past ``stall_timeout`` that a read may block before its thread is abandoned: a
+#: backend with a read timeout (FFmpeg) reports the stall itself first.
+STALL_GRACE = 2.0
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NO_GSTREAMER = (
     "this OpenCV build has no GStreamer support (cv2.getBuildInformation() says GStreamer: NO; "
@@ -356,6 +368,21 @@ class LatestFrame:
 # ----------------------------------------------------------------------------- capture
 
 
+@dataclass
+class _Outage:
+    """A live source lost and not yet back: when, after which frame, why, and the retries."""
+
+    start: float
+    after_seq: int
+    cause: str
+    attempts: int = 0
+    delay: float = BACKOFF_START
+
+
+def _print_status(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 class Capture:
     """The frames of one source, as a context manager (:meth:`open` / :meth:`close`).
 
@@ -372,14 +399,25 @@ class Capture:
             lost (and the open / read timeout of a URL).
         join_timeout: seconds :meth:`close` waits for the capture thread; a thread stuck in the
             driver's read is left behind (a daemon) and releases its device when that returns.
+        reconnect_s: seconds a lost live source (a camera, pipeline or endless stream that
+            ends, fails or stalls) is reopened, with backoff (:data:`BACKOFF_START` doubling to
+            :data:`BACKOFF_MAX`), before iterating raises; ``0``: never give up; ``None``: no
+            reconnecting (the loss raises at once). Counted from the moment the loss is seen.
+            A file, or a stream of known length, simply ends.
+        on_status: called with one line when a live source is lost and one when it is back
+            (default: printed on stderr); from the capture thread when live.
 
     Iterating yields :class:`CapturedFrame` (``seq``, ``image`` BGR, ``time``) until a file
-    ends (or a URL whose frame count is known: a video file served over HTTP); a camera, a
-    pipeline or an endless stream that ends or stalls raises instead.
+    ends (or a URL whose frame count is known: a video file served over HTTP); a live source
+    that ends or stalls is reconnected, its sequence numbers going on from where they were.
+    A read that blocks past ``stall_timeout`` (a GStreamer pipeline has no read timeout) is
+    left in its thread, which releases its capture when the read returns, and a new capture
+    is opened beside it.
 
     Raises:
         DataError: (from :meth:`open`) the source cannot be opened; (while iterating) it gives
-            no frame at all, a camera / stream / pipeline ends or stalls; each names the source.
+            no frame at all, or a lost live source is not back within ``reconnect_s`` (or, with
+            ``reconnect_s=None``, ends or stalls); each names the source.
         MissingDependencyError: a GStreamer pipeline with an OpenCV built without GStreamer.
     """
 
@@ -390,19 +428,32 @@ class Capture:
         live: bool | None = None,
         stall_timeout: float = 10.0,
         join_timeout: float = 5.0,
+        reconnect_s: float | None = DEFAULT_RECONNECT,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source if isinstance(source, VideoSource) else parse_source(source)
         self.live = self.source.live if live is None else live
         self.stall_timeout, self.join_timeout = stall_timeout, join_timeout
+        if reconnect_s is not None and reconnect_s < 0:
+            raise ValueError(f"reconnect_s must be 0 (never give up) or more, got {reconnect_s}")
+        self.reconnect_s = reconnect_s
+        self.on_status = on_status or _print_status
         #: Frames per second the source reports (``None``: it does not say).
         self.fps: float | None = None
         #: A file's frame count from its header (``None`` for live sources or when unknown).
         self.total: int | None = None
         self.delivered = 0
+        #: Times a lost live source came back, and the seconds it was away in all.
+        self.reconnects = 0
+        self.offline_s = 0.0
         self._cap: cv2.VideoCapture | None = None
         self._buffer = LatestFrame()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._abandoned: list[threading.Thread] = []  # readers stuck in a read that stalled
+        self._lock = threading.Lock()
+        self._gen = 0  # the current reader's number; an abandoned reader's is older
+        self._reading_since: float | None = None  # when the current reader's read began
         self._read = 0  # frames read on the caller's thread (live=False)
         self._finite = True  # whether the end of the frames is normal (a file), set by open()
 
@@ -419,17 +470,16 @@ class Capture:
         if not self.live:
             self._cap = cap
             return self
-        self._thread = threading.Thread(
-            target=self._reader, args=(cap,), name="edgeyolo-capture", daemon=True
-        )
-        self._thread.start()
+        self._start_reader(cap, None)
         return self
 
     def close(self) -> None:
-        """Stop the capture thread (joined) and release the source. Idempotent."""
+        """Stop the capture thread (joined, also during a reconnect's wait) and release the
+        source. Idempotent."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.join_timeout)
+        deadline = time.perf_counter() + self.join_timeout
+        for thread in [t for t in (self._thread,) if t is not None] + self._abandoned:
+            thread.join(max(deadline - time.perf_counter(), 0.0))
         if self._cap is not None:
             self._cap.release()
             self._cap = None
@@ -449,6 +499,12 @@ class Capture:
     def running(self) -> bool:
         """Whether the capture thread is alive."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def reconnecting(self) -> bool:
+        """Whether lost live sources are reopened (a live source of unknown length, and
+        ``reconnect_s`` not ``None``)."""
+        return self.reconnect_s is not None and self.source.live and not self._finite
 
     # -- counters
     @property
@@ -473,55 +529,187 @@ class Capture:
         return self._live() if self.live else self._in_order()
 
     def _live(self) -> Iterator[CapturedFrame]:
+        poll = min(max(self.stall_timeout / 4, 0.05), 1.0)
         while True:
             try:
-                frame = self._buffer.take(self.stall_timeout)
+                frame = self._buffer.take(self.stall_timeout if not self.reconnecting else poll)
             except TimeoutError as e:
-                raise DataError(
-                    f"no new frame for {self.stall_timeout:g} s: the stream stalled (camera "
-                    "unplugged? network down?)",
-                    file=self.source.name,
-                ) from e
+                if not self.reconnecting:
+                    raise DataError(
+                        f"no new frame for {self.stall_timeout:g} s: the stream stalled (camera "
+                        "unplugged? network down?)",
+                        file=self.source.name,
+                    ) from e
+                self._watch_stall()
+                continue
             if frame is None:
                 return
             self.delivered += 1
             yield frame
 
+    def _watch_stall(self) -> None:
+        """Abandon a reader whose read has blocked past ``stall_timeout`` (+ a grace) and
+        start another that reopens the source."""
+        with self._lock:
+            since = self._reading_since
+            if since is None or self._stop.is_set():
+                return
+            if time.perf_counter() - since <= self.stall_timeout + STALL_GRACE:
+                return
+            if self._thread is not None:
+                self._abandoned.append(self._thread)
+            self._gen += 1
+            self._reading_since = None
+        outage = self._lose(f"no new frame for {self.stall_timeout:g} s")
+        self._start_reader(None, outage)
+
+    def _start_reader(self, cap: cv2.VideoCapture | None, outage: _Outage | None) -> None:
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        self._thread = threading.Thread(
+            target=self._reader,
+            args=(cap, outage, self._gen),
+            name="edgeyolo-capture",
+            daemon=True,
+        )
+        self._thread.start()
+
     def _in_order(self) -> Iterator[CapturedFrame]:
         cap = self._cap
+        outage: _Outage | None = None
         while cap is not None and not self._stop.is_set():
+            began = time.perf_counter()
             ok, image = cap.read()
             if not ok:
-                break
+                if not self.reconnecting or (self._read == 0 and outage is None):
+                    break
+                cap.release()
+                self._cap = None
+                outage = outage or self._lose(self._cause(began))
+                cap = self._cap = self._reopen(outage)
+                continue
             frame = CapturedFrame(self._read, image, time.perf_counter())
             self._read += 1
+            if outage is not None:
+                self._back(outage)
+                outage = None
             self.delivered += 1
             yield frame
         problem = self._ended(self._read)
         if problem is not None and not self._stop.is_set():
             raise problem
 
-    def _reader(self, cap: cv2.VideoCapture) -> None:
-        """The capture thread: read, put into the one-slot buffer; a file paced at its FPS."""
+    def _reader(self, cap: cv2.VideoCapture | None, outage: _Outage | None, gen: int) -> None:
+        """The capture thread: read, put into the one-slot buffer (a file paced at its FPS);
+        a lost live source is reopened. Reader ``gen`` stops quietly once abandoned."""
         error: BaseException | None = None
         try:
             period = 1.0 / (self.fps or DEFAULT_FPS) if self.source.kind == "file" else 0.0
             start, n = time.perf_counter(), 0
             while not self._stop.is_set():
+                if cap is None:
+                    assert outage is not None
+                    cap = self._reopen(outage)
+                    if cap is None:  # closed while waiting
+                        break
                 delay = start + n * period - time.perf_counter()
                 if delay > 0 and self._stop.wait(delay):
                     break
+                with self._lock:
+                    if gen != self._gen:
+                        break
+                    began = self._reading_since = time.perf_counter()
                 ok, image = cap.read()
-                if not ok:
-                    error = self._ended(n)
+                with self._lock:
+                    if gen != self._gen:  # abandoned while blocked in the read
+                        break
+                    self._reading_since = None
+                    if ok:
+                        self._buffer.put(image)
+                if ok:
+                    n += 1
+                    if outage is not None:
+                        self._back(outage)
+                        outage = None
+                    continue
+                if not self.reconnecting or (self._buffer.captured == 0 and outage is None):
+                    error = self._ended(self._buffer.captured)
                     break
-                self._buffer.put(image)
-                n += 1
+                cap.release()
+                cap = None
+                outage = outage or self._lose(self._cause(began))
         except BaseException as e:  # handed to the consumer, which raises it
             error = e
         finally:
-            cap.release()
-            self._buffer.end(error)
+            if cap is not None:
+                cap.release()
+            with self._lock:
+                current = gen == self._gen
+                if current:
+                    self._reading_since = None
+            if current:
+                self._buffer.end(error)
+
+    # -- reconnecting
+    def _cause(self, began: float) -> str:
+        """Why a read failed, from how long it took: a read timeout, else the end."""
+        if time.perf_counter() - began >= 0.9 * self.stall_timeout:
+            return f"no new frame for {self.stall_timeout:g} s"
+        return "the camera stopped sending" if self.source.kind == "camera" else "it ended"
+
+    def _lose(self, cause: str) -> _Outage:
+        """Start an outage and say so in one line."""
+        outage = _Outage(time.perf_counter(), self.captured - 1, cause)
+        limit = "never giving up"
+        if self.reconnect_s:
+            limit = f"giving up after {self.reconnect_s:g} s"
+        self.on_status(
+            f"{self.source.name}: lost after frame {outage.after_seq} ({cause}); reconnecting "
+            f"(retries {BACKOFF_START:g} s apart, doubling to {BACKOFF_MAX:g} s; {limit})"
+        )
+        return outage
+
+    def _back(self, outage: _Outage) -> None:
+        """End an outage (a frame came) and say so in one line."""
+        away = time.perf_counter() - outage.start
+        self.reconnects += 1
+        self.offline_s += away
+        self.on_status(
+            f"{self.source.name}: reconnected after {away:.1f} s ({outage.attempts} "
+            f"attempt(s)); frames go on from {self.captured - 1}"
+        )
+
+    def _reopen(self, outage: _Outage) -> cv2.VideoCapture | None:
+        """Open the source again, waiting with backoff between tries; ``None`` when closed
+        meanwhile.
+
+        Raises:
+            DataError: still no capture ``reconnect_s`` after the loss.
+        """
+        while True:
+            wait = outage.delay
+            if self.reconnect_s:
+                left = outage.start + self.reconnect_s - time.perf_counter()
+                if left <= 0:
+                    raise self._gave_up(outage)
+                wait = min(wait, left)
+            if self._stop.wait(wait):
+                return None
+            outage.attempts += 1
+            outage.delay = min(outage.delay * 2, BACKOFF_MAX)
+            try:
+                return open_video(self.source, timeout_s=self.stall_timeout)
+            except DataError:
+                continue
+
+    def _gave_up(self, outage: _Outage) -> DataError:
+        away = time.perf_counter() - outage.start
+        return DataError(
+            f"lost after frame {outage.after_seq} ({outage.cause}) and not back after "
+            f"{away:.1f} s ({outage.attempts} reconnection attempt(s)): check that the sender "
+            "is running, the network and the cable, then start again; a longer --reconnect "
+            "(Capture(reconnect_s=...)) waits longer, 0 never gives up",
+            file=self.source.name,
+        )
 
     def _ended(self, frames: int) -> DataError | None:
         """The error for a source that stopped giving frames after ``frames`` (``None``: a

@@ -4,6 +4,7 @@ slow model cannot fall behind, the errors that name the source, and the loop's t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -226,7 +227,7 @@ def test_a_gstreamer_pipeline_opens_through_cap_gstreamer_and_its_end_is_an_erro
     seqs = []
     with (
         pytest.raises(DataError, match=r"'.*appsink drop=1': the stream ended after 2 frame"),
-        Capture(CSI_PIPELINE) as cap,
+        Capture(CSI_PIPELINE, reconnect_s=None) as cap,
     ):
         for f in cap:  # the error comes after the last frame
             seqs.append(f.seq)
@@ -241,7 +242,7 @@ def test_a_camera_that_stops_sending_is_an_error_naming_it(monkeypatch: pytest.M
     seqs = []
     with (
         pytest.raises(DataError, match=r"^camera 0: the camera ended after 3 frame"),
-        Capture("0") as cap,
+        Capture("0", reconnect_s=None) as cap,
     ):
         for f in cap:
             seqs.append(f.seq)
@@ -268,13 +269,193 @@ def test_a_stalled_stream_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         with (
             pytest.raises(DataError, match=r"^camera 0: no new frame for 0.2 s"),
-            Capture(0, stall_timeout=0.2, join_timeout=0.1) as cap,
+            Capture(0, stall_timeout=0.2, join_timeout=0.1, reconnect_s=None) as cap,
         ):
             list(cap)
     finally:
         never.set()  # the read returns; the thread ends and releases its capture
     cap._thread.join(5)
     assert not cap.running and FakeVideo.made[0].released
+
+
+# ---------------------------------------------------------------------------- reconnecting
+
+
+class FlakySource:
+    """A live source that can go away and come back, behind a stand-in ``cv2.VideoCapture``:
+    opens fail while it is down; a capture opened before it went down fails its next read and
+    stays failed (as OpenCV's do), so only a reopen brings frames back. ``block`` (when given)
+    holds the reads of the first capture, as a GStreamer read with no timeout does."""
+
+    def __init__(self, block: threading.Event | None = None) -> None:
+        self.up, self.epoch, self.block = True, 0, block
+        self.opens: list[float] = []  # perf_counter of every open tried
+        self.made: list[FlakyVideo] = []
+
+    def down(self) -> None:
+        self.up, self.epoch = False, self.epoch + 1
+
+    def video(self, *args: object) -> FlakyVideo:
+        self.opens.append(time.perf_counter())
+        made = FlakyVideo(self, stuck=self.block is not None and not self.made)
+        self.made.append(made)
+        return made
+
+
+class FlakyVideo:
+    def __init__(self, src: FlakySource, *, stuck: bool) -> None:
+        self.src, self.epoch, self.stuck = src, src.epoch, stuck
+        self.opened, self.released = src.up, False
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        return self.opened
+
+    def get(self, prop: int) -> float:
+        return 30.0 if prop == cv2.CAP_PROP_FPS else -1.0  # no frame count: endless
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.stuck and self.src.block is not None:
+            self.src.block.wait()
+            return False, None
+        time.sleep(0.01)  # ~100 fps
+        if not self.src.up or self.epoch != self.src.epoch:
+            self.opened = False
+        return (True, np.zeros((4, 4, 3), np.uint8)) if self.opened else (False, None)
+
+    def release(self) -> None:
+        self.released = True
+
+
+URL = "rtsp://user:secret@10.0.0.9/cam"
+
+
+def _flaky(monkeypatch: pytest.MonkeyPatch, **kw: threading.Event) -> FlakySource:
+    src = FlakySource(**kw)
+    monkeypatch.setattr(cv2, "VideoCapture", src.video)
+    return src
+
+
+def _capture_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "edgeyolo-capture"]
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_a_lost_stream_is_reopened_with_backoff_and_numbered_on(
+    monkeypatch: pytest.MonkeyPatch, live: bool
+) -> None:
+    src = _flaky(monkeypatch)
+    lines: list[str] = []
+    seqs: list[int] = []
+    back = None
+    with Capture(URL, live=live, reconnect_s=5, on_status=lines.append) as cap:
+        for f in cap:
+            seqs.append(f.seq)
+            if len(seqs) == 5:
+                src.down()  # back 1.2 s later: the tries at 0.5 s fails, at 1.5 s opens
+                back = threading.Timer(1.2, lambda: setattr(src, "up", True))
+                back.start()
+            if len(seqs) == 15:
+                break
+    assert back is not None
+    back.join()
+    assert seqs == sorted(set(seqs)) and len(seqs) == 15  # never reset, never twice
+    assert len(lines) == 2, lines
+    assert re.fullmatch(
+        r"rtsp://user:\*\*\*@10\.0\.0\.9/cam: lost after frame \d+ \(it ended\); reconnecting "
+        r"\(retries 0\.5 s apart, doubling to 5 s; giving up after 5 s\)",
+        lines[0],
+    ), lines[0]
+    m = re.fullmatch(
+        r"rtsp://.*: reconnected after (\d+\.\d) s \(2 attempt\(s\)\); frames go on from (\d+)",
+        lines[1],
+    )
+    assert m is not None, lines[1]
+    assert 1.4 <= float(m.group(1)) < 3.0 and int(m.group(2)) > seqs[4]
+    gaps = [b - a for a, b in zip(src.opens[1:], src.opens[2:], strict=False)]
+    assert len(src.opens) == 3 and 0.9 < gaps[0] < 1.5, src.opens  # the wait doubled
+    assert cap.reconnects == 1 and cap.offline_s == pytest.approx(float(m.group(1)), abs=0.1)
+    assert all(v.released for v in src.made) and not cap.running and not _capture_threads()
+
+
+def test_a_source_not_back_in_time_raises_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _flaky(monkeypatch)
+    lines: list[str] = []
+    seqs: list[int] = []
+    start = time.perf_counter()
+    with (
+        pytest.raises(DataError) as info,
+        Capture(URL, reconnect_s=1.0, on_status=lines.append) as cap,
+    ):
+        for f in cap:
+            seqs.append(f.seq)
+            if len(seqs) == 3:
+                src.down()  # and never up again
+                lost_at = time.perf_counter()
+    waited = time.perf_counter() - lost_at
+    assert 0.9 < waited < 2.0 and time.perf_counter() - start < 5
+    message = str(info.value)
+    assert message.startswith("rtsp://user:***@10.0.0.9/cam: lost after frame ")
+    assert re.search(r"not back after 1\.\d s \(2 reconnection attempt\(s\)\)", message), message
+    assert "0 never gives up" in message and "secret" not in message
+    assert len(lines) == 1 and "giving up after 1 s" in lines[0]
+    assert not cap.running and not _capture_threads()
+
+
+def test_close_stops_a_reconnect_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _flaky(monkeypatch)
+    lines: list[str] = []
+    cap = Capture(URL, reconnect_s=0, on_status=lines.append).open()
+    frames = iter(cap)
+    next(frames)
+    src.down()
+    deadline = time.perf_counter() + 5
+    while not lines and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert lines and lines[0].endswith("never giving up)"), lines
+    time.sleep(0.7)  # past the first try, into the 1 s wait
+    t0 = time.perf_counter()
+    cap.close()
+    assert time.perf_counter() - t0 < 0.3 and not cap.running and not _capture_threads()
+    assert all(v.released for v in src.made)
+
+
+def test_a_read_that_blocks_is_left_and_the_source_reopened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edgeyolo.runtime import capture
+
+    monkeypatch.setattr(capture, "STALL_GRACE", 0.1)
+    block = threading.Event()
+    src = _flaky(monkeypatch, block=block)
+    lines: list[str] = []
+    try:
+        with Capture(URL, stall_timeout=0.2, reconnect_s=5, on_status=lines.append) as cap:
+            seqs = [f.seq for _, f in zip(range(5), cap, strict=False)]
+            stuck = src.made[0]
+            assert not stuck.released  # its thread is still in the read
+            block.set()  # the read returns: the old thread releases its capture and ends
+            deadline = time.perf_counter() + 5
+            while not stuck.released and time.perf_counter() < deadline:
+                time.sleep(0.01)
+            assert stuck.released
+            seqs += [f.seq for _, f in zip(range(5), cap, strict=False)]
+    finally:
+        block.set()
+    assert seqs == sorted(set(seqs)), seqs
+    assert seqs[0] == 0  # the stuck capture gave nothing; the new one numbers from 0
+    assert len(lines) == 2 and "(no new frame for 0.2 s)" in lines[0], lines
+    assert "reconnected after" in lines[1] and cap.reconnects == 1
+    assert not _capture_threads()
+
+
+def test_files_end_and_bad_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="reconnect_s must be 0"):
+        Capture(URL, reconnect_s=-1)
+    video = _clip(tmp_path / "clip.avi", frames=5)
+    lines: list[str] = []
+    with Capture(video, live=True, on_status=lines.append) as cap:
+        assert not cap.reconnecting and len(list(cap)) >= 1
+    assert lines == []
 
 
 def test_sources_that_cannot_be_opened_are_named(tmp_path: Path) -> None:
