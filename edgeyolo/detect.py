@@ -36,6 +36,7 @@ from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
 from edgeyolo.lazy import CV2 as cv2
 from edgeyolo.runtime.capture import (
     DEFAULT_FPS,
+    DEFAULT_RECONNECT,
     Capture,
     LoopStats,
     VideoSource,
@@ -43,6 +44,7 @@ from edgeyolo.runtime.capture import (
     draw_stats,
     parse_source,
 )
+from edgeyolo.runtime.latency import AgeMeter
 from edgeyolo.visualize import draw_detections
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
@@ -167,15 +169,31 @@ class _Source:
 _FIX = "remove or replace it, or pass --skip-bad to skip damaged images"
 
 
-def _open(spec: VideoSource, live: bool | None) -> Capture:
-    return Capture(spec, live=live).open()
+def _open(
+    spec: VideoSource,
+    live: bool | None,
+    reconnect: float | None = DEFAULT_RECONNECT,
+    console: Console | None = None,
+) -> Capture:
+    out = console or make_console()
+
+    def status(line: str) -> None:  # a live source lost or back: one line
+        out.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
+
+    return Capture(spec, live=live, reconnect_s=reconnect, on_status=status).open()
 
 
-def _resolve(source: str | Path, *, live: bool | None = None) -> _Source:
+def _resolve(
+    source: str | Path,
+    *,
+    live: bool | None = None,
+    reconnect: float | None = DEFAULT_RECONNECT,
+    console: Console | None = None,
+) -> _Source:
     if isinstance(source, str) and not os.path.exists(source):  # no OSError for long pipelines
         spec = parse_source(source)
         if spec.kind != "file":  # a camera index, a URL or a GStreamer pipeline
-            cap = _open(spec, live)
+            cap = _open(spec, live, reconnect, console)
             return _Source("stream", [], capture=cap, fps=cap.fps or DEFAULT_FPS)
     path = Path(source)
     if not path.exists():
@@ -294,6 +312,7 @@ def run_detect(
     show: bool = False,
     stages: StageTimes | None = None,
     max_frames: int | None = None,
+    reconnect: float | None = DEFAULT_RECONNECT,
 ) -> list[dict[str, Any]]:
     """Run ``predict`` on every frame of ``source``, draw and save the results.
 
@@ -321,6 +340,10 @@ def run_detect(
             counts as ``infer``. Drawing is added to ``post``.
         max_frames: stop after this many frames have been processed (``None``: to the end of
             the source, or Ctrl+C): a bounded look at a live source.
+        reconnect: seconds a live source that stops sending (or stalls) is reopened, with
+            backoff, before the run stops with a :class:`DataError`; ``0``: never give up,
+            ``None``: stop at once. Frame numbers go on across the gap; one line on
+            ``console`` says when it is lost and one when it is back.
 
     Returns:
         One record per frame: ``{"image": name, "detections": [{"label": name, "bbox": [x1, y1,
@@ -344,13 +367,15 @@ def run_detect(
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"--frames must be 1 or more, got {max_frames}")
     console = console or make_console()
-    src = _resolve(source, live=live)
+    src = _resolve(source, live=live, reconnect=reconnect, console=console)
     try:
         _check_images(src, source, skip_bad=skip_bad, console=console)
         out_path = None if out is None else Path(out)
         loop = _Loop(
             src, predict, names, _Sink(out_path, src), _Window(show, out_path, console), stages
         )
+        if src.capture is not None and src.capture.source.live:
+            loop.ages = AgeMeter(src.capture.fps)
         return _run(loop, save_json, show_progress, skip_bad, console, max_frames)
     finally:
         src.close()
@@ -392,10 +417,15 @@ class _Loop:
     stages: StageTimes | None
     results: list[dict[str, Any]] = field(default_factory=list)
     stats: LoopStats = field(default_factory=LoopStats)
+    #: Ages at inference of a live source whose sender draws a frame counter
+    #: (:mod:`edgeyolo.runtime.latency`); ``None`` for files and images.
+    ages: AgeMeter | None = None
 
     def frame(self, name: str, frame: np.ndarray, index: int | None) -> bool:
         """Process one RGB frame; ``False`` when the viewer asked to stop (q / Esc)."""
         t0 = time.perf_counter()
+        if self.ages is not None:
+            self.ages.add(frame, t0)
         prediction = _as_arrays(self.predict(frame))
         t1 = time.perf_counter()
         times = {"infer": (t1 - t0) * 1e3} if self.stages is None else dict(self.stages.last_times)
@@ -482,6 +512,8 @@ def _run(
         )
     if show_progress and loop.stats.frames:
         console.print(f"timing: {loop.summary()}", highlight=False, soft_wrap=True)
+    if loop.ages is not None and (ages := loop.ages.line()):
+        console.print(ages, highlight=False, soft_wrap=True)
     if done and save_json:
         loop.sink.json(results)
     return results

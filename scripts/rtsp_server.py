@@ -8,7 +8,8 @@ loopback interface only (nothing outside this machine can connect) with gst-rtsp
 
 as one media shared by every client (all see the same live stream, as from a camera). With
 ``--counter`` the frames come from numpy through ``appsrc`` instead, each with its index drawn
-as a row of black / white blocks at the top-left (``scripts/frame_counter.py`` reads it back),
+as a row of black / white blocks at the top-left (``edgeyolo/runtime/framecounter.py`` reads
+it back),
 so that a receiver can tell how many frames old the frame it is processing is.
 
 Run it with a Python that has GStreamer's introspection (``gi``: Debian's ``python3-gi``,
@@ -26,15 +27,31 @@ port that cannot be bound, 3 when GStreamer or a plugin is missing.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import stat
 import sys
 import time
+from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 MOUNT = "/test"
 HOST = "127.0.0.1"
+#: The frame-counter codec, loaded by its path: this python may not have edgeyolo installed,
+#: and the codec imports nothing but numpy.
+CODEC = Path(__file__).resolve().parents[1] / "edgeyolo" / "runtime" / "framecounter.py"
+
+
+def load_codec() -> ModuleType:
+    """``edgeyolo/runtime/framecounter.py`` as a module, without importing edgeyolo."""
+    spec = importlib.util.spec_from_file_location("edgeyolo_framecounter", CODEC)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the frame-counter codec from {CODEC}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -97,7 +114,8 @@ class CounterFrames:
 
     def __init__(self, args: argparse.Namespace, gst: Any, glib: Any) -> None:
         import numpy as np
-        from frame_counter import encode_counter  # beside this script (sys.path[0])
+
+        encode_counter = load_codec().encode_counter
 
         self.encode, self.gst, self.glib = encode_counter, gst, glib
         self.w, self.h, self.fps = args.width, args.height, args.fps
@@ -205,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.counter:
         try:
             counter = CounterFrames(args, Gst, GLib)
-        except (ImportError, ValueError) as e:
+        except (ImportError, OSError, ValueError) as e:
             _fail(2, f"--counter: {e}")
         factory.connect("media-configure", counter.media_configure)
     server.get_mount_points().add_factory(MOUNT, factory)

@@ -22,6 +22,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "scripts" / "rtsp_server.py"
+#: The frame-counter codec (numpy only), loaded by its path so that no edgeyolo import is needed.
+CODEC = ROOT / "edgeyolo" / "runtime" / "framecounter.py"
 #: The Python that runs the server: it needs GStreamer's ``gi`` (Debian's python3-gi), which a
 #: venv usually lacks. ``EDGEYOLO_RTSP_PYTHON`` overrides it.
 SERVER_PYTHON = os.environ.get("EDGEYOLO_RTSP_PYTHON", "/usr/bin/python3")
@@ -224,11 +226,12 @@ class RtspServer:
 
 
 def load_frame_counter() -> ModuleType:
-    """``scripts/frame_counter.py`` as a module (``encode_counter``, ``decode_counter``)."""
+    """``edgeyolo/runtime/framecounter.py`` as a module (``encode_counter``,
+    ``decode_counter``), loaded by its path: no edgeyolo import, as for the server."""
     name = "edgeyolo_test_frame_counter"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SERVER.parent / "frame_counter.py")
+    spec = importlib.util.spec_from_file_location(name, CODEC)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
