@@ -116,12 +116,24 @@ def test_server_stops_on_sigterm_and_lifetime(rtsp_server_factory: MakeServer) -
 # ----------------------------------------------------------------------- edgeyolo detect
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _until_sigint(cmd: list[str], started: Callable[[], bool], log: Path, run_s: float) -> str:
     """Run ``cmd``, interrupt it (SIGINT) ``run_s`` s after ``started()`` first holds, and
-    return its output. Asserts exit status 0."""
+    return its output. Asserts exit status 0.
+
+    The child gets SIGINT's default action back before it starts, as a terminal's foreground
+    program has it: a non-interactive shell starts background jobs (a CI runner's, say) with
+    SIGINT ignored, the child inherits that, and Python then never raises KeyboardInterrupt."""
     with log.open("w") as sink:
         proc = subprocess.Popen(
-            cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"}
+            cmd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+            preexec_fn=_sigint_default,
         )
         try:
             deadline = time.monotonic() + DETECT_START
