@@ -34,7 +34,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import sys
 import threading
 import time
@@ -135,26 +134,17 @@ def timeline(meter: AgeMeter, fps: float, bin_s: float) -> list[list[float]]:
 
 
 def machine() -> dict[str, Any]:
-    """Where it ran: CPU, cores, load, versions."""
+    """Where it ran: edgeyolo's environment record (CPU and its flags, cores, platform,
+    versions), plus OpenCV's version and the load at the end."""
     import cv2
 
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from edgeyolo.runtime.environment import environment
+
+    env = environment()
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        **env["machine"],
         "loadavg": list(os.getloadavg()),  # at the end
-        "python": sys.version.split()[0],
-        "executable": sys.executable,
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "platform": platform.platform(),
+        "versions": {**env["versions"], "opencv": cv2.__version__},
     }
 
 
