@@ -150,11 +150,11 @@ def test_bad_label_line_is_named_or_skipped_and_counted(
 ):
     import shutil
 
-    from edgeyolo import cli
+    from edgeyolo.cli import common
 
     # messages are never wrapped, whatever the terminal's width: the path:line stays copyable
-    monkeypatch.setattr(cli.console, "width", columns)
-    monkeypatch.setattr(cli.err_console, "width", columns)
+    monkeypatch.setattr(common.console, "width", columns)
+    monkeypatch.setattr(common.err_console, "width", columns)
     root = tmp_path / "ds"
     shutil.copytree(mnist_small_yaml.parent, root)
     label = root / "labels" / "train" / "000002.txt"
@@ -192,7 +192,7 @@ def test_bad_label_line_is_named_or_skipped_and_counted(
 
 
 def test_export_table_says_when_there_were_no_boxes_to_compare():
-    from edgeyolo.cli import _parity_cell
+    from edgeyolo.cli.export import _parity_cell
 
     empty = {"matched": 0, "ref_count": 0, "other_count": 0, "mean_iou": float("nan")}
     assert _parity_cell({**empty, "max_score_diff": float("nan")}, 0.25) == (

@@ -23,7 +23,8 @@ from PIL import Image
 from torchvision.ops import box_iou
 from typer.testing import CliRunner
 
-from edgeyolo.cli import app, data_mnist
+from edgeyolo.cli import app
+from edgeyolo.cli.data import data_mnist
 from edgeyolo.data import mnist
 from edgeyolo.data.formats import load_data_yaml, read_seed, read_split
 from edgeyolo.data.mnist import (

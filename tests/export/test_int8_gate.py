@@ -16,6 +16,7 @@ from onnxruntime.quantization.calibrate import CalibrationMethod
 from typer.testing import CliRunner
 
 import edgeyolo.cli as cli
+import edgeyolo.cli.common as cli_common
 import edgeyolo.export.int8_gate as int8_gate
 import edgeyolo.export.pipeline as pipeline
 from edgeyolo.config import ExportConfig
@@ -188,7 +189,7 @@ def test_cli_passes_strict_and_prints_the_gate_with_its_interval(
         }
 
     monkeypatch.setattr(pipeline, "export_model", export_model)
-    monkeypatch.setattr(cli.console, "width", columns)
+    monkeypatch.setattr(cli_common.console, "width", columns)
     args = ["export", "--weights", "w.pt", "--int8", "--data", "d.yaml", "--no-progress"]
     r = CliRunner().invoke(cli.app, [*args, "--strict"])
     assert r.exit_code == 0, r.output

@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from edgeyolo import cli
+from edgeyolo.cli import train as cli_train
 from edgeyolo.config import AugmentConfig, ModelConfig, TrainConfig, train_config_from_dict
 from edgeyolo.errors import ConfigError
 from edgeyolo.models import build_model
@@ -281,7 +282,7 @@ def test_train_command_passes_the_recipe_options(tmp_path, monkeypatch):
         got.append(cfg)
         return SimpleNamespace(wall_s=1.0, images_per_s=1.0, best_map50=0.5, best=tmp_path)
 
-    monkeypatch.setattr(cli, "_TRAINER", SimpleNamespace(train=fake_train))
+    monkeypatch.setattr(cli_train, "_TRAINER", SimpleNamespace(train=fake_train))
     args = ["train", "--data", str(tmp_path / "d.yaml"), "--mosaic", "0.7", "--close-mosaic", "2"]
     args += ["--close-aug", "3", "--scale", "0.8", "1.2", "--translate", "0.02"]
     args += ["--colour-jitter", "0.3"]
