@@ -28,6 +28,8 @@ _LAZY = {
     "load_model": "edgeyolo.models.checkpoint",
     "build_mnist_detection": "edgeyolo.data.mnist",
     "Detector": "edgeyolo.runtime.detector",
+    "stream": "edgeyolo.runtime.stream",
+    "Stream": "edgeyolo.runtime.stream",
     "ExportConfig": "edgeyolo.config",
     "export_model": "edgeyolo.export.pipeline",
 }

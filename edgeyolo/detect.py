@@ -3,8 +3,9 @@ pipeline, and write the results.
 
 A predictor is any callable ``predict(image uint8[H, W, 3] RGB) -> (boxes float[K, 4] xyxy in
 frame pixels, scores float[K], labels int[K])``; the PyTorch, ONNX Runtime and TensorRT backends
-all fit it (:meth:`edgeyolo.runtime.detector.Detector.predict_rgb`). Videos and live sources are
-read by :class:`edgeyolo.runtime.capture.Capture`: a live source keeps only its newest frame.
+all fit it (:meth:`edgeyolo.runtime.detector.Detector.predict_rgb`). Images are run here; videos
+and live sources (one or several) by :mod:`edgeyolo.detect_live`, over :func:`edgeyolo.stream`,
+whose :class:`~edgeyolo.runtime.capture.Capture` keeps only the newest frame of a live source.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,17 +36,17 @@ from edgeyolo.data.records import IMAGE_SUFFIXES, Problem, describe_problems
 from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
 from edgeyolo.lazy import CV2 as cv2
 from edgeyolo.runtime.capture import (
-    DEFAULT_FPS,
     DEFAULT_RECONNECT,
     Capture,
     LoopStats,
     VideoSource,
     display_problem,
-    draw_stats,
     parse_source,
 )
-from edgeyolo.runtime.latency import AgeMeter
 from edgeyolo.visualize import draw_detections
+
+if TYPE_CHECKING:
+    from edgeyolo.runtime.stream import BatchModel, StopSignals
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
 #: Pillow modes with more than 8 bits per sample: decoded by OpenCV, which scales them to 8 bits
@@ -106,26 +107,19 @@ def _read_image(path: Path) -> np.ndarray:
 
 @dataclass
 class _Source:
-    """What ``source`` names, resolved (and a video or stream opened) before any frame is read."""
+    """The image files ``source`` names, found before any is decoded."""
 
-    kind: Literal["images", "video", "stream"]
     files: list[Path]
-    #: The opened capture of a video file or a live stream (camera, URL, GStreamer pipeline).
-    capture: Capture | None = None
-    total: int | None = None
-    fps: float = DEFAULT_FPS
     #: Images found unreadable before decoding (by :meth:`scan`), by path.
     bad: dict[Path, str] = field(default_factory=dict)
-    #: Frames read from a video that ended before the frame count its header gives.
-    short_read: int | None = None
 
     @property
-    def stem(self) -> str:
-        return self.capture.source.stem if self.capture is not None else self.files[0].stem
+    def total(self) -> int:
+        return len(self.files)
 
     def scan(self) -> list[Problem]:
         """Find the image files that are not images at all (header only); see :func:`_identify`."""
-        for path in self.files if self.kind == "images" else []:
+        for path in self.files:
             reason = _identify(path)
             if reason is not None:
                 self.bad[path] = reason
@@ -133,68 +127,33 @@ class _Source:
 
     def items(self, *, skip_bad: bool) -> Iterator[Frame | Problem]:
         """Frames in order; with ``skip_bad``, a :class:`Problem` in place of each bad image."""
-        if self.kind == "images":
-            for path in self.files:
-                try:
-                    if path in self.bad:
-                        raise DataError(self.bad[path], file=path)
-                    yield path.name, _read_image(path), None
-                except DataError as e:
-                    if not skip_bad:
-                        raise DataError(f"{e.reason}; {_FIX}", file=path) from e
-                    yield Problem(str(path), None, e.reason)
-            return
-        yield from self.stream()
-
-    def stream(self) -> Iterator[Frame]:
-        """The frames of a video or live stream, with their capture sequence numbers; the
-        capture is closed (its thread joined) when this ends or is closed."""
-        cap = self.capture
-        assert cap is not None  # _resolve opened it
-        name = self.files[0].name if self.kind == "video" else self.stem
-        try:
-            for f in cap:
-                yield name, cv2.cvtColor(f.image, cv2.COLOR_BGR2RGB), f.seq
-            if self.total is not None and 0 < cap.captured < self.total:
-                self.short_read = cap.captured
-        finally:
-            cap.close()
-
-    def close(self) -> None:
-        """Close a capture that was opened (and stop its thread). Idempotent."""
-        if self.capture is not None:
-            self.capture.close()
+        for path in self.files:
+            try:
+                if path in self.bad:
+                    raise DataError(self.bad[path], file=path)
+                yield path.name, _read_image(path), None
+            except DataError as e:
+                if not skip_bad:
+                    raise DataError(f"{e.reason}; {_FIX}", file=path) from e
+                yield Problem(str(path), None, e.reason)
 
 
 _FIX = "remove or replace it, or pass --skip-bad to skip damaged images"
 
 
-def _open(
-    spec: VideoSource,
-    live: bool | None,
-    reconnect: float | None = DEFAULT_RECONNECT,
-    console: Console | None = None,
-) -> Capture:
-    out = console or make_console()
-
-    def status(line: str) -> None:  # a live source lost or back: one line
-        out.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
-
-    return Capture(spec, live=live, reconnect_s=reconnect, on_status=status).open()
+SourceKind = Literal["images", "video", "stream"]
 
 
-def _resolve(
-    source: str | Path,
-    *,
-    live: bool | None = None,
-    reconnect: float | None = DEFAULT_RECONNECT,
-    console: Console | None = None,
-) -> _Source:
-    if isinstance(source, str) and not os.path.exists(source):  # no OSError for long pipelines
-        spec = parse_source(source)
-        if spec.kind != "file":  # a camera index, a URL or a GStreamer pipeline
-            cap = _open(spec, live, reconnect, console)
-            return _Source("stream", [], capture=cap, fps=cap.fps or DEFAULT_FPS)
+def classify(source: str | Path) -> tuple[SourceKind, list[Path]]:
+    """What ``source`` is, without opening it: image files (found, sorted), a video file, or a
+    live source (a camera index, a URL or a GStreamer pipeline); with the image files.
+
+    Raises:
+        DataError: a missing path, a folder without images, an unsupported file type.
+    """
+    # os.path.exists: no OSError for long pipelines; a camera index, a URL or a pipeline is live
+    if isinstance(source, str) and not os.path.exists(source) and parse_source(source).live:
+        return "stream", []
     path = Path(source)
     if not path.exists():
         raise DataError("no such file or directory", file=path)
@@ -208,13 +167,12 @@ def _resolve(
                 "not searched); give the folder that holds the images, a video or a camera index",
                 file=path,
             )
-        return _Source("images", files, total=len(files))
+        return "images", files
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return _Source("images", [path], total=1)
+        return "images", [path]
     if suffix in VIDEO_SUFFIXES:
-        cap = _open(VideoSource("file", str(path), str(path)), live)
-        return _Source("video", [path], capture=cap, total=cap.total, fps=cap.fps or DEFAULT_FPS)
+        return "video", [path]
     raise DataError(
         f"unsupported file type {suffix or '(none)'}; expected an image "
         f"({', '.join(sorted(IMAGE_SUFFIXES))}), a video ({', '.join(sorted(VIDEO_SUFFIXES))}), "
@@ -249,13 +207,25 @@ def iter_sources(source: str | Path, *, live: bool | None = None) -> Iterator[Fr
             source ends or stalls (raised when it is reached).
         MissingDependencyError: a GStreamer pipeline with an OpenCV built without GStreamer.
     """
-    return _frames(_resolve(source, live=live))
+    kind, files = classify(source)
+    if kind == "images":
+        return _frames(_Source(files))
+    spec = VideoSource("file", str(source), str(source)) if kind == "video" else source
+    cap = Capture(spec, live=live).open()  # raises now when it cannot be opened
+    name = Path(source).name if kind == "video" else cap.source.stem
+    return _captured(cap, name)
 
 
 def _frames(src: _Source) -> Iterator[Frame]:
     for item in src.items(skip_bad=False):
         if not isinstance(item, Problem):  # skip_bad=False raises instead of giving one
             yield item
+
+
+def _captured(cap: Capture, name: str) -> Iterator[Frame]:
+    with cap:
+        for f in cap:
+            yield name, cv2.cvtColor(f.image, cv2.COLOR_BGR2RGB), f.seq
 
 
 def _record(
@@ -299,7 +269,7 @@ class StageTimes(Protocol):
 
 
 def run_detect(
-    source: str | Path,
+    source: str | Path | Sequence[str | Path],
     predict: Predictor,
     names: Sequence[str],
     *,
@@ -313,17 +283,23 @@ def run_detect(
     stages: StageTimes | None = None,
     max_frames: int | None = None,
     reconnect: float | None = DEFAULT_RECONNECT,
+    model: BatchModel | None = None,
+    batch: int | None = None,
+    jsonl: str | Path | None = None,
+    serve: str | None = None,
+    stop: StopSignals | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``predict`` on every frame of ``source``, draw and save the results.
 
     Args:
-        source: see :func:`iter_sources`.
+        source: see :func:`iter_sources`; or several videos / live sources (not images), read
+            at once, each in its own capture thread (:func:`edgeyolo.stream`).
         predict: the predictor (RGB frame in, ``(boxes xyxy, scores, labels)`` in frame pixels out).
         names: class names, used for captions and the ``label`` field.
         out: output folder (created); annotated images go to ``out/<stem>.jpg``, a video or
-            stream to ``out/<stem>.mp4`` (mp4v, at the source fps; with FPS and stage times
-            written on each frame; a live run holds only the frames processed, so it plays
-            faster than real time when frames were dropped). ``None`` writes nothing.
+            stream to ``out/<name>.mp4`` (one per source; mp4v, at the source fps; with FPS and
+            stage times written on each frame; a live run holds only the frames processed, so it
+            plays faster than real time when frames were dropped). ``None`` writes nothing.
         save_json: also write the returned list to ``out/detections.json``.
         show_progress: show a rich progress line with the frame count and FPS, and a timing
             summary at the end (FPS; mean pre / infer / post ms; frames captured and dropped).
@@ -344,13 +320,26 @@ def run_detect(
             backoff, before the run stops with a :class:`DataError`; ``0``: never give up,
             ``None``: stop at once. Frame numbers go on across the gap; one line on
             ``console`` says when it is lost and one when it is back.
+        model: runs videos and live sources in batches (an open
+            :class:`~edgeyolo.runtime.detector.Detector`; its own colour order, BGR): one call
+            per tick over the newest frame of every source, up to its ``max_batch``. Without it
+            ``predict`` is called once per frame.
+        batch: frames per call with ``model`` (``None``: its ``max_batch``; ``1``: one call
+            per frame).
+        jsonl: stream one JSON line per processed video / live frame to this file (``-``:
+            stdout; see :func:`edgeyolo.detect_live.json_line`).
+        serve: re-serve the annotated frames over RTSP (``rtsp://@:8554/detect``; several
+            sources on ``/detect/0``, ``/detect/1``...); needs GStreamer's Python bindings.
+        stop: SIGINT / SIGTERM handlers (:class:`~edgeyolo.runtime.stream.StopSignals`): a
+            signal ends the run after the current frame, with every output flushed.
 
     Returns:
         One record per frame: ``{"image": name, "detections": [{"label": name, "bbox": [x1, y1,
         x2, y2] (2 decimals), "score": (4 decimals)}, ...]}``, with ``"frame": index`` added for
-        video and stream frames (their capture sequence numbers); a skipped image has
-        ``{"image": name, "skipped": reason}`` instead, in its place. Ctrl+C
-        (``KeyboardInterrupt``), or q / Esc in the window, ends the run early: the capture and
+        video and stream frames (their capture sequence numbers) and ``"source": position``
+        first when there are several sources; a skipped image has ``{"image": name,
+        "skipped": reason}`` instead, in its place. Ctrl+C (``KeyboardInterrupt``), a signal
+        caught by ``stop``, or q / Esc in the window, ends the run early: the capture and
         writer are released and the frames done so far are saved and returned.
 
     Raises:
@@ -358,27 +347,58 @@ def run_detect(
             are all named before any frame is processed, and an image that fails to decode
             (truncated) stops the run at that image (``detections.json`` is then not written).
             With ``skip_bad``, when no image at all can be read.
-        MissingDependencyError: a GStreamer pipeline with an OpenCV built without GStreamer.
-        ConfigError: ``save_json`` without ``out``, or ``out`` cannot be written.
+        MissingDependencyError: a GStreamer pipeline with an OpenCV built without GStreamer;
+            ``serve`` without GStreamer's Python bindings.
+        ConfigError: ``save_json`` without ``out``, or ``out`` cannot be written; images among
+            several sources; ``jsonl`` or ``serve`` for images.
         EdgeYoloError: the output video cannot be written.
     """
     if save_json and out is None:
         raise ConfigError("save_json needs an output folder (out)")
     if max_frames is not None and max_frames < 1:
         raise ConfigError(f"--frames must be 1 or more, got {max_frames}")
+    sources = [source] if isinstance(source, str | Path) else list(source)
+    if not sources:
+        raise ConfigError("no source given: name an image, a folder, a video, a camera or a URL")
+    kinds = [classify(s) for s in sources]
     console = console or make_console()
-    src = _resolve(source, live=live, reconnect=reconnect, console=console)
-    try:
-        _check_images(src, source, skip_bad=skip_bad, console=console)
-        out_path = None if out is None else Path(out)
-        loop = _Loop(
-            src, predict, names, _Sink(out_path, src), _Window(show, out_path, console), stages
+    out_path = None if out is None else Path(out)
+    if kinds[0][0] != "images" or len(sources) > 1:
+        for s, (kind, _) in zip(sources, kinds, strict=True):
+            if kind == "images":
+                raise ConfigError(
+                    f"{s} is images: several sources must each be a video, a camera, a URL or "
+                    "a pipeline; run the images on their own"
+                )
+        from edgeyolo.detect_live import PerFrame, run_streams
+
+        def status(line: str) -> None:  # a live source lost or back: one line
+            console.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
+
+        return run_streams(
+            sources,
+            model or PerFrame(predict, names, stages),
+            names,
+            out=out_path,
+            save_json=save_json,
+            jsonl=jsonl,
+            serve=serve,
+            show_progress=show_progress,
+            console=console,
+            live=live,
+            show=show,
+            max_frames=max_frames,
+            reconnect=reconnect,
+            batch=batch,
+            stop=stop,
+            status=status,
         )
-        if src.capture is not None and src.capture.source.live:
-            loop.ages = AgeMeter(src.capture.fps)
-        return _run(loop, save_json, show_progress, skip_bad, console, max_frames)
-    finally:
-        src.close()
+    if jsonl is not None or serve is not None:
+        raise ConfigError("--jsonl and --serve are for videos and live sources, not images")
+    src = _Source(kinds[0][1])
+    _check_images(src, sources[0], skip_bad=skip_bad, console=console)
+    loop = _Loop(src, predict, names, _Sink(out_path), _Window(show, out_path, console), stages)
+    return _run(loop, save_json, show_progress, skip_bad, console, max_frames, stop)
 
 
 def _check_images(src: _Source, source: str | Path, *, skip_bad: bool, console: Console) -> None:
@@ -407,7 +427,7 @@ def _warn(console: Console, text: str) -> None:
 
 @dataclass
 class _Loop:
-    """One frame's work in :func:`run_detect`: predict, record, draw, write, show, time."""
+    """One image's work in :func:`run_detect`: predict, record, draw, write, show, time."""
 
     src: _Source
     predict: Predictor
@@ -417,15 +437,10 @@ class _Loop:
     stages: StageTimes | None
     results: list[dict[str, Any]] = field(default_factory=list)
     stats: LoopStats = field(default_factory=LoopStats)
-    #: Ages at inference of a live source whose sender draws a frame counter
-    #: (:mod:`edgeyolo.runtime.latency`); ``None`` for files and images.
-    ages: AgeMeter | None = None
 
     def frame(self, name: str, frame: np.ndarray, index: int | None) -> bool:
-        """Process one RGB frame; ``False`` when the viewer asked to stop (q / Esc)."""
+        """Process one RGB image; ``False`` when the viewer asked to stop (q / Esc)."""
         t0 = time.perf_counter()
-        if self.ages is not None:
-            self.ages.add(frame, t0)
         prediction = _as_arrays(self.predict(frame))
         t1 = time.perf_counter()
         times = {"infer": (t1 - t0) * 1e3} if self.stages is None else dict(self.stages.last_times)
@@ -435,22 +450,15 @@ class _Loop:
             self.results.append(record)
             return True
         t2 = time.perf_counter()
-        overlay = None if index is None else self.stats.text()
-        drawn = self.sink.draw(frame, prediction, self.names, overlay=overlay)
+        drawn = draw_detections(frame, *prediction, self.names, bgr=False)
+        drawn = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
         times["post"] = times.get("post", 0.0) + (time.perf_counter() - t2) * 1e3
-        self.sink.write(name, drawn, index)
+        self.sink.write(name, drawn)
         # counted and recorded once written: Ctrl+C between two steps leaves the frame count,
-        # detections.json and the video agreeing
+        # detections.json and the images agreeing
         self.stats.tick(times)
         self.results.append(record)
         return self.window.show(drawn)
-
-    def summary(self) -> str:
-        """The timing line: FPS, mean stage times, and frames captured / dropped when live."""
-        cap = self.src.capture
-        if cap is None or not cap.live:
-            return self.stats.summary()
-        return self.stats.summary(captured=cap.captured, dropped=cap.dropped)
 
 
 def _run(
@@ -460,8 +468,9 @@ def _run(
     skip_bad: bool,
     console: Console,
     max_frames: int | None = None,
+    stop: StopSignals | None = None,
 ) -> list[dict[str, Any]]:
-    """The frame loop of :func:`run_detect`."""
+    """The image loop of :func:`run_detect`."""
     src, results = loop.src, loop.results
     items = src.items(skip_bad=skip_bad)
     progress = Progress(
@@ -475,7 +484,6 @@ def _run(
         disable=not show_progress,
         transient=False,
     )
-    done = False
     try:
         with progress:
             task = progress.add_task("detect", total=src.total, name="", fps=0.0)
@@ -496,35 +504,29 @@ def _run(
                 if max_frames is not None and loop.stats.frames >= max_frames:
                     progress.console.print(f"stopped after {max_frames} frames (--frames)")
                     break
-        done = True
+                if stop is not None and stop.received:
+                    progress.console.print(
+                        f"[yellow]stopped by {stop.received} after {loop.stats.frames} "
+                        "frames[/yellow]"
+                    )
+                    break
     except KeyboardInterrupt:
         progress.console.print(f"[yellow]interrupted after {loop.stats.frames} frames[/yellow]")
-        done = True
     finally:
-        items.close()  # releases a video or stream capture (joins its thread)
-        loop.sink.close()
+        items.close()
         loop.window.close()
-    if src.short_read is not None:
-        _warn(
-            console,
-            f"{src.files[0]}: the video ended after {src.short_read} of the {src.total} frames its "
-            "header announces (damaged or truncated file?)",
-        )
     if show_progress and loop.stats.frames:
-        console.print(f"timing: {loop.summary()}", highlight=False, soft_wrap=True)
-    if loop.ages is not None and (ages := loop.ages.line()):
-        console.print(ages, highlight=False, soft_wrap=True)
-    if done and save_json:
+        console.print(f"timing: {loop.stats.summary()}", highlight=False, soft_wrap=True)
+    if save_json:
         loop.sink.json(results)
     return results
 
 
 class _Sink:
-    """Where :func:`run_detect` writes: annotated images, one video, ``detections.json``."""
+    """Where :func:`run_detect` writes images: annotated images and ``detections.json``."""
 
-    def __init__(self, out: Path | None, src: _Source) -> None:
-        self.out, self.src = out, src
-        self.writer: cv2.VideoWriter | None = None
+    def __init__(self, out: Path | None) -> None:
+        self.out = out
         self.written: set[str] = set()
         if out is not None:
             try:
@@ -532,28 +534,9 @@ class _Sink:
             except OSError as e:
                 raise ConfigError(f"--out {out}: cannot create this folder ({e})") from e
 
-    @staticmethod
-    def draw(
-        frame: np.ndarray,
-        prediction: tuple[np.ndarray, np.ndarray, np.ndarray],
-        names: Sequence[str],
-        *,
-        overlay: str | None,
-    ) -> np.ndarray:
-        """``frame`` (RGB) with its boxes, and ``overlay`` text at the top left, as BGR."""
-        drawn = draw_detections(frame, *prediction, names, bgr=False)
-        drawn = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
-        return drawn if overlay is None else draw_stats(drawn, overlay)
-
-    def write(self, name: str, drawn: np.ndarray, index: int | None) -> None:
-        """Write one drawn (BGR) frame: into the video (``index`` given) or as an image."""
+    def write(self, name: str, drawn: np.ndarray) -> None:
+        """Write one drawn (BGR) image to ``out/<stem>.jpg`` (the full name where stems repeat)."""
         if self.out is None:
-            return
-        if index is not None:
-            if self.writer is None:
-                path = self.out / f"{self.src.stem}.mp4"
-                self.writer = _open_writer(path, self.src.fps, drawn)
-            self.writer.write(drawn)
             return
         stem = Path(name).stem if Path(name).stem not in self.written else name
         self.written.add(stem)
@@ -569,11 +552,6 @@ class _Sink:
         except OSError as e:
             raise ConfigError(f"{path}: cannot write ({e})") from e
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-
 
 class _Window:
     """The ``show`` window of :func:`run_detect`, or a warning saying why there is none."""
@@ -588,11 +566,11 @@ class _Window:
             _warn(console, f"no window: {problem}; {where}")
         self.enabled = show and problem is None
 
-    def show(self, image: np.ndarray) -> bool:
-        """Show ``image`` (BGR); ``False`` when q or Esc was pressed."""
+    def show(self, image: np.ndarray, title: str = TITLE) -> bool:
+        """Show ``image`` (BGR) in the window ``title``; ``False`` when q or Esc was pressed."""
         if not self.enabled:
             return True
-        cv2.imshow(self.TITLE, image)
+        cv2.imshow(title, image)
         return (cv2.waitKey(1) & 0xFF) not in (27, ord("q"))
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -134,18 +135,18 @@ def test_an_interrupt_while_writing_leaves_count_json_and_video_agreeing(
 ) -> None:
     """Ctrl+C inside the third frame's write: two frames counted, recorded and in the video
     (the record used to be kept before the frame was written, so JSON said three)."""
-    from edgeyolo import detect as detect_module
+    from edgeyolo import detect_live
 
-    real_write = detect_module._Sink.write
+    real_write = detect_live.Outputs.write
     calls: list[int] = []
 
-    def write(self: object, *args: object) -> None:
+    def write(self: detect_live.Outputs, *args: Any) -> bool:
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        real_write(self, *args)
+        return real_write(self, *args)
 
-    monkeypatch.setattr(detect_module._Sink, "write", write)
+    monkeypatch.setattr(detect_live.Outputs, "write", write)
     video = _video(tmp_path / "clip.mp4")
     out = tmp_path / "out"
     results = run_detect(video, fake_predict, NAMES, out=out, save_json=True, show_progress=False)

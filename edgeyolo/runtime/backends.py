@@ -58,6 +58,10 @@ _PYTORCH = lazy_import(
 )
 
 
+#: :attr:`Backend.max_batch` of a graph whose batch axis is dynamic (ONNX Runtime, PyTorch).
+DYNAMIC_BATCH = 1 << 16
+
+
 class Backend:
     """Base class: a context manager with :meth:`infer`."""
 
@@ -159,6 +163,8 @@ class OnnxRuntimeBackend(Backend):
         self.manifest = manifest
         if manifest is not None:
             self.img_size, self.class_names, self.max_batch = _manifest_input(manifest, self.path)
+            if isinstance(manifest["input"]["shape"][0], str):  # "batch": a dynamic batch axis
+                self.max_batch = DYNAMIC_BATCH  # input.max_batch is the engine's profile
 
     def _plan(
         self,

@@ -305,7 +305,9 @@ class LatestFrame:
     """A one-slot buffer between a capture thread and a consumer: :meth:`put` replaces the
     untaken frame (counted in :attr:`dropped`), :meth:`take` waits for the newest one."""
 
-    def __init__(self) -> None:
+    def __init__(self, wakeup: threading.Event | None = None) -> None:
+        #: Set on every put and at the end: one event can wake a consumer of several buffers.
+        self.wakeup = wakeup
         self._cond = threading.Condition()
         self._slot: CapturedFrame | None = None
         self._captured = 0
@@ -322,6 +324,8 @@ class LatestFrame:
             self._slot = CapturedFrame(seq, image, time.perf_counter())
             self._captured += 1
             self._cond.notify_all()
+        if self.wakeup is not None:
+            self.wakeup.set()
         return seq
 
     def end(self, error: BaseException | None = None) -> None:
@@ -330,6 +334,8 @@ class LatestFrame:
         with self._cond:
             self._ended, self._error = True, error
             self._cond.notify_all()
+        if self.wakeup is not None:
+            self.wakeup.set()
 
     def take(self, timeout: float | None = None) -> CapturedFrame | None:
         """The newest untaken frame, waiting for one; ``None`` once the source has ended.
@@ -406,6 +412,9 @@ class Capture:
             A file, or a stream of known length, simply ends.
         on_status: called with one line when a live source is lost and one when it is back
             (default: printed on stderr); from the capture thread when live.
+        wakeup: an event set whenever a new frame is captured or the source ends, so that one
+            consumer can wait on several captures (:class:`edgeyolo.runtime.stream.Sources`)
+            and take frames with :meth:`poll`.
 
     Iterating yields :class:`CapturedFrame` (``seq``, ``image`` BGR, ``time``) until a file
     ends (or a URL whose frame count is known: a video file served over HTTP); a live source
@@ -430,6 +439,7 @@ class Capture:
         join_timeout: float = 5.0,
         reconnect_s: float | None = DEFAULT_RECONNECT,
         on_status: Callable[[str], None] | None = None,
+        wakeup: threading.Event | None = None,
     ) -> None:
         self.source = source if isinstance(source, VideoSource) else parse_source(source)
         self.live = self.source.live if live is None else live
@@ -447,7 +457,11 @@ class Capture:
         self.reconnects = 0
         self.offline_s = 0.0
         self._cap: cv2.VideoCapture | None = None
-        self._buffer = LatestFrame()
+        self._buffer = LatestFrame(wakeup)
+        #: Whether the source has ended (a file's last frame was taken), for :meth:`poll`.
+        self.finished = False
+        self._in_order_frames: Iterator[CapturedFrame] | None = None  # poll() of live=False
+        self._last_taken = 0.0  # when poll() last gave a frame (or the capture opened)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._abandoned: list[threading.Thread] = []  # readers stuck in a read that stalled
@@ -467,6 +481,7 @@ class Capture:
         self.fps = float(fps) if fps and fps > 0 else None
         self.total = count if count > 0 and self.source.kind == "file" else None
         self._finite = self.source.kind == "file" or (self.source.kind == "url" and count > 0)
+        self._last_taken = time.perf_counter()
         if not self.live:
             self._cap = cap
             return self
@@ -535,17 +550,59 @@ class Capture:
                 frame = self._buffer.take(self.stall_timeout if not self.reconnecting else poll)
             except TimeoutError as e:
                 if not self.reconnecting:
-                    raise DataError(
-                        f"no new frame for {self.stall_timeout:g} s: the stream stalled (camera "
-                        "unplugged? network down?)",
-                        file=self.source.name,
-                    ) from e
+                    raise self._stalled() from e
                 self._watch_stall()
                 continue
             if frame is None:
                 return
             self.delivered += 1
             yield frame
+
+    def poll(self) -> CapturedFrame | None:
+        """The next frame without waiting for a live source: its newest untaken frame, or
+        ``None`` when none has come since the last one (or the source has ended: then
+        :attr:`finished` is set). With ``live=False`` it reads the next frame in order.
+
+        Raises:
+            DataError: as iterating does: the source gave no frame at all, or a lost live source
+                is not back within ``reconnect_s`` (without reconnecting: it stalled for
+                ``stall_timeout``, or ended).
+        """
+        if self.finished:
+            return None
+        if self._cap is None and self._thread is None:
+            raise RuntimeError("this Capture is not open: use `with Capture(source) as cap:`")
+        if not self.live:
+            if self._in_order_frames is None:
+                self._in_order_frames = self._in_order()
+            frame = next(self._in_order_frames, None)
+            self.finished = frame is None
+            return frame
+        try:
+            frame = self._buffer.take(0)
+        except TimeoutError:
+            if self.reconnecting:
+                self._watch_stall()
+            elif time.perf_counter() - self._last_taken > self.stall_timeout:
+                self.finished = True
+                raise self._stalled() from None
+            return None
+        except BaseException:
+            self.finished = True
+            raise
+        if frame is None:
+            self.finished = True
+            return None
+        self._last_taken = time.perf_counter()
+        self.delivered += 1
+        return frame
+
+    def _stalled(self) -> DataError:
+        return DataError(
+            f"no new frame for {self.stall_timeout:g} s: the stream stalled (camera "
+            "unplugged? network down?)",
+            file=self.source.name,
+        )
 
     def _watch_stall(self) -> None:
         """Abandon a reader whose read has blocked past ``stall_timeout`` (+ a grace) and

@@ -121,6 +121,12 @@ class Detector:
         return self.backend.img_size
 
     @property
+    def max_batch(self) -> int:
+        """The most frames one :meth:`batch` call takes (an engine's ``--max-batch``, an
+        exported graph's ``input.max_batch``; a checkpoint takes any)."""
+        return self.backend.max_batch
+
+    @property
     def names(self) -> tuple[str, ...]:
         """Class names (empty for an ``.onnx`` without its manifest)."""
         return self.backend.class_names

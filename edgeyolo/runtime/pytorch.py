@@ -24,7 +24,7 @@ from edgeyolo.config import (
 from edgeyolo.device import select_device
 from edgeyolo.models.checkpoint import load_model
 from edgeyolo.postprocess import Detections, decode_heads, postprocess
-from edgeyolo.runtime.backends import Backend
+from edgeyolo.runtime.backends import DYNAMIC_BATCH, Backend
 from edgeyolo.runtime.thresholds import NmsSettings
 
 
@@ -110,7 +110,7 @@ class TorchBackend(Backend):
         self.precision = "fp16" if half else "fp32"
         self.img_size = img_size or self.model.config.img_size
         self.class_names = tuple(self.model.config.class_names)
-        self.max_batch = 1 << 16
+        self.max_batch = DYNAMIC_BATCH
         self.nms = NmsSettings(conf_thres, iou_thres, max_det).check()
         self.kw = {"conf_thres": conf_thres, "iou_thres": iou_thres, "max_det": max_det}
         self.kw |= {"multi_label": multi_label, "max_candidates": max_candidates}

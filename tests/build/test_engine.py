@@ -202,7 +202,7 @@ def test_a_graph_that_breaks_this_versions_parser_table_is_refused(
     [
         ("no_manifest", ModelFileError, r"no manifest here.*copy the whole export folder"),
         ("not_listed", ModelFileError, r"lists no ONNX graph 'extra.onnx' \(it lists: model_fp32"),
-        ("changed", ModelFileError, r"not the graph its manifest entry describes"),
+        ("changed", ModelFileError, r"not the file its manifest entry describes"),
         ("raw", EngineBuildError, r"it is a --raw graph"),
         ("out", ConfigError, r"--out .*goes into the export folder"),
     ],

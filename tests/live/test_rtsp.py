@@ -120,9 +120,15 @@ def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _until_sigint(cmd: list[str], started: Callable[[], bool], log: Path, run_s: float) -> str:
-    """Run ``cmd``, interrupt it (SIGINT) ``run_s`` s after ``started()`` first holds, and
-    return its output. Asserts exit status 0.
+def _until_sigint(
+    cmd: list[str],
+    started: Callable[[], bool],
+    log: Path,
+    run_s: float,
+    sig: signal.Signals = signal.SIGINT,
+) -> str:
+    """Run ``cmd``, interrupt it (``sig``: SIGINT) ``run_s`` s after ``started()`` first holds,
+    and return its output. Asserts exit status 0.
 
     The child gets SIGINT's default action back before it starts, as a terminal's foreground
     program has it: a non-interactive shell starts background jobs (a CI runner's, say) with
@@ -140,7 +146,7 @@ def _until_sigint(cmd: list[str], started: Callable[[], bool], log: Path, run_s:
             while proc.poll() is None and time.monotonic() < deadline:
                 if started():  # the first frame is being written: in the loop
                     time.sleep(run_s)
-                    proc.send_signal(signal.SIGINT)
+                    proc.send_signal(sig)
                     break
                 time.sleep(0.1)
             code = proc.wait(DETECT_STOP) if proc.poll() is None else proc.returncode
@@ -155,13 +161,35 @@ def _until_sigint(cmd: list[str], started: Callable[[], bool], log: Path, run_s:
     return text
 
 
-def _detect_until_sigint(source: str, model: Path, out: Path, run_s: float = 2.0) -> str:
-    """``edgeyolo detect SOURCE`` in a subprocess of this interpreter, interrupted (SIGINT)
+def _detect_until_sigint(
+    source: str | list[str],
+    model: Path,
+    out: Path,
+    run_s: float = 2.0,
+    *extra: str,
+    sig: signal.Signals = signal.SIGINT,
+) -> str:
+    """``edgeyolo detect SOURCE...`` in a subprocess of this interpreter, stopped by ``sig``
     ``run_s`` s after it wrote its first frame; returns its output. Asserts exit status 0."""
-    cmd = [sys.executable, "-m", "edgeyolo", "detect", source]
-    cmd += ["--model", str(model), "--out", str(out), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeyolo",
+        "detect",
+        *([source] if isinstance(source, str) else source),
+    ]
+    cmd += ["--model", str(model), "--out", str(out), "--json", *extra]
     log = out.with_name(out.name + ".log")
-    return _until_sigint(cmd, lambda: any(out.glob("*.mp4")), log, run_s)
+    return _until_sigint(cmd, lambda: any(out.glob("*.mp4")), log, run_s, sig)
+
+
+def _playable_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    cap.release()
+    return frames
 
 
 def _check_detect_output(out: Path, stem: str, text: str) -> None:
@@ -171,7 +199,8 @@ def _check_detect_output(out: Path, stem: str, text: str) -> None:
     seqs = [r["frame"] for r in records]
     assert seqs == sorted(set(seqs)), seqs  # capture order, gaps only (dropped frames)
     assert (out / f"{stem}.mp4").stat().st_size > 0
-    assert "interrupted after" in text and f"{len(records)} frame(s)" in text
+    assert "stopped by SIGINT after" in text and f"{len(records)} frame(s)" in text
+    assert _playable_frames(out / f"{stem}.mp4") == len(records), text  # finalised, complete
 
 
 def test_detect_on_rtsp(rtsp_server: RtspServer, live_model: Path, tmp_path: Path) -> None:
@@ -213,12 +242,38 @@ def test_camera_example_on_rtsp(
     cmd = [sys.executable, str(example), str(live_model), source, "--out", str(out)]
     text = _until_sigint(cmd, lambda: out.is_file(), tmp_path / "camera.log", 2.0)
     assert "no window" in text and "FPS" in text, text
-    cap = cv2.VideoCapture(str(out))
-    frames = 0
-    while cap.read()[0]:
-        frames += 1
-    cap.release()
-    assert frames > 0, text
+    assert _playable_frames(out) > 0, text
+
+
+def test_four_streams_through_one_batched_model_stop_cleanly_on_sigterm(
+    rtsp_server: RtspServer, live_model: Path, tmp_path: Path
+) -> None:
+    """Four RTSP sessions of the loopback server read at once (one capture thread each), run
+    through the exported ONNX graph four frames per call; SIGTERM finishes the frame, flushes
+    the JSON Lines, the four videos and detections.json, and prints the per-source summary."""
+    _backend("ffmpeg")
+    out = tmp_path / "out"
+    lines = tmp_path / "frames.jsonl"
+    text = _detect_until_sigint(
+        [rtsp_server.url] * 4, live_model, out, 3.0, "--jsonl", str(lines), sig=signal.SIGTERM
+    )
+    assert "stopped by SIGTERM after" in text, text
+    records = json.loads((out / "detections.json").read_text())
+    streamed = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert len(streamed) == len(records) > 0, text
+    for i in range(4):
+        mine = [r for r in records if r["source"] == i]
+        seqs = [r["frame"] for r in mine]
+        assert mine and seqs == sorted(set(seqs)), (i, seqs)
+        assert all(r["image"] == f"stream_{i}" for r in mine)
+        assert _playable_frames(out / f"stream_{i}.mp4") == len(mine), text
+        assert f"stream_{i}: " in text  # its summary line
+    assert max(s["batch"] for s in streamed) == 4, streamed[:8]  # one call over all four
+    first = streamed[0]
+    assert {"source", "index", "frame", "captured", "age_ms", "times_ms", "detections"} <= set(
+        first
+    )
+    assert abs(first["captured"] - time.time()) < 120 and first["age_ms"] >= 0
 
 
 def test_detect_reports_frame_ages_of_a_counter_stream(

@@ -11,6 +11,7 @@ from edgeyolo.metrics.parity import parity_summary
 from edgeyolo.postprocess import Detections
 from edgeyolo.runtime import detector as detector_mod
 from edgeyolo.runtime.backends import (
+    DYNAMIC_BATCH,
     Backend,
     OnnxRuntimeBackend,
     artifacts_in,
@@ -35,7 +36,10 @@ def test_backends_agree_on_the_same_inputs(exported, busy_checkpoint, mnist_imag
         assert set(ref_b.last_times) == {"h2d", "compute", "postprocess"}
     with open_backend(exported / "model_fp32.onnx") as ort_b:
         assert isinstance(ort_b, OnnxRuntimeBackend)
-        assert (ort_b.precision, ort_b.img_size, ort_b.max_batch) == ("fp32", 128, 4)
+        # the graph's batch axis is dynamic: ONNX Runtime takes any batch (the manifest's
+        # max_batch 4 is the engine's profile)
+        assert (ort_b.precision, ort_b.img_size, ort_b.max_batch) == ("fp32", 128, DYNAMIC_BATCH)
+        assert len(ort_b.infer(np.concatenate([mnist_images] * 2))) == 2 * len(mnist_images)
         assert ort_b.class_names == tuple(str(i) for i in range(10))
         got = ort_b.infer(mnist_images)
         assert ort_b.last_times["bytes_d2h"] == 4 * (4 + 100 * 4 * 4 + 100 * 4 + 100 * 4)

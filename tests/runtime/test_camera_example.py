@@ -83,3 +83,28 @@ def test_camera_example_headless_writes_the_video(
     # mp4v is lossy: look for strongly red pixels rather than exactly (0, 0, 255)
     red = [((w[..., 2] > 180) & (w[..., 1] < 80) & (w[..., 0] < 80)).any() for w in written]
     assert all(red)
+
+
+def test_camera_example_runs_two_sources_in_one_batch(
+    exported: Path,
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two sources: one video each (``annotated_0.mp4``, ``annotated_1.mp4``), every frame of
+    both, and one summary line per source."""
+    monkeypatch.setattr(capture, "display_problem", lambda: "no display ($DISPLAY is not set)")
+    out = tmp_path / "annotated.mp4"
+    model = str(exported / "model_fp32.onnx")
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLE), model, str(clip), str(clip), "--out", str(out)])
+    runpy.run_path(str(EXAMPLE), run_name="__main__")
+    said = capsys.readouterr().out
+    for i in range(2):
+        cap = cv2.VideoCapture(str(tmp_path / f"annotated_{i}.mp4"))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+        assert n == 4
+        assert f"clip_{i}.avi: 4 frame(s) in" in said
