@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,16 +30,24 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from edgeyolo import detect_live as _LIVE
 from edgeyolo.console import make_console
 from edgeyolo.data.records import IMAGE_SUFFIXES, Problem, describe_problems
-from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
+from edgeyolo.detect_live import (
+    Predictor,
+    StageTimes,
+    Window,
+    as_arrays,
+    frame_record,
+    warn,
+)
+from edgeyolo.errors import ConfigError, DataError
 from edgeyolo.lazy import CV2 as cv2
 from edgeyolo.runtime.capture import (
     DEFAULT_RECONNECT,
     Capture,
     LoopStats,
     VideoSource,
-    display_problem,
     parse_source,
 )
 from edgeyolo.visualize import draw_detections
@@ -48,12 +55,12 @@ from edgeyolo.visualize import draw_detections
 if TYPE_CHECKING:
     from edgeyolo.runtime.stream import BatchModel, StopSignals
 
+
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
 #: Pillow modes with more than 8 bits per sample: decoded by OpenCV, which scales them to 8 bits
 #: (Pillow's conversion to RGB would clip them).
 _WIDE_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
 
-Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 Frame = tuple[str, np.ndarray, int | None]
 """``(name, uint8[H, W, 3] RGB, frame index or None for still images)``."""
 
@@ -228,46 +235,6 @@ def _captured(cap: Capture, name: str) -> Iterator[Frame]:
             yield name, cv2.cvtColor(f.image, cv2.COLOR_BGR2RGB), f.seq
 
 
-def _record(
-    name: str,
-    index: int | None,
-    prediction: tuple[np.ndarray, np.ndarray, np.ndarray],
-    names: Sequence[str],
-) -> dict[str, Any]:
-    boxes, scores, labels = prediction
-    detections = [
-        {
-            "label": names[int(c)] if 0 <= int(c) < len(names) else str(int(c)),
-            "bbox": [round(float(v), 2) for v in b],
-            "score": round(float(s), 4),
-        }
-        for b, s, c in zip(boxes, scores, labels, strict=True)
-    ]
-    record: dict[str, Any] = {"image": name}
-    if index is not None:
-        record["frame"] = index
-    record["detections"] = detections
-    return record
-
-
-def _as_arrays(
-    prediction: tuple[np.ndarray, np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    boxes, scores, labels = prediction
-    return (
-        np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-        np.asarray(scores, dtype=np.float64).reshape(-1),
-        np.asarray(labels).reshape(-1).astype(np.int64),
-    )
-
-
-class StageTimes(Protocol):
-    """What reports a predictor's stage times: ``last_times`` holds the last call's ``pre``,
-    ``infer`` and ``post`` in ms (:class:`edgeyolo.runtime.detector.Detector` does)."""
-
-    last_times: Mapping[str, float]
-
-
 def run_detect(
     source: str | Path | Sequence[str | Path],
     predict: Predictor,
@@ -306,32 +273,13 @@ def run_detect(
         skip_bad: skip images that cannot be read (not an image, truncated, damaged) instead of
             stopping; each is named in a warning and has a record in the result.
         console: where the progress line and warnings go (default: a new rich Console).
-        live: see :func:`iter_sources` (``None``: live sources keep only the newest frame, a
-            file is read in order).
-        show: also show each annotated frame in a window (q or Esc stops); where no window can
-            open (no display, opencv-python-headless) a warning says so and the run goes on
-            writing to ``out``.
-        stages: where the predictor's ``pre`` / ``infer`` / ``post`` times come from (a
-            :class:`~edgeyolo.runtime.detector.Detector`); without it the whole ``predict`` call
-            counts as ``infer``. Drawing is added to ``post``.
-        max_frames: stop after this many frames have been processed (``None``: to the end of
-            the source, or Ctrl+C): a bounded look at a live source.
-        reconnect: seconds a live source that stops sending (or stalls) is reopened, with
-            backoff, before the run stops with a :class:`DataError`; ``0``: never give up,
-            ``None``: stop at once. Frame numbers go on across the gap; one line on
-            ``console`` says when it is lost and one when it is back.
-        model: runs videos and live sources in batches (an open
-            :class:`~edgeyolo.runtime.detector.Detector`; its own colour order, BGR): one call
-            per tick over the newest frame of every source, up to its ``max_batch``. Without it
-            ``predict`` is called once per frame.
-        batch: frames per call with ``model`` (``None``: its ``max_batch``; ``1``: one call
-            per frame).
-        jsonl: stream one JSON line per processed video / live frame to this file (``-``:
-            stdout; see :func:`edgeyolo.detect_live.json_line`).
-        serve: re-serve the annotated frames over RTSP (``rtsp://@:8554/detect``; several
-            sources on ``/detect/0``, ``/detect/1``...); needs GStreamer's Python bindings.
-        stop: SIGINT / SIGTERM handlers (:class:`~edgeyolo.runtime.stream.StopSignals`): a
-            signal ends the run after the current frame, with every output flushed.
+        show: also show each annotated frame in a window (q or Esc stops); with no window
+            possible (no display, opencv-python-headless) a warning says so, and the run goes on.
+        stages: where ``predict``'s ``pre`` / ``infer`` / ``post`` times come from (a
+            :class:`~edgeyolo.runtime.detector.Detector`); else its call is ``infer``.
+        max_frames: stop after this many frames (``None``: to the end, or Ctrl+C).
+        live, reconnect, model, batch, jsonl, serve, stop: for videos and live sources; see
+            :func:`edgeyolo.detect_live.run_streams`.
 
     Returns:
         One record per frame: ``{"image": name, "detections": [{"label": name, "bbox": [x1, y1,
@@ -364,20 +312,10 @@ def run_detect(
     console = console or make_console()
     out_path = None if out is None else Path(out)
     if kinds[0][0] != "images" or len(sources) > 1:
-        for s, (kind, _) in zip(sources, kinds, strict=True):
-            if kind == "images":
-                raise ConfigError(
-                    f"{s} is images: several sources must each be a video, a camera, a URL or "
-                    "a pipeline; run the images on their own"
-                )
-        from edgeyolo.detect_live import PerFrame, run_streams
-
-        def status(line: str) -> None:  # a live source lost or back: one line
-            console.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
-
-        return run_streams(
+        _no_images_among(sources, [k for k, _ in kinds])
+        return _LIVE.run_streams(
             sources,
-            model or PerFrame(predict, names, stages),
+            model or _LIVE.PerFrame(predict, names, stages),
             names,
             out=out_path,
             save_json=save_json,
@@ -391,14 +329,22 @@ def run_detect(
             reconnect=reconnect,
             batch=batch,
             stop=stop,
-            status=status,
         )
     if jsonl is not None or serve is not None:
         raise ConfigError("--jsonl and --serve are for videos and live sources, not images")
     src = _Source(kinds[0][1])
     _check_images(src, sources[0], skip_bad=skip_bad, console=console)
-    loop = _Loop(src, predict, names, _Sink(out_path), _Window(show, out_path, console), stages)
+    loop = _Loop(src, predict, names, _Sink(out_path), Window(show, out_path, console), stages)
     return _run(loop, save_json, show_progress, skip_bad, console, max_frames, stop)
+
+
+def _no_images_among(sources: Sequence[str | Path], kinds: Sequence[SourceKind]) -> None:
+    for s, kind in zip(sources, kinds, strict=True):
+        if kind == "images":
+            raise ConfigError(
+                f"{s} is images: several sources must each be a video, a camera, a URL or a "
+                "pipeline; run the images on their own"
+            )
 
 
 def _check_images(src: _Source, source: str | Path, *, skip_bad: bool, console: Console) -> None:
@@ -418,11 +364,7 @@ def _check_images(src: _Source, source: str | Path, *, skip_bad: bool, console: 
     if len(problems) == len(src.files):
         raise DataError(f"none of its {len(problems)} image(s) can be read", file=source)
     lines = describe_problems(str(source), problems, limit=len(problems))
-    _warn(console, "\n".join(lines))
-
-
-def _warn(console: Console, text: str) -> None:
-    console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    warn(console, "\n".join(lines))
 
 
 @dataclass
@@ -433,7 +375,7 @@ class _Loop:
     predict: Predictor
     names: Sequence[str]
     sink: _Sink
-    window: _Window
+    window: Window
     stages: StageTimes | None
     results: list[dict[str, Any]] = field(default_factory=list)
     stats: LoopStats = field(default_factory=LoopStats)
@@ -441,10 +383,10 @@ class _Loop:
     def frame(self, name: str, frame: np.ndarray, index: int | None) -> bool:
         """Process one RGB image; ``False`` when the viewer asked to stop (q / Esc)."""
         t0 = time.perf_counter()
-        prediction = _as_arrays(self.predict(frame))
+        prediction = as_arrays(self.predict(frame))
         t1 = time.perf_counter()
         times = {"infer": (t1 - t0) * 1e3} if self.stages is None else dict(self.stages.last_times)
-        record = _record(name, index, prediction, self.names)
+        record = frame_record(name, index, prediction, self.names)
         if self.sink.out is None and not self.window.enabled:
             self.stats.tick(times)
             self.results.append(record)
@@ -490,7 +432,7 @@ def _run(
             for item in items:
                 if isinstance(item, Problem):
                     if Path(item.file) not in src.bad:  # those were named before the run
-                        _warn(console, f"skipped {item}")
+                        warn(console, f"skipped {item}")
                     results.append({"image": Path(item.file).name, "skipped": item.reason})
                     progress.update(task, advance=1)
                     continue
@@ -551,36 +493,3 @@ class _Sink:
             path.write_text(json.dumps(results, indent=1))
         except OSError as e:
             raise ConfigError(f"{path}: cannot write ({e})") from e
-
-
-class _Window:
-    """The ``show`` window of :func:`run_detect`, or a warning saying why there is none."""
-
-    TITLE = "edgeyolo detect"
-
-    def __init__(self, show: bool, out: Path | None, console: Console) -> None:
-        self.enabled = False
-        problem = display_problem() if show else None
-        if problem is not None:
-            where = f"the annotated output goes to {out} only" if out else "nothing is shown"
-            _warn(console, f"no window: {problem}; {where}")
-        self.enabled = show and problem is None
-
-    def show(self, image: np.ndarray, title: str = TITLE) -> bool:
-        """Show ``image`` (BGR) in the window ``title``; ``False`` when q or Esc was pressed."""
-        if not self.enabled:
-            return True
-        cv2.imshow(title, image)
-        return (cv2.waitKey(1) & 0xFF) not in (27, ord("q"))
-
-    def close(self) -> None:
-        if self.enabled:
-            cv2.destroyAllWindows()
-
-
-def _open_writer(path: Path, fps: float, first: np.ndarray) -> cv2.VideoWriter:
-    h, w = first.shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise EdgeYoloError(f"{path}: cannot open a video writer (mp4v, {w}x{h} at {fps} fps)")
-    return writer

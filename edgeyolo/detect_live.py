@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 from rich.console import Console
@@ -28,21 +28,95 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from edgeyolo.detect import (
-    Predictor,
-    StageTimes,
-    _as_arrays,
-    _open_writer,
-    _record,
-    _warn,
-    _Window,
-)
-from edgeyolo.errors import ConfigError
+from edgeyolo.errors import ConfigError, EdgeYoloError
 from edgeyolo.lazy import CV2 as cv2
-from edgeyolo.runtime.capture import DEFAULT_FPS, DEFAULT_RECONNECT, draw_stats
+from edgeyolo.lazy import lazy_import
+from edgeyolo.runtime.capture import DEFAULT_FPS, DEFAULT_RECONNECT, display_problem, draw_stats
 from edgeyolo.runtime.detector import FrameDetections
 from edgeyolo.runtime.stream import BatchModel, StopSignals, Stream, StreamResult
 from edgeyolo.visualize import draw_detections
+
+#: The RTSP server of ``--serve`` (GStreamer's ``gi``, itself imported when a server starts).
+_RTSP_OUT = lazy_import("edgeyolo.runtime.rtsp_out")
+
+Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def frame_record(
+    name: str,
+    index: int | None,
+    prediction: tuple[np.ndarray, np.ndarray, np.ndarray],
+    names: Sequence[str],
+) -> dict[str, Any]:
+    boxes, scores, labels = prediction
+    detections = [
+        {
+            "label": names[int(c)] if 0 <= int(c) < len(names) else str(int(c)),
+            "bbox": [round(float(v), 2) for v in b],
+            "score": round(float(s), 4),
+        }
+        for b, s, c in zip(boxes, scores, labels, strict=True)
+    ]
+    record: dict[str, Any] = {"image": name}
+    if index is not None:
+        record["frame"] = index
+    record["detections"] = detections
+    return record
+
+
+def as_arrays(
+    prediction: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    boxes, scores, labels = prediction
+    return (
+        np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        np.asarray(scores, dtype=np.float64).reshape(-1),
+        np.asarray(labels).reshape(-1).astype(np.int64),
+    )
+
+
+class StageTimes(Protocol):
+    """What reports a predictor's stage times: ``last_times`` holds the last call's ``pre``,
+    ``infer`` and ``post`` in ms (:class:`edgeyolo.runtime.detector.Detector` does)."""
+
+    last_times: Mapping[str, float]
+
+
+def warn(console: Console, text: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+class Window:
+    """The ``show`` window of :func:`run_detect`, or a warning saying why there is none."""
+
+    TITLE = "edgeyolo detect"
+
+    def __init__(self, show: bool, out: Path | None, console: Console) -> None:
+        self.enabled = False
+        problem = display_problem() if show else None
+        if problem is not None:
+            where = f"the annotated output goes to {out} only" if out else "nothing is shown"
+            warn(console, f"no window: {problem}; {where}")
+        self.enabled = show and problem is None
+
+    def show(self, image: np.ndarray, title: str = TITLE) -> bool:
+        """Show ``image`` (BGR) in the window ``title``; ``False`` when q or Esc was pressed."""
+        if not self.enabled:
+            return True
+        cv2.imshow(title, image)
+        return (cv2.waitKey(1) & 0xFF) not in (27, ord("q"))
+
+    def close(self) -> None:
+        if self.enabled:
+            cv2.destroyAllWindows()
+
+
+def open_writer(path: Path, fps: float, first: np.ndarray) -> cv2.VideoWriter:
+    h, w = first.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise EdgeYoloError(f"{path}: cannot open a video writer (mp4v, {w}x{h} at {fps} fps)")
+    return writer
 
 
 class PerFrame:
@@ -61,7 +135,7 @@ class PerFrame:
         out = []
         for frame in frames:
             t0 = time.perf_counter()
-            boxes, scores, ids = _as_arrays(self.predict(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+            boxes, scores, ids = as_arrays(self.predict(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
             t1 = time.perf_counter()
             labels = tuple(self.names[i] if 0 <= i < len(self.names) else str(int(i)) for i in ids)
             out.append(FrameDetections(boxes, scores, ids, labels))
@@ -131,7 +205,7 @@ class Outputs:
         stream: Stream,
         out: Path | None,
         serve: str | None,
-        window: _Window,
+        window: Window,
         console: Console,
     ) -> None:
         self.stream, self.out, self.window, self.console = stream, out, window, console
@@ -140,11 +214,8 @@ class Outputs:
         self.mounts: dict[int, Any] = {}
         self.serve = serve
         if serve is not None:
-            from edgeyolo.runtime.rtsp_out import RtspServer, parse_rtsp_output
-
-            host, port, path = parse_rtsp_output(serve)
-            self.server = RtspServer(host, port).open()
-            self.path = path
+            host, port, self.path = _RTSP_OUT.parse_rtsp_output(serve)
+            self.server = _RTSP_OUT.RtspServer(host, port)
 
     @property
     def drawing(self) -> bool:
@@ -158,7 +229,7 @@ class Outputs:
         if self.out is not None:
             if r.source not in self.writers:
                 path = self.out / f"{Path(r.name).stem}.mp4"
-                self.writers[r.source] = _open_writer(path, self.fps(r.source), drawn)
+                self.writers[r.source] = open_writer(path, self.fps(r.source), drawn)
             self.writers[r.source].write(drawn)
         if self.server is not None:
             if r.source not in self.mounts:
@@ -169,7 +240,7 @@ class Outputs:
                 url = self.server.url(path)
                 self.console.print(f"serving {r.name} at {escape(url)}", soft_wrap=True)
             self.mounts[r.source].write(drawn)
-        title = f"{_Window.TITLE}: {r.name}" if len(self.stream.stats) > 1 else _Window.TITLE
+        title = f"{Window.TITLE}: {r.name}" if len(self.stream.stats) > 1 else Window.TITLE
         return self.window.show(drawn, title)
 
     def close(self) -> None:
@@ -199,9 +270,34 @@ def run_streams(
     reconnect: float | None = DEFAULT_RECONNECT,
     batch: int | None = None,
     stop: StopSignals | None = None,
-    status: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`edgeyolo.detect.run_detect` for videos and live sources (one or several)."""
+    """:func:`edgeyolo.detect.run_detect` for videos and live sources (one or several), over
+    :class:`~edgeyolo.runtime.stream.Stream`.
+
+    Args:
+        live: ``None``: live sources keep only the newest frame, a file is read in order;
+            ``True``: a file is read live too, paced at its FPS; ``False``: every frame.
+        reconnect: seconds a live source that stops sending (or stalls) is reopened, with
+            backoff, before it gives up (a :class:`DataError` when it was the last source);
+            ``0``: never give up, ``None``: stop at once. Frame numbers go on across the gap;
+            one line on ``console`` says when it is lost and one when it is back.
+        model: what runs the frames: a :class:`~edgeyolo.runtime.detector.Detector` (one call
+            per tick over the newest frame of every source, up to its ``max_batch``), or
+            :class:`PerFrame` over a one-frame predictor.
+        batch: frames per call (``None``: the model's ``max_batch``; ``1``: one per frame).
+        jsonl: stream one JSON line per processed frame (:func:`json_line`) to this file
+            (``-``: stdout), flushed line by line.
+        serve: re-serve the annotated frames over RTSP (``rtsp://@:8554/detect``; several
+            sources on ``/detect/0``, ``/detect/1``...); needs GStreamer's Python bindings.
+        stop: SIGINT / SIGTERM handlers (:class:`~edgeyolo.runtime.stream.StopSignals`): a
+            signal ends the run after the current frame, every output flushed (the videos
+            finalised), and the summary printed.
+        The rest: as :func:`~edgeyolo.detect.run_detect`'s.
+    """
+
+    def status(line: str) -> None:  # a live source lost or back: one line
+        console.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
+
     stream = Stream(
         [str(s) for s in sources],
         model,
@@ -219,7 +315,7 @@ def run_streams(
                 out.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ConfigError(f"--out {out}: cannot create this folder ({e})") from e
-        outputs = Outputs(stream, out, serve, _Window(show, out, console), console)
+        outputs = Outputs(stream, out, serve, Window(show, out, console), console)
         lines = JsonLines(jsonl) if jsonl is not None else None
         done = _loop(stream, names, outputs, lines, results, show_progress, console)
         _report(stream, stop, max_frames, show_progress, console)
@@ -260,7 +356,7 @@ def _loop(
             task = progress.add_task("detect", total=total, name="", fps=0.0)
             for r in stream:
                 pred = (r.detections.boxes, r.detections.scores, r.detections.class_ids)
-                record = _record(r.name, r.frame, pred, names)
+                record = frame_record(r.name, r.frame, pred, names)
                 if many:
                     record = {"source": r.source, **record}
                 keep = True
@@ -302,7 +398,7 @@ def _report(
         console.print(f"stopped after {max_frames} frames (--frames)")
     for cap in stream.sources.captures:
         if cap.finished and cap.total is not None and 0 < cap.captured < cap.total:
-            _warn(
+            warn(
                 console,
                 f"{cap.source.target}: the video ended after {cap.captured} of the {cap.total} "
                 "frames its header announces (damaged or truncated file?)",

@@ -12,6 +12,10 @@ as a row of black / white blocks at the top-left (``edgeyolo/runtime/framecounte
 it back),
 so that a receiver can tell how many frames old the frame it is processing is.
 
+The server itself is ``edgeyolo/runtime/rtsp_out.py`` (the RTSP output for camera apps), imported
+from this checkout, which needs nothing but numpy installed; this script adds the test source,
+the command line and the stop conditions.
+
 Run it with a Python that has GStreamer's introspection (``gi``: Debian's ``python3-gi``,
 ``gir1.2-gst-rtsp-server-1.0``, and the x264 / RTP plugins, ``gstreamer1.0-plugins-ugly`` /
 ``-good``), e.g. the system one::
@@ -27,7 +31,6 @@ port that cannot be bound, 3 when GStreamer or a plugin is missing.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import signal
 import stat
@@ -39,19 +42,20 @@ from typing import Any, NoReturn
 
 MOUNT = "/test"
 HOST = "127.0.0.1"
-#: The frame-counter codec, loaded by its path: this python may not have edgeyolo installed,
-#: and the codec imports nothing but numpy.
-CODEC = Path(__file__).resolve().parents[1] / "edgeyolo" / "runtime" / "framecounter.py"
+#: This checkout: its ``edgeyolo`` is imported (this python may not have edgeyolo installed;
+#: the modules used import nothing but numpy and, on first use, GStreamer's ``gi``).
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_codec() -> ModuleType:
-    """``edgeyolo/runtime/framecounter.py`` as a module, without importing edgeyolo."""
-    spec = importlib.util.spec_from_file_location("edgeyolo_framecounter", CODEC)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the frame-counter codec from {CODEC}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_rtsp_out() -> tuple[ModuleType, ModuleType, type[Exception]]:
+    """``(edgeyolo.runtime.rtsp_out, edgeyolo.runtime.framecounter, EdgeYoloError)`` of this
+    checkout."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from edgeyolo.errors import EdgeYoloError
+    from edgeyolo.runtime import framecounter, rtsp_out
+
+    return rtsp_out, framecounter, EdgeYoloError
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -83,41 +87,29 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _caps(args: argparse.Namespace, fmt: str = "") -> str:
-    f = f",format={fmt}" if fmt else ""
-    return f"video/x-raw{f},width={args.width},height={args.height},framerate={args.fps}/1"
-
-
 def launch_line(args: argparse.Namespace) -> str:
-    """The media factory's launch line for these options."""
-    enc = (
+    """The media factory's launch line without ``--counter`` (with it, the frames go through
+    ``edgeyolo.runtime.rtsp_out.stream_launch``'s ``appsrc``)."""
+    return (
+        "( videotestsrc is-live=true pattern=ball ! "
+        f"video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 ! "
         f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} ! "
-        "rtph264pay name=pay0 pt=96"
+        "rtph264pay name=pay0 pt=96 )"
     )
-    if args.counter:
-        src = (
-            "appsrc name=src is-live=true format=time do-timestamp=true max-buffers=2 "
-            f"leaky-type=downstream caps={_caps(args, 'BGR')} ! videoconvert ! "
-            "video/x-raw,format=I420"
-        )
-    else:
-        src = f"videotestsrc is-live=true pattern=ball ! {_caps(args)}"
-    return f"( {src} ! {enc} )"
 
 
 class CounterFrames:
     """Numpy frames at the server's rate, each with its index drawn in (``--counter``): a
-    colour gradient with a square that moves, pushed into the current media's ``appsrc``.
+    colour gradient with a square that moves, written to an ``RtspStream`` (which drops them
+    while no client watches).
 
     The index counts frames since the server started, whether or not a client is watching.
     """
 
-    def __init__(self, args: argparse.Namespace, gst: Any, glib: Any) -> None:
+    def __init__(self, args: argparse.Namespace, encode_counter: Any, glib: Any) -> None:
         import numpy as np
 
-        encode_counter = load_codec().encode_counter
-
-        self.encode, self.gst, self.glib = encode_counter, gst, glib
+        self.encode, self.glib = encode_counter, glib
         self.w, self.h, self.fps = args.width, args.height, args.fps
         encode_counter(np.zeros((self.h, self.w), np.uint8), 0)  # raises if it cannot fit
         gx, gy = np.meshgrid(
@@ -125,17 +117,9 @@ class CounterFrames:
             np.linspace(0, 255, self.h, dtype=np.float32),
         )
         self.base = np.dstack([gx, gy, (gx + gy) / 2]).astype(np.uint8)  # BGR gradient
-        self.appsrc: Any = None
+        self.stream: Any = None
         self.index = 0
         self.start = time.monotonic()
-
-    def media_configure(self, _factory: Any, media: Any) -> None:
-        """A media was made for the first client: feed its appsrc from now on."""
-        self.appsrc = media.get_element().get_by_name("src")
-        media.connect("unprepared", self._unprepared)
-
-    def _unprepared(self, _media: Any) -> None:
-        self.appsrc = None
 
     def frame(self, index: int) -> Any:
         """The BGR frame ``index``: the gradient, a square moving along, the index blocks."""
@@ -147,8 +131,10 @@ class CounterFrames:
         self.encode(image, index)
         return image
 
-    def start_timer(self) -> None:
-        """Push one frame every 1/fps s on the main loop, on a schedule that does not drift."""
+    def start_timer(self, stream: Any) -> None:
+        """Write one frame to ``stream`` every 1/fps s on the main loop, on a schedule that
+        does not drift."""
+        self.stream = stream
         self._arm()
 
     def _arm(self) -> None:
@@ -157,12 +143,8 @@ class CounterFrames:
         self.glib.timeout_add(delay_ms, self._tick)
 
     def _tick(self) -> bool:
-        src = self.appsrc
-        if src is not None:
-            data = self.frame(self.index).tobytes()
-            buf = self.gst.Buffer.new_wrapped(data)
-            buf.duration = self.gst.SECOND // self.fps
-            src.emit("push-buffer", buf)
+        if self.stream.watched:
+            self.stream.write(self.frame(self.index))
         self.index += 1
         self._arm()
         return False  # one-shot; _arm set the next one
@@ -197,55 +179,52 @@ def main(argv: list[str] | None = None) -> int:
     """Serve until stopped; see the module docstring."""
     args = _parse(argv)
     try:
-        import gi
-
-        gi.require_version("Gst", "1.0")
-        gi.require_version("GstRtspServer", "1.0")
-        from gi.repository import GLib, Gst, GstRtspServer
-    except (ImportError, ValueError) as e:
-        _fail(3, f"needs GStreamer's Python bindings (python3-gi, gir1.2-gst-rtsp-server-1.0): {e}")
-    Gst.init(None)
-    needed = ["x264enc", "rtph264pay"] + (["appsrc", "videoconvert"] if args.counter else [])
-    missing = [e for e in needed if Gst.ElementFactory.find(e) is None]
-    if not args.counter and Gst.ElementFactory.find("videotestsrc") is None:
-        missing.append("videotestsrc")
-    if missing:
-        _fail(3, f"GStreamer elements missing: {', '.join(missing)}")
-
-    loop = GLib.MainLoop()
-    server = GstRtspServer.RTSPServer()
-    server.set_address(HOST)
-    server.set_service(str(args.port))
-    factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(launch_line(args))
-    factory.set_shared(True)
+        rtsp_out, framecounter, edgeyolo_error = load_rtsp_out()
+    except ImportError as e:  # numpy missing, or a checkout without the module
+        _fail(3, f"cannot import edgeyolo.runtime.rtsp_out from {ROOT}: {e}")
+    needed = ("appsrc", "videoconvert") if args.counter else ("videotestsrc",)
+    try:
+        g = rtsp_out.load_gstreamer((*needed, "x264enc", "rtph264pay"))
+    except edgeyolo_error as e:  # MissingDependencyError: gi, a typelib or an element
+        _fail(3, f"needs GStreamer's Python bindings and plugins: {e}")
+    glib = g.glib
     counter: CounterFrames | None = None
     if args.counter:
         try:
-            counter = CounterFrames(args, Gst, GLib)
+            counter = CounterFrames(args, framecounter.encode_counter, glib)
         except (ImportError, OSError, ValueError) as e:
             _fail(2, f"--counter: {e}")
-        factory.connect("media-configure", counter.media_configure)
-    server.get_mount_points().add_factory(MOUNT, factory)
-    if server.attach(None) == 0:
-        _fail(2, f"cannot listen on {HOST}:{args.port} (in use?)")
-    reason = ["stopped"]
+    try:
+        server = rtsp_out.RtspServer(HOST, args.port)
+    except edgeyolo_error as e:  # ConfigError: the port is in use or cannot be bound
+        _fail(2, str(e))
+    with server:
+        try:
+            if counter is not None:
+                stream = server.add_stream(MOUNT, args.width, args.height, args.fps)
+            else:
+                server.mount(MOUNT, launch_line(args))
+        except edgeyolo_error as e:  # ConfigError: a size x264 cannot take
+            _fail(2, str(e))
+        reason = ["stopped"]
+        loop = glib.MainLoop()
 
-    def stop(why: str) -> bool:
-        reason[0] = why
-        loop.quit()
-        return False
+        def stop(why: str) -> bool:
+            reason[0] = why
+            loop.quit()
+            return False
 
-    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, stop, "SIGTERM")
-    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, stop, "SIGINT")
-    if args.lifetime > 0:
-        GLib.timeout_add(int(args.lifetime * 1000), stop, f"lifetime of {args.lifetime:g} s over")
-    _watch_stdin(GLib, stop)
-    if counter is not None:
-        counter.start_timer()
-    print(f"rtsp://{HOST}:{server.get_bound_port()}{MOUNT}", flush=True)
-    loop.run()
-    server.client_filter(lambda _s, _c: GstRtspServer.RTSPFilterResult.REMOVE)
+        glib.unix_signal_add(glib.PRIORITY_HIGH, signal.SIGTERM, stop, "SIGTERM")
+        glib.unix_signal_add(glib.PRIORITY_HIGH, signal.SIGINT, stop, "SIGINT")
+        if args.lifetime > 0:
+            glib.timeout_add(
+                int(args.lifetime * 1000), stop, f"lifetime of {args.lifetime:g} s over"
+            )
+        _watch_stdin(glib, stop)
+        if counter is not None:
+            counter.start_timer(stream)
+        print(server.url(MOUNT), flush=True)
+        loop.run()
     print(f"rtsp_server: {reason[0]}", file=sys.stderr, flush=True)
     return 0
 

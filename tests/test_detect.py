@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-import edgeyolo.detect as detect_mod
+import edgeyolo.detect_live as detect_live
 from edgeyolo.detect import iter_sources, run_detect
 from edgeyolo.errors import ConfigError, DataError, EdgeYoloError
 from edgeyolo.runtime.capture import CSI_PIPELINE
@@ -405,7 +405,7 @@ def test_show_without_a_display_says_so_and_still_writes(
     def no_window(*_a: object) -> None:
         raise AssertionError("imshow called without a display")
 
-    monkeypatch.setattr(detect_mod, "display_problem", lambda: "no display ($DISPLAY is not set)")
+    monkeypatch.setattr(detect_live, "display_problem", lambda: "no display ($DISPLAY is not set)")
     monkeypatch.setattr(cv2, "imshow", no_window)
     text, console = _text_console()
     out = tmp_path / "out"
@@ -423,7 +423,7 @@ def test_show_with_a_display_shows_each_frame_and_q_stops(
 ) -> None:
     shown: list[np.ndarray] = []
     keys = iter([-1, ord("q")])
-    monkeypatch.setattr(detect_mod, "display_problem", lambda: None)
+    monkeypatch.setattr(detect_live, "display_problem", lambda: None)
     monkeypatch.setattr(cv2, "imshow", lambda _name, img: shown.append(img))
     monkeypatch.setattr(cv2, "waitKey", lambda _ms: next(keys))
     monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
