@@ -21,14 +21,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from edgeyolo import detect_live as _LIVE
 from edgeyolo.console import make_console
@@ -39,6 +31,7 @@ from edgeyolo.detect_live import (
     Window,
     as_arrays,
     frame_record,
+    progress_bar,
     warn,
 )
 from edgeyolo.errors import ConfigError, DataError
@@ -415,17 +408,7 @@ def _run(
     """The image loop of :func:`run_detect`."""
     src, results = loop.src, loop.results
     items = src.items(skip_bad=skip_bad)
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]detect[/bold] {task.fields[name]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[fps]:.1f} FPS"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_progress,
-        transient=False,
-    )
+    progress = progress_bar(console, show_progress)
     try:
         with progress:
             task = progress.add_task("detect", total=src.total, name="", fps=0.0)

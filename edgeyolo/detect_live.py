@@ -42,6 +42,21 @@ _RTSP_OUT = lazy_import("edgeyolo.runtime.rtsp_out")
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
+def progress_bar(console: Console, show: bool) -> Progress:
+    """detect's progress line: the frame count (of a known total), the name, FPS, time."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]detect[/bold] {task.fields[name]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[fps]:.1f} FPS"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+        transient=False,
+    )
+
+
 def frame_record(
     name: str,
     index: int | None,
@@ -339,17 +354,7 @@ def _loop(
     """Process every result of ``stream``; ``True`` unless an error stopped it."""
     caps = stream.sources.captures
     total = caps[0].total if len(caps) == 1 and not caps[0].live else None
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]detect[/bold] {task.fields[name]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[fps]:.1f} FPS"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_progress,
-        transient=False,
-    )
+    progress = progress_bar(console, show_progress)
     many = len(caps) > 1
     try:
         with progress:
