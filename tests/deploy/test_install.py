@@ -138,13 +138,18 @@ def test_detect_reads_a_video_through_this_opencv(
     deploy_venv: DeployVenv, deploy_export: Path, tmp_path: Path
 ) -> None:
     """Video goes through the capture thread and its quiet OpenCV log (which crashed on
-    Debian's OpenCV 4.6, which has no ``cv2.utils.logging``)."""
+    Debian's OpenCV 4.6, which has no ``cv2.utils.logging``); ``--jsonl -`` makes stdout JSON
+    Lines only, one per frame, the rest going to stderr."""
     out = tmp_path / "out"
     got = _run([str(deploy_venv.bin / "edgeyolo"), "detect", str(_clip(tmp_path / "c.mp4")),
                 "--model", str(deploy_export / "model_fp32.onnx"), "--out", str(out),
-                "--json"])  # fmt: skip
+                "--json", "--jsonl", "-"])  # fmt: skip
     assert got.returncode == 0, got.stdout + got.stderr
-    assert len(json.loads((out / "detections.json").read_text())) == 5
+    records = json.loads((out / "detections.json").read_text())
+    lines = [json.loads(line) for line in got.stdout.splitlines()]
+    assert len(records) == len(lines) == 5 and [r["frame"] for r in lines] == list(range(5))
+    assert [len(r["detections"]) for r in lines] == [len(r["detections"]) for r in records]
+    assert "5 frame(s)" in got.stderr and "timing:" in got.stderr
 
 
 def test_bench_without_checkpoint_reports_parity_from_stored_references(
