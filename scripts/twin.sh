@@ -13,7 +13,9 @@
 #               and the live-source tests (videotestsrc, RTSP from a gst-rtsp-server on
 #               127.0.0.1 through OpenCV's GStreamer and FFmpeg backends) in that venv
 #
-# Usage: bash scripts/twin.sh [resolution] [oldest] [system]      (default: all three)
+# Usage: bash scripts/twin.sh [resolution] [oldest] [system] [system-prepare]  (default: the
+# first three; system-prepare: only the system twin's installs and README block, for a later
+# `system` with the same TWIN_DIR)
 # Needs the training venv (.venv, scripts/setup.sh) to export the model the tests read, and for
 # the system twin Debian's packages (scripts/system_packages.sh installs them). TWIN_DIR keeps
 # the work folder (default: a temporary one, removed at the end). Exit status: the number of
@@ -171,8 +173,13 @@ EOF
 SYSTEM_TESTS="not bench and not manifest_does_not and not four_streams and not (ffmpeg and (age_at_inference or \
 server_restarts or stays_down or frozen))"
 
-system_twin() {
+# The system twin in two steps: system_prepare runs the README's block (installs, detect on a
+# videotestsrc pipeline, build's one-line refusal, bench) and checks the venv; system_tests runs
+# the tests in it. `system-prepare` alone lets CI do the first beside the suite (mostly pip) and
+# the timed live streams after it; `system` does both (the first unless WORK holds it already).
+system_prepare() {
     local log="$WORK/system.log" sys="$WORK/system" script="$WORK/system-readme.sh"
+    rm -f "$WORK/system.facts"
     if ! /usr/bin/python3 -c "import cv2, numpy, gi" >/dev/null 2>&1; then
         verdict system failed "no system python3 with cv2, numpy and gi: run scripts/system_packages.sh"
         return
@@ -221,12 +228,24 @@ print(f"Python {sys.version.split()[0]}, system cv2 {cv2.__version__} (GStreamer
 EOF
     ) || { verdict system failed "the venv is not what the README promises" "$log"; return; }
     "$venv/bin/python" -m pip install -q "pytest>=9.2" >>"$log" 2>&1
+    printf '%s; README: %s Jetson-only line(s) skipped, the rest ran, build stopped in one line' \
+        "$facts" "$skipped" >"$WORK/system.facts"
+}
+
+system_tests() {
+    local log="$WORK/system.log" venv="$WORK/system/home/eyo" facts
+    if [ ! -f "$WORK/system.facts" ]; then
+        say "twin system: not prepared (its preparation failed above)"
+        failed=$((failed + 1))
+        return
+    fi
+    facts=$(cat "$WORK/system.facts")
     if EDGEYOLO_TEST_EXPORT="$WORK/export" EDGEYOLO_DEPLOY_VENV=current \
         EDGEYOLO_LIVE_MODEL="$WORK/export/model_fp32.onnx" EDGEYOLO_REQUIRE_LIVE=1 \
         "$venv/bin/python" -m pytest -q -p no:cacheprovider --basetemp "$WORK/pytest-system" tests/deploy tests/live \
             -k "$SYSTEM_TESTS" >>"$log" 2>&1
     then
-        verdict system passed "$facts; README: $skipped Jetson-only line(s) skipped, the rest ran, build stopped in one line; tests/deploy + tests/live (OpenCV-dependent): $(pytest_summary "$log")"
+        verdict system passed "$facts; tests/deploy + tests/live (OpenCV-dependent): $(pytest_summary "$log")"
     else
         verdict system failed "$facts; tests: $(pytest_summary "$log")" "$log"
     fi
@@ -236,8 +255,11 @@ for twin in "${TWINS[@]}"; do
     case "$twin" in
         resolution) resolution_twin ;;
         oldest) oldest_twin ;;
-        system) system_twin ;;
-        *) say "twin: unknown twin $twin (resolution, oldest, system)"; failed=$((failed + 1)) ;;
+        system-prepare) system_prepare ;;
+        system)
+            [ -f "$WORK/system.facts" ] || system_prepare
+            [ -f "$WORK/system.facts" ] && system_tests ;;
+        *) say "twin: unknown twin $twin (resolution, oldest, system, system-prepare)"; failed=$((failed + 1)) ;;
     esac
 done
 exit "$failed"
