@@ -198,6 +198,11 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 0.0
     amp: bool = True
+    #: bfloat16 autocast of the training forward on the CPU: ``off``, ``on``, or ``auto`` (on
+    #: where bfloat16 is native, AMX-BF16 or AVX512-BF16: ``trainer.cpu_bf16_fast``);
+    #: validation and the saved weights stay float32
+    cpu_bf16: str = "off"
+    #: channels-last weights and inputs while training (CUDA and CPU alike)
     channels_last: bool = True
     multi_scale: bool = False
     multi_scale_range: tuple[float, float] = (0.75, 1.25)
@@ -217,6 +222,9 @@ class TrainConfig:
     sync_bn: bool = False
     skip_bad: bool = False
     max_images: int | None = None
+    #: decode the training images once, before the first epoch, and keep them in memory as
+    #: uint8 (about H x W x 3 bytes each), shared with the loader workers
+    cache: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tensorboard: bool = True
@@ -249,6 +257,10 @@ class TrainConfig:
                 f"--bias-prior-size must be an image size in pixels (0: no prior), "
                 f"got {self.bias_prior_size}"
             )
+        if self.cpu_bf16 not in ("off", "auto", "on"):
+            raise ConfigError(f"--cpu-bf16 must be off, auto or on, got {self.cpu_bf16!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.warmup_bias_lr < 0:
             raise ConfigError(f"--warmup-bias-lr must be >= 0, got {self.warmup_bias_lr}")
 

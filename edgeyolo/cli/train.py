@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from edgeyolo.cli.common import _TRAIN_EXTRA, _cli_errors, console
 from edgeyolo.config import AugmentConfig, LossConfig, TrainConfig
 from edgeyolo.errors import ConfigError
 from edgeyolo.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from edgeyolo.train.trainer import TrainResult
 
 _TRAINER = lazy_import("edgeyolo.train.trainer", **_TRAIN_EXTRA, needed_for="edgeyolo train")
 _DISTRIBUTED = lazy_import("edgeyolo.train.distributed", **_TRAIN_EXTRA, needed_for="--devices")
@@ -67,6 +70,16 @@ def train(
     sync_bn: Annotated[bool, typer.Option(help="SyncBatchNorm across GPUs (DDP on CUDA).")] = False,
     ema: Annotated[bool, typer.Option(help="Keep an EMA of the weights.")] = True,
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
+    cpu_bf16: Annotated[
+        str,
+        typer.Option(
+            help="bfloat16 autocast on the CPU: off, on, or auto (on where the CPU has "
+            "AMX-BF16 or AVX512-BF16; float32 elsewhere)."
+        ),
+    ] = "off",
+    channels_last: Annotated[
+        bool, typer.Option(help="Channels-last memory while training (CPU and CUDA).")
+    ] = True,
     multi_scale: Annotated[bool, typer.Option(help="Random input size per step.")] = False,
     multi_scale_range: Annotated[
         tuple[float, float],
@@ -112,6 +125,13 @@ def train(
     max_images: Annotated[
         int | None, typer.Option(help="Use only the first N images of each split.")
     ] = None,
+    cache: Annotated[
+        bool,
+        typer.Option(help="Decode the training images once and keep them in memory (uint8)."),
+    ] = False,
+    ema_decay: Annotated[
+        float, typer.Option(help="EMA decay (ramped up over the first few hundred steps).")
+    ] = 0.999,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -142,6 +162,8 @@ def train(
             weight_decay=weight_decay,
             ema=ema,
             amp=amp,
+            cpu_bf16=cpu_bf16,
+            channels_last=channels_last,
             grad_clip=grad_clip,
             multi_scale=multi_scale,
             multi_scale_range=multi_scale_range,
@@ -155,6 +177,8 @@ def train(
             sync_bn=sync_bn,
             skip_bad=skip_bad,
             max_images=max_images,
+            cache=cache,
+            ema_decay=ema_decay,
             loss=LossConfig(
                 box_loss=box_loss,
                 lambda_box=lambda_box,
@@ -177,6 +201,14 @@ def train(
             ),
         )
         result = _TRAINER.train(cfg, resume=resume, progress=progress, console=console)
+    report(result)
+
+
+def report(result: TrainResult) -> None:
+    """The run's closing line, printed by the process that reports it only (rank 0 under
+    torchrun: the other ranks never evaluate, so their best mAP would read -1)."""
+    if not result.is_main:
+        return
     console.print(
         f"done in {result.wall_s / 60:.1f} min ({result.images_per_s:.2f} img/s); "
         f"best val mAP@0.5 {result.best_map50:.4f}: [bold]{result.best}[/]"

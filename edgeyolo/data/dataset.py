@@ -31,7 +31,9 @@ class DetectionDataset(Dataset[Sample]):
     ``dataset[i]`` is ``(image, targets, i)``: ``image`` float32[3, S, S] RGB in 0..1,
     ``targets`` float32[N, 5] rows ``(cls, x1, y1, x2, y2)`` in letterboxed pixels.
     ``augment`` None or with ``enabled=False`` gives the evaluation transform (letterbox only).
-    ``cache=True`` keeps decoded images in memory (one cache per DataLoader worker process).
+    ``cache=True`` keeps decoded images in memory (one cache per DataLoader worker process);
+    :meth:`preload` decodes them all at once, in this process, so that loader workers started
+    after it (forked) share the one decoded copy instead of each decoding every epoch.
 
     With probability :attr:`mosaic` (``augment.mosaic``; 0 when augmentation is off) a sample
     is a :func:`~edgeyolo.data.mosaic.mosaic4` of image ``i`` and three others drawn at random,
@@ -81,6 +83,14 @@ class DetectionDataset(Dataset[Sample]):
         if self.cache:
             self._images[i] = image
         return image
+
+    def preload(self) -> int:
+        """Decode every image now and keep it (``uint8[H, W, 3]``, turns :attr:`cache` on);
+        returns the bytes held. Raises DataError naming the first file that cannot be read."""
+        self.cache = True
+        for i in range(len(self)):
+            self.load_image(i)
+        return sum(a.nbytes for a in self._images.values())
 
     def __getitem__(self, i: int) -> Sample:
         i = range(len(self))[i]  # IndexError and negative indices as for a list

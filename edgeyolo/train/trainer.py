@@ -26,6 +26,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from edgeyolo.config import ModelConfig, TrainConfig, to_dict, train_config_from_dict
 from edgeyolo.console import make_console
+from edgeyolo.cpuinfo import cpu_flags
 from edgeyolo.data.dataset import DetectionDataset, collate
 from edgeyolo.data.formats import load_data_yaml, read_split
 from edgeyolo.data.records import ImageRecord, describe_problems
@@ -66,6 +67,20 @@ class TrainResult:
     epochs: int
     wall_s: float
     images_per_s: float
+    #: this process reports the run: rank 0 of a DDP job, or the only process. Other ranks end
+    #: with ``best_map50`` -1 (they never evaluate) and must stay silent.
+    is_main: bool = True
+
+
+def cpu_bf16_fast() -> bool:
+    """Whether bfloat16 is native on this CPU for oneDNN: the CPU has AMX-BF16 or AVX512-BF16
+    and oneDNN may use it (``ONEDNN_MAX_CPU_ISA`` can cap it below, e.g. ``AVX2``). On AVX2 or
+    plain AVX-512 bfloat16 is emulated and slower than float32, so ``--cpu-bf16 auto`` keeps
+    float32 there."""
+    flags = cpu_flags()
+    if not ({"amx_bf16", "avx512_bf16"} & flags) or not torch.backends.mkldnn.is_available():
+        return False
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def resolve_anchors(
@@ -126,7 +141,7 @@ class Trainer:
     3. anchors (from ``last.pt`` on resume, else ``cfg.anchors``) -> ``model_config``;
     4. :meth:`build_model` -> the bare model (sets ``model`` once the trainer has converted it
        to SyncBatchNorm if asked, moved it to the device, loaded ``cfg.pretrained`` and made it
-       channels-last on CUDA if asked); then the free-space check;
+       channels-last if asked, on the CPU too); then the free-space check;
     5. :meth:`build_loss` -> ``loss_fn``;
     6. :meth:`build_optimizer` -> ``optimizer``, then :meth:`build_schedule` -> ``scheduler``
        (``steps_per_epoch`` is set before), and the AMP grad scaler;
@@ -195,8 +210,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(per_rank / self.rank_batch)
         self.optimizer = self.build_optimizer(self.model)
         self.scheduler = self.build_schedule(self.optimizer)
-        self.amp = self.cfg.amp and self.use_cuda
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp, self.amp_dtype = self._autocast()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.use_cuda)
         self.ema = self.build_ema(self.model)
         self.forward_model = self._wrap_distributed(self.model)
         self.epoch = 0
@@ -206,6 +221,17 @@ class Trainer:
         self.last_epoch: EpochResult | None = None
         if ckpt is not None:
             self._load_state(ckpt)
+
+    def _autocast(self) -> tuple[bool, torch.dtype]:
+        """Whether the training forward runs under autocast, and in which dtype: float16 on
+        CUDA (``cfg.amp``); bfloat16 on the CPU as ``cfg.cpu_bf16`` says (``auto``: where
+        :func:`cpu_bf16_fast`)."""
+        if self.use_cuda:
+            return self.cfg.amp, torch.float16
+        if self.device.type != "cpu":
+            return False, torch.float32
+        mode = self.cfg.cpu_bf16
+        return mode == "on" or (mode == "auto" and cpu_bf16_fast()), torch.bfloat16
 
     def _check_out_dir(self) -> None:
         """``ConfigError`` unless ``cfg.out`` can be created and written (by this process)."""
@@ -256,6 +282,9 @@ class Trainer:
             img_size=cfg.img_size,
             augment=cfg.augment if cfg.augment.enabled else None,
         )
+        if cfg.cache:  # before any loader worker is forked: they share the decoded images
+            held = dataset.preload()
+            self.log(f"cached {len(dataset)} decoded training images ({held / 1e6:.0f} MB)")
         return TrainData(spec.names, train_records, val_records, dataset)
 
     def _make_model_config(self, ckpt: dict[str, Any] | None) -> ModelConfig:
@@ -293,7 +322,8 @@ class Trainer:
 
     def _prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """SyncBatchNorm (``cfg.sync_bn``), the device, ``cfg.pretrained`` weights (not on
-        resume: those come from last.pt) and channels-last memory (CUDA, ``cfg.channels_last``)."""
+        resume: those come from last.pt) and channels-last memory (``cfg.channels_last``; on the
+        CPU too, where oneDNN's convolutions run faster on it); sets ``channels_last``."""
         cfg = self.cfg
         if cfg.sync_bn:
             if not (self.dist.enabled and self.device.type == "cuda"):
@@ -308,7 +338,8 @@ class Trainer:
                     "warning: the loaded heads were trained with darknet's anchors; "
                     "pass --anchors default to keep them"
                 )
-        if self.use_cuda and cfg.channels_last:
+        self.channels_last = cfg.channels_last
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
 
@@ -317,9 +348,10 @@ class Trainer:
         return YoloLoss(model.anchors, model.strides, model.num_classes, self.cfg.loss)
 
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """``cfg.optimizer`` (SGD with Nesterov momentum, AdamW or Adam) at ``cfg.lr_init``, in
-        two groups: weights with ``cfg.weight_decay``, biases and norm parameters without. With
-        ``cfg.warmup_bias_lr`` the biases are a third group (last), whose warmup starts there."""
+        """``cfg.optimizer`` (SGD with Nesterov momentum, AdamW or Adam; the fused kernels on
+        the CPU) at ``cfg.lr_init``, in two groups: weights with ``cfg.weight_decay``, biases
+        and norm parameters without. With ``cfg.warmup_bias_lr`` the biases are a third group
+        (last), whose warmup starts there."""
         cfg = self.cfg
         params_decay, params_no_decay, biases = [], [], []
         for n, p in model.named_parameters():
@@ -336,9 +368,12 @@ class Trainer:
             groups.append({"params": biases, "weight_decay": 0.0})
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=cfg.lr_init, momentum=cfg.momentum, nesterov=True)
+        # torch's fused CPU kernel: one pass over each tensor instead of foreach's several
+        # (Adam's step on yolov3-tiny: 7 against 19 ms, bench/RESULTS.md, issue 22)
+        fused = {"fused": True} if self.device.type == "cpu" else {}
         if cfg.optimizer == "adamw":
-            return torch.optim.AdamW(groups, lr=cfg.lr_init, betas=(cfg.momentum, 0.999))
-        return torch.optim.Adam(groups, lr=cfg.lr_init)
+            return torch.optim.AdamW(groups, lr=cfg.lr_init, betas=(cfg.momentum, 0.999), **fused)
+        return torch.optim.Adam(groups, lr=cfg.lr_init, **fused)
 
     def build_schedule(self, optimizer: torch.optim.Optimizer) -> LRScheduler:
         """Linear warmup over ``cfg.warmup_epochs``, then cosine decay to ``cfg.lr_end``,
@@ -458,9 +493,9 @@ class Trainer:
         targets = targets.to(self.device, non_blocking=True)
         if self.cfg.multi_scale:
             images, targets = self._multi_scale(images, targets)
-        if self.use_cuda and self.cfg.channels_last:
+        if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             heads = self.forward_model(images)
         loss, parts = self.loss_fn(heads, targets, (images.shape[-2], images.shape[-1]))
         if not torch.isfinite(loss):
@@ -563,6 +598,7 @@ class Trainer:
             epochs=self.cfg.epochs,
             wall_s=wall,
             images_per_s=seen / max(wall, 1e-9),
+            is_main=self.dist.is_main,
         )
 
     def _run_epoch(self, epoch: int) -> tuple[dict[str, float], int, float]:
@@ -630,9 +666,15 @@ class Trainer:
             + ", "
             f"{cfg.epochs} epochs, {cfg.optimizer} "
             f"lr {cfg.lr_init:g}->{cfg.lr_end:g}, warmup {cfg.warmup_epochs:g} epochs"
-            f"{', AMP' if self.amp else ''}{self._recipe_notes()} | anchors "
+            f"{self._amp_note()}{self._recipe_notes()} | anchors "
             + " ".join(f"{w:.0f},{h:.0f}" for w, h in self.model_config.resolved_anchors)
         )
+
+    def _amp_note(self) -> str:
+        """``, AMP`` (float16 on CUDA) or ``, bf16 autocast`` (CPU) when on, else empty."""
+        if not self.amp:
+            return ""
+        return ", AMP" if self.amp_dtype == torch.float16 else ", bf16 autocast"
 
     def _recipe_notes(self) -> str:
         """The small-data options that are on, for the opening line (empty when none is)."""

@@ -232,3 +232,15 @@ def test_cache_keeps_decoded_images(records):
     torch.testing.assert_close(cached[0][0], first)
     with pytest.raises(DataError, match="cannot read image"):
         plain[0]
+
+
+def test_preload_decodes_all_once_and_forked_workers_share_it(records):
+    ds = DetectionDataset(records, img_size=64)
+    want = [ds[i][0] for i in range(len(ds))]
+    held = ds.preload()
+    assert ds.cache and held == sum(r.width * r.height * 3 for r in records)
+    for r in records:  # every image now comes from memory, in this process and in the workers
+        r.path.unlink()
+    loader = DataLoader(ds, batch_size=3, collate_fn=collate, num_workers=1)
+    images, _, _ = next(iter(loader))
+    torch.testing.assert_close(images, torch.stack(want))

@@ -104,6 +104,12 @@ def test_two_gloo_processes_equal_one_process_on_the_global_batch(mnist_small_ya
         "--no-progress",
         "--anchors",
         "default",
+        # NCHW, for which the bound below was measured. With channels-last (the CPU default since
+        # issue 22) the largest share was 0.58 (stages.0.out.conv.weight) with both runs in it,
+        # and 0.57 with only the single process in it: our guess, not pinned down, is that this
+        # degenerate white canvas magnifies the other summation order of oneDNN's channels-last
+        # kernels (2026-12-06, 2-core Xeon with AMX).
+        "--no-channels-last",
         "--optimizer",  # SGD: linear in the gradient; Adam's g / sqrt(v) magnifies float noise
         "sgd",  # on near-zero gradients into visible weight differences
         "--lr",
@@ -132,6 +138,8 @@ def test_two_gloo_processes_equal_one_process_on_the_global_batch(mnist_small_ya
     )
     assert "2 processes x 2" in r.stdout  # the global batch is stated, once
     assert r.stdout.count("training yolov3-tiny") == 1
+    # one closing line, rank 0's (rank 1 printed "best val mAP@0.5 -1.0000" beside it)
+    assert r.stdout.count("best val mAP@0.5") == 1 and "-1.0000" not in r.stdout, r.stdout
     # Measured (2026-11-26, AVX2 and AVX-512 kernels alike): the largest share is 0.0074
     # (backbone.stage16.0.conv.weight, behind a BN whose variance is near zero on a white canvas).
     # The same run at lr 0 keeps the initial weights (SGD, no weight decay): what one update moved.

@@ -248,6 +248,8 @@ def test_multi_scale_draws_every_size_from_torchs_generator(mnist_small_yaml, tm
         (dict(warmup_bias_lr=-0.1), "--warmup-bias-lr"),
         (dict(multi_scale_range=(1.5, 0.5)), "--multi-scale-range"),
         (dict(multi_scale_range=(0.0, 1.5)), "--multi-scale-range"),
+        (dict(ema_decay=1.0), "--ema-decay"),
+        (dict(ema_decay=-0.1), "--ema-decay"),
     ],
 )
 def test_train_config_checks_the_recipe_options(kw, flag):
@@ -280,7 +282,9 @@ def test_train_command_passes_the_recipe_options(tmp_path, monkeypatch):
 
     def fake_train(cfg, **_kw):
         got.append(cfg)
-        return SimpleNamespace(wall_s=1.0, images_per_s=1.0, best_map50=0.5, best=tmp_path)
+        return SimpleNamespace(
+            wall_s=1.0, images_per_s=1.0, best_map50=0.5, best=tmp_path, is_main=True
+        )
 
     monkeypatch.setattr(cli_train, "_TRAINER", SimpleNamespace(train=fake_train))
     args = ["train", "--data", str(tmp_path / "d.yaml"), "--mosaic", "0.7", "--close-mosaic", "2"]
@@ -288,6 +292,7 @@ def test_train_command_passes_the_recipe_options(tmp_path, monkeypatch):
     args += ["--colour-jitter", "0.3"]
     args += ["--bias-prior-size", "320", "--warmup-bias-lr", "0.05"]
     args += ["--multi-scale", "--multi-scale-range", "0.5", "1.5"]
+    args += ["--cache", "--ema-decay", "0.99"]
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     cfg = got[0]
@@ -300,5 +305,7 @@ def test_train_command_passes_the_recipe_options(tmp_path, monkeypatch):
     assert got[1].augment == AugmentConfig()  # no flag: the config's defaults, all of them
     assert (cfg.bias_prior_size, cfg.warmup_bias_lr) == (320, 0.05)
     assert cfg.multi_scale and cfg.multi_scale_range == (0.5, 1.5)
+    assert cfg.cache and cfg.ema_decay == 0.99
+    assert not got[1].cache and got[1].ema_decay == TrainConfig().ema_decay
     bad = CliRunner().invoke(cli.app, ["train", "--data", "d.yaml", "--mosaic", "2"])
     assert bad.exit_code == 1 and bad.output.startswith("error: --mosaic")
