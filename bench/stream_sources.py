@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.live_latency import machine  # noqa: E402 (the same record of where it ran)
 from edgeyolo.runtime.detector import Detector  # noqa: E402
 from edgeyolo.runtime.stream import Stream  # noqa: E402
 from tests.live.rtsp import RtspServer, server_problem  # noqa: E402
@@ -184,20 +185,6 @@ def _spread(ages_ms: list[float]) -> dict[str, float]:
         "frames": len(a),
         "median": round(float(np.median(a)), 3),
         "p99": round(float(np.percentile(a, 99)), 3),
-    }
-
-
-def machine() -> dict[str, Any]:
-    """Where it ran: edgeyolo's environment record (CPU and flags, cores, versions) + OpenCV."""
-    import cv2
-
-    from edgeyolo.runtime.environment import environment
-
-    env = environment()
-    return {
-        **env["machine"],
-        "loadavg": list(os.getloadavg()),
-        "versions": {**env["versions"], "opencv": cv2.__version__},
     }
 
 

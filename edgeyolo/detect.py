@@ -10,7 +10,6 @@ whose :class:`~edgeyolo.runtime.capture.Capture` keeps only the newest frame of 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -31,8 +30,10 @@ from edgeyolo.detect_live import (
     Window,
     as_arrays,
     frame_record,
+    make_out_dir,
     progress_bar,
     warn,
+    write_detections,
 )
 from edgeyolo.errors import ConfigError, DataError
 from edgeyolo.lazy import CV2 as cv2
@@ -454,10 +455,7 @@ class _Sink:
         self.out = out
         self.written: set[str] = set()
         if out is not None:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ConfigError(f"--out {out}: cannot create this folder ({e})") from e
+            make_out_dir(out)
 
     def write(self, name: str, drawn: np.ndarray) -> None:
         """Write one drawn (BGR) image to ``out/<stem>.jpg`` (the full name where stems repeat)."""
@@ -471,8 +469,4 @@ class _Sink:
 
     def json(self, results: list[dict[str, Any]]) -> None:
         assert self.out is not None  # run_detect checked
-        path = self.out / "detections.json"
-        try:
-            path.write_text(json.dumps(results, indent=1))
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot write ({e})") from e
+        write_detections(self.out, results)

@@ -42,6 +42,23 @@ _RTSP_OUT = lazy_import("edgeyolo.runtime.rtsp_out")
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
+def make_out_dir(out: Path) -> None:
+    """Create ``out`` (``--out``), or say in one line why it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create this folder ({e})") from e
+
+
+def write_detections(out: Path, results: list[dict[str, Any]]) -> None:
+    """``out/detections.json``: every frame's record, or one line saying why it cannot be."""
+    path = out / "detections.json"
+    try:
+        path.write_text(json.dumps(results, indent=1))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write ({e})") from e
+
+
 def progress_bar(console: Console, show: bool) -> Progress:
     """detect's progress line: the frame count (of a known total), the name, FPS, time."""
     return Progress(
@@ -227,7 +244,6 @@ class Outputs:
         self.writers: dict[int, Any] = {}
         self.server: Any = None
         self.mounts: dict[int, Any] = {}
-        self.serve = serve
         if serve is not None:
             host, port, self.path = _RTSP_OUT.parse_rtsp_output(serve)
             self.server = _RTSP_OUT.RtspServer(host, port)
@@ -326,19 +342,13 @@ def run_streams(
     results: list[dict[str, Any]] = []
     with stream:
         if out is not None:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ConfigError(f"--out {out}: cannot create this folder ({e})") from e
+            make_out_dir(out)
         outputs = Outputs(stream, out, serve, Window(show, out, console), console)
         lines = JsonLines(jsonl) if jsonl is not None else None
-        done = _loop(stream, names, outputs, lines, results, show_progress, console)
+        _loop(stream, names, outputs, lines, results, show_progress, console)
         _report(stream, stop, max_frames, show_progress, console)
-    if done and save_json and out is not None:
-        try:
-            (out / "detections.json").write_text(json.dumps(results, indent=1))
-        except OSError as e:
-            raise ConfigError(f"{out / 'detections.json'}: cannot write ({e})") from e
+    if save_json and out is not None:
+        write_detections(out, results)
     return results
 
 
@@ -350,8 +360,8 @@ def _loop(
     results: list[dict[str, Any]],
     show_progress: bool,
     console: Console,
-) -> bool:
-    """Process every result of ``stream``; ``True`` unless an error stopped it."""
+) -> None:
+    """Process every result of ``stream`` (Ctrl+C ends it with what was done)."""
     caps = stream.sources.captures
     total = caps[0].total if len(caps) == 1 and not caps[0].live else None
     progress = progress_bar(console, show_progress)
@@ -383,7 +393,6 @@ def _loop(
         outputs.close()
         if lines is not None:
             lines.close()
-    return True
 
 
 def _report(

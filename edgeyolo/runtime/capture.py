@@ -385,7 +385,8 @@ class _Outage:
     delay: float = BACKOFF_START
 
 
-def _print_status(line: str) -> None:
+def print_status(line: str) -> None:
+    """The default ``on_status``: the line on stderr, at once."""
     print(line, file=sys.stderr, flush=True)
 
 
@@ -447,7 +448,7 @@ class Capture:
         if reconnect_s is not None and reconnect_s < 0:
             raise ValueError(f"reconnect_s must be 0 (never give up) or more, got {reconnect_s}")
         self.reconnect_s = reconnect_s
-        self.on_status = on_status or _print_status
+        self.on_status = on_status or print_status
         #: Frames per second the source reports (``None``: it does not say).
         self.fps: float | None = None
         #: A file's frame count from its header (``None`` for live sources or when unknown).

@@ -25,7 +25,6 @@ processed (:attr:`StreamResult.age_ms`).
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -44,6 +43,7 @@ from edgeyolo.runtime.capture import (
     LoopStats,
     VideoSource,
     parse_source,
+    print_status,
 )
 from edgeyolo.runtime.detector import Detector, FrameDetections
 from edgeyolo.runtime.latency import AgeMeter
@@ -230,10 +230,7 @@ class Sources:
             f"{self.captures[i].source.name} stopped: {error.reason}; "
             f"{len(self.active)} other source(s) go on"
         )
-        if self.on_status is not None:
-            self.on_status(line)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        (self.on_status or print_status)(line)
 
 
 @dataclass
