@@ -25,3 +25,14 @@ def test_no_vnni_and_unknown_flags(tmp_path):
     assert "asimd" in cpu_flags.__wrapped__(f)
     assert cpu_flags.__wrapped__(tmp_path / "absent") == frozenset()
     assert cpu_summary(frozenset()).endswith("(flags unknown)")
+
+
+def test_native_bfloat16_is_named():
+    """The flags that decide ``--cpu-bf16 auto`` appear beside a figure: a Zen 4 EPYC (AVX-512
+    with VNNI and AVX512-BF16) and a Xeon with AMX read differently from a plain AVX-512 CPU."""
+    zen4 = frozenset(["avx2", "avx512f", "avx512_vnni", "avx512_bf16"])
+    xeon = frozenset(
+        ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"]
+    )
+    assert cpu_summary(zen4).endswith("avx2 avx512f avx512_vnni avx512_bf16")
+    assert cpu_summary(xeon).endswith("avx512_vnni avx_vnni avx512_bf16 amx_int8 amx_bf16")
