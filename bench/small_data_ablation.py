@@ -311,6 +311,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default="bench/results/small_data", help="ablation.json and .md")
     p.add_argument("--runs", default="runs/small_data", help="the runs' checkpoints and metrics")
     p.add_argument("--force", action="store_true", help="re-run (row, seed, epochs) already done")
+    p.add_argument(
+        "--data-only",
+        action="store_true",
+        help="build the data set (if absent) and stop: jobs started in parallel then find it",
+    )
     a = p.parse_args()
     for row in a.rows.split(","):
         try:
@@ -346,6 +351,9 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     data_yaml = build_data(Path(a.data_dir))
     val_dir = check_data(data_yaml)
+    if a.data_only:
+        print(f"data set: {data_yaml}")
+        return
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "ablation.json"

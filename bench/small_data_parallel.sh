@@ -11,6 +11,8 @@ jobs_file=$1 out=$2 parallel=$3
 shift 3
 export W="$out/jobs" PY="${PYTHON:-python3}"
 mkdir -p "$W"
+# the data set first, once: jobs that all find it missing would each try to build it
+"$PY" bench/small_data_ablation.py --data-only "$@" || exit 1
 job='"$PY" bench/small_data_ablation.py --rows "$0" --seeds "$1" --out "$W/$0_s$1" '"$*"' \
   > "$W/$0_s$1.log" 2>&1; echo "$(date +%T) $0 seed $1: $(grep "val mAP" "$W/$0_s$1.log" | tail -1)"'
 grep -v '^#' "$jobs_file" | ${BUDGET:+timeout "$BUDGET"} xargs -P "$parallel" -L 1 sh -c "$job"
