@@ -45,9 +45,7 @@ def test_roof_rejects_no_sizes():
 def test_sizes_after_a_call_over_the_limit_are_not_tried():
     """A slow BLAS (Debian's reference one ran 2048 at 4 s a call) stops at the size that took
     too long: the roof comes from the sizes tried, and the method says which were skipped."""
-    roof = matmul_roof(
-        sizes=(8, 16, 32), warmup=0, runs=2, timer=StepClock(0.5), max_call_s=0.25
-    )
+    roof = matmul_roof(sizes=(8, 16, 32), warmup=0, runs=2, timer=StepClock(0.5), max_call_s=0.25)
     assert roof.size == 8 and "n in [8] (16, 32 not tried" in roof.method
     roof = matmul_roof(sizes=(8, 16), warmup=0, runs=2, timer=StepClock(0.1), max_call_s=0.25)
     assert roof.size == 16 and "n in [8, 16]," in roof.method
