@@ -8,7 +8,8 @@ child process whose wall time (start to exit, imports and set-up included) is th
 row holds the wall time, the command, every epoch's metrics row (``metrics.jsonl``: val mAP,
 epoch seconds), best.pt's val mAP@0.5 and, with ``--test`` only (the final runs: test is scored
 once, after every choice was made on val), ``edgeyolo eval --split test`` of best.pt.
-``ATEN_CPU_CAPABILITY`` and thread variables of the environment are recorded with it.
+``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA`` and thread variables of the environment are
+recorded with it (the AVX2 row of 2026-12-06 predates ``ONEDNN_MAX_CPU_ISA`` there).
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ def main() -> None:
         "epochs": rows,
         "cpu_flags": cpu_summary(),
         "env": {
-            k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS") if k in os.environ
+            k: os.environ[k]
+            for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OMP_NUM_THREADS")
+            if k in os.environ
         },  # fmt: skip
     }
     if a.test:
