@@ -35,19 +35,9 @@ from torchvision.transforms import v2
 
 from edgeyolo.config import AugmentConfig
 from edgeyolo.cpuinfo import cpu_summary
+from edgeyolo.data.dataset import DetectionDataset, to_v2
 from edgeyolo.data.formats import load_data_yaml, read_split
-from edgeyolo.data.images import read_rgb
 from edgeyolo.data.transforms import Letterbox, LetterboxAffine, train_transforms
-
-
-def sample(record: Any) -> tuple[tv_tensors.Image, dict[str, Any]]:
-    """One training record as the dataset hands it to its transform: ``(Image, target)``."""
-    array = read_rgb(str(record.path), width=record.width, height=record.height)
-    boxes = tv_tensors.BoundingBoxes(
-        torch.from_numpy(record.boxes.copy()), format="XYXY", canvas_size=array.shape[:2]
-    )
-    target = {"boxes": boxes, "labels": torch.from_numpy(record.classes.copy())}
-    return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1)), target
 
 
 def arms(size: int, aug: AugmentConfig) -> dict[str, Callable[..., Any]]:
@@ -85,7 +75,10 @@ def main() -> None:
     aug = AugmentConfig(scale=(0.75, 1.25), translate=0.1, brightness=0.2, contrast=0.2,
                         saturation=0.2, hue=0.0)  # fmt: skip
     records = read_split(load_data_yaml(a.data), "train").records[: a.images]
-    samples = [sample(r) for r in records]
+    ds = DetectionDataset(records, img_size=a.img_size, cache=True)
+    samples = [
+        to_v2(ds.load_image(i), r.boxes.copy(), r.classes.copy()) for i, r in enumerate(records)
+    ]
     # ColorJitter works on what the geometry gives: 320-px letterboxed images.
     small = [Letterbox(a.img_size)(img, tgt) for img, tgt in samples]
     pipelines = arms(a.img_size, aug)

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,7 +29,11 @@ from edgeyolo.loss import YoloLoss
 from edgeyolo.models import build_model
 
 
-def make_step(model: torch.nn.Module, loss_fn: YoloLoss, bf16: bool):  # type: ignore[no-untyped-def]
+def make_step(
+    model: torch.nn.Module, loss_fn: YoloLoss, bf16: bool
+) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """One training step of ``model`` (forward, loss, backward, fused Adam), as a function of a
+    batch; returns the loss."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
 
     def step(images: torch.Tensor, targets: torch.Tensor) -> float:

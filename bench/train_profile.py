@@ -53,7 +53,7 @@ import edgeyolo.evaluate.evaluator as evaluator_module
 import edgeyolo.evaluate.predict as predict_module
 from edgeyolo.cli import train as cli_train
 from edgeyolo.config import TrainConfig
-from edgeyolo.data.dataset import DetectionDataset, collate
+from edgeyolo.data.dataset import DetectionDataset, collate, from_v2, to_v2
 from edgeyolo.runtime.environment import environment
 from edgeyolo.train.trainer import Trainer
 
@@ -244,8 +244,6 @@ def data_pipeline(dataset: DetectionDataset, samples: int, batch: int) -> dict[s
     """Mean seconds per image of each stage of the training sample, in this process: decode
     (unless the dataset holds it decoded), each transform of the training ``v2.Compose``, and
     ``collate`` per image."""
-    from torchvision import tv_tensors
-
     times: dict[str, list[float]] = defaultdict(list)
     transform = dataset.transform
     steps = list(getattr(transform, "transforms", [transform]))
@@ -257,25 +255,12 @@ def data_pipeline(dataset: DetectionDataset, samples: int, batch: int) -> dict[s
         array = dataset.load_image(i)
         times["decode"].append(time.perf_counter() - t0)
         r = dataset.records[i]
-        image = tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
-        target: Any = {
-            "boxes": tv_tensors.BoundingBoxes(
-                torch.from_numpy(r.boxes.copy()), format="XYXY", canvas_size=array.shape[:2]
-            ),
-            "labels": torch.from_numpy(r.classes.copy()),
-        }
+        image, target = to_v2(array, r.boxes.copy(), r.classes.copy())
         for step in steps:
             t0 = time.perf_counter()
             image, target = step(image, target)
             times[type(step).__name__].append(time.perf_counter() - t0)
-        boxes = target["boxes"].as_subclass(torch.Tensor).float()
-        out.append(
-            (
-                image.as_subclass(torch.Tensor),
-                torch.cat([target["labels"].float()[:, None], boxes], 1),
-                i,
-            )
-        )
+        out.append((*from_v2(image, target), i))
     t0 = time.perf_counter()
     for k in range(0, len(out), batch):
         collate(out[k : k + batch])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,17 +100,8 @@ class DetectionDataset(Dataset[Sample]):
         else:
             r = self.records[i]
             array, boxes, classes = self.load_image(i), r.boxes.copy(), r.classes.copy()
-        image = tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
-        target = {
-            "boxes": tv_tensors.BoundingBoxes(
-                torch.from_numpy(boxes), format="XYXY", canvas_size=tuple(array.shape[:2])
-            ),
-            "labels": torch.from_numpy(classes),
-        }
-        image, target = self.transform(image, target)
-        boxes = target["boxes"].as_subclass(Tensor).float()
-        targets = torch.cat([target["labels"].float()[:, None], boxes], dim=1)
-        return image.as_subclass(Tensor), targets, i
+        image, targets = from_v2(*self.transform(*to_v2(array, boxes, classes)))
+        return image, targets, i
 
     def mosaic_sample(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image ``i`` and three others drawn at random (torch's generator), tiled by
@@ -132,6 +124,30 @@ class DetectionDataset(Dataset[Sample]):
         with :func:`~edgeyolo.data.transforms.boxes_from_letterbox`."""
         r = self.records[i]
         return letterbox_params(r.width, r.height, self.img_size)
+
+
+def to_v2(
+    array: np.ndarray, boxes: np.ndarray, classes: np.ndarray
+) -> tuple[tv_tensors.Image, dict[str, Any]]:
+    """An image (``uint8[H, W, 3]``), its xyxy boxes (``float[N, 4]``, pixels) and classes
+    (``int[N]``) as the v2 transforms take them: ``(Image, {"boxes", "labels"})``. The tensors
+    share the arrays' memory."""
+    image = tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1))
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(
+            torch.from_numpy(boxes), format="XYXY", canvas_size=tuple(array.shape[:2])
+        ),
+        "labels": torch.from_numpy(classes),
+    }
+    return image, target
+
+
+def from_v2(image: Any, target: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """A transformed ``(Image, {"boxes", "labels"})`` as the sample's ``(image, targets)``:
+    ``targets`` float32[N, 5] rows ``(cls, x1, y1, x2, y2)``."""
+    boxes = target["boxes"].as_subclass(Tensor).float()
+    targets = torch.cat([target["labels"].float()[:, None], boxes], dim=1)
+    return image.as_subclass(Tensor), targets
 
 
 def collate(batch: Sequence[Sample]) -> tuple[Tensor, Tensor, list[int]]:
